@@ -1,0 +1,77 @@
+"""What every console script shares: one-line errors, devices, common flags.
+
+Only modules in ``detector/cli`` read argv. Each script's ``main(argv=None)`` is wrapped with
+:func:`cli_main`, which turns a :class:`UserError` (or a missing file) into one line on stderr
+and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import Callable
+
+import torch
+
+from backbone.errors import UserError
+
+try:  # eval/ has its own error type (it imports nothing of ours)
+    from eval.errors import EvalError as _EvalError
+except ImportError:  # pragma: no cover - before eval/ defines it
+    class _EvalError(Exception):
+        pass
+
+USER_ERRORS = (UserError, _EvalError)
+
+
+def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
+    """Decorate a ``main(argv=None)``: user errors -> ``error: ...`` on stderr, exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(argv=None) -> int:
+        prog = fn.__module__.rsplit(".", 1)[-1].replace("_", "-")
+        try:
+            rc = fn(argv)
+        except USER_ERRORS as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return 130
+        return int(rc or 0)
+
+    def entry(argv=None) -> int:
+        rc = wrapper(argv)
+        if argv is None:
+            sys.exit(rc)
+        return rc
+
+    entry.__wrapped__ = fn  # type: ignore[attr-defined]
+    return entry
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device name (use auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default: auto)")
+
+
+def add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """--config, --data-root, --set, --cache-dir: shared by every CLI that reads a config."""
+    p.add_argument("--config", required=required, help="YAML config (see configs/)")
+    p.add_argument("--data-root", help="dataset root folder, overriding data.root in the config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config setting, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--cache-dir", help="cache folder for proposals (default: ~/.cache/googlenet-det)")

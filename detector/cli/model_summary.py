@@ -1,0 +1,37 @@
+"""model-summary: parameter counts and multiply-adds of each backbone network."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from backbone import NETWORKS, build_backbone, count_macs, count_parameters
+
+from .common import cli_main
+
+AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
+
+
+@cli_main
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="model-summary", description="Parameters and multiply-adds of each network.")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--size", type=int, default=224, help="input size for the multiply-add count (default 224)")
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    args = p.parse_args(argv)
+    rows = []
+    for name in NETWORKS:
+        m = build_backbone(name, num_classes=args.num_classes, aux_logits=True)
+        rows.append({
+            "network": name,
+            "params": count_parameters(m, exclude_prefixes=AUX_PREFIXES),
+            "params_with_aux": count_parameters(m),
+            "macs": count_macs(m, args.size),
+        })
+    print(f"{'network':<14}{'params':>14}{'with aux':>14}{'MACs @' + str(args.size):>16}")
+    for r in rows:
+        print(f"{r['network']:<14}{r['params']:>14,}{r['params_with_aux']:>14,}{r['macs'] / 1e9:>14.3f} G")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0

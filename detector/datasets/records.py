@@ -1,0 +1,45 @@
+"""The one record type per image that every dataset reader returns.
+
+Boxes are float32 (N, 4) ``x1, y1, x2, y2``, continuous 0-based pixels, x2 exclusive (a VOC
+box ``xmin..xmax`` 1-based inclusive becomes ``xmin - 1, ymin - 1, xmax, ymax``). Labels are
+int64 (N,) in 1..C, the position in ``Dataset.classes`` plus one; 0 is background.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ImageRecord:
+    image_id: str                     # the id used in split files and detection files
+    path: str                         # image file
+    width: int
+    height: int
+    boxes: np.ndarray                 # (N, 4) float32 xyxy, 0-based continuous
+    labels: np.ndarray                # (N,) int64 in 1..C
+    difficult: np.ndarray             # (N,) bool
+    blacklist: frozenset[int] = field(default_factory=frozenset)  # ILSVRC: labels not scored for this image
+
+    def __post_init__(self):
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        self.difficult = np.asarray(self.difficult, dtype=bool).reshape(-1)
+
+
+@dataclass
+class Dataset:
+    """A split of a detection dataset: the class list (label i is ``classes[i - 1]``) and records."""
+
+    classes: list[str]
+    records: list[ImageRecord]
+    root: str = ""
+    split: str = ""
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> ImageRecord:
+        return self.records[i]

@@ -1,0 +1,35 @@
+"""Proposal settings (the ``proposals:`` section of a detector config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class MultiBoxConfig:
+    arch: str = "googlenet"          # backbone trunk
+    input_size: int = 224            # network input (image resized to SxS)
+    num_priors: int = 800            # K boxes regressed, priors by k-means on training boxes
+    alpha: float = 0.3               # weight of the location loss (alpha/2 * squared error)
+    matching: str = "bipartite"      # bipartite (Hungarian) | greedy
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    seed: int = 0
+
+
+@dataclass
+class ProposalConfig:
+    method: str = "ss+multibox"      # ss | multibox | ss+multibox
+    backend: str = "ours"            # ours | selectivesearch (the PyPI package)
+    preset: str = "fast"             # single | fast | quality
+    superpixel_scale: float = 2.0    # multiplies Felzenszwalb k and min size (paper: 2)
+    working_width: int = 500         # image resized to this width before segmentation
+    min_box_width: float = 20.0      # at the working width
+    max_boxes: int | None = None     # cap on selective search boxes per image (after ranking)
+    multibox_top_k: int = 200        # paper: top 200 MultiBox boxes
+    multibox_checkpoint: str | None = None
+    merge_iou: float = 0.95          # near-duplicates between SS and MultiBox removed above this IoU
+    multibox: MultiBoxConfig = field(default_factory=MultiBoxConfig)

@@ -22,6 +22,7 @@ class ImageRecord:
     labels: np.ndarray                # (N,) int64 in 1..C
     difficult: np.ndarray             # (N,) bool
     blacklist: frozenset[int] = field(default_factory=frozenset)  # ILSVRC: labels not scored for this image
+    devkit_index: int | None = None   # ILSVRC: the image's index in devkit files (split file column 2)
 
     def __post_init__(self):
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -37,6 +38,8 @@ class Dataset:
     records: list[ImageRecord]
     root: str = ""
     split: str = ""
+    class_ids: list[int] | None = None      # ids of the classes in outside files (COCO category ids, ILSVRC DET ids)
+    display_names: list[str] | None = None  # human names when ``classes`` are codes (ILSVRC WNIDs)
 
     def __len__(self) -> int:
         return len(self.records)

@@ -95,7 +95,8 @@ def find_image(image_dir: str, image_id: str, filename: str | None = None) -> st
         p = os.path.join(image_dir, filename)
         if os.path.isfile(p):
             return p
-    hits = glob.glob(os.path.join(glob.escape(image_dir), glob.escape(image_id) + ".*"))
+    hits = sorted(h for h in glob.glob(os.path.join(glob.escape(image_dir), glob.escape(image_id) + ".*"))
+                  if os.path.splitext(h)[1].lower() not in (".xml", ".txt", ".json"))
     return hits[0] if hits else None
 
 

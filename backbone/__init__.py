@@ -26,7 +26,7 @@ def build_backbone(
     name: str,
     num_classes: int = 1000,
     aux_logits: bool = False,
-    weights: str | os.PathLike | None = None,
+    weights: "str | os.PathLike | dict | None" = None,
     *,
     ignore_head: bool = False,
     transform_input: bool | None = None,
@@ -38,7 +38,7 @@ def build_backbone(
         in training mode the forward then returns a named tuple whose first field is the
         main logits.
     weights: optional local state dict file (for example torchvision's
-        ``googlenet-1378be20.pth``). Aux-head keys in it are dropped when ``aux_logits`` is
+        ``googlenet-1378be20.pth``), or a state dict already in memory. Aux-head keys in it are dropped when ``aux_logits`` is
         False; anything else that does not fit raises :class:`UserError`.
     ignore_head: with ``weights``, keep the fresh class layers (another class count).
     transform_input: torchvision's input re-normalisation for its ported ImageNet weights;

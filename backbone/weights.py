@@ -41,15 +41,20 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, *, ignore_head: bool = False, arch: str = "") -> None:
-    """Load the state dict in ``path`` into ``model`` strictly.
+def load_weights(model: nn.Module, path: "str | os.PathLike | dict", *, ignore_head: bool = False, arch: str = "",
+                 source: str | None = None) -> None:
+    """Load the state dict in ``path`` (a file, or an already loaded state dict named by
+    ``source`` in messages) into ``model`` strictly.
 
     Auxiliary-head weights in the file are dropped when the model has no aux heads (as
     torchvision does for ``aux_logits=False``). With ``ignore_head`` the class-specific layers
     (``HEAD_PREFIXES``) keep their fresh initialisation. Any other missing or unexpected key,
     or a shape mismatch, raises :class:`UserError` naming the file and the keys.
     """
-    state = read_state_dict(path)
+    if isinstance(path, dict):
+        state, path = path, source or "state dict"
+    else:
+        state = read_state_dict(path)
     own = model.state_dict()
     has_aux = any(k.startswith(AUX_PREFIXES) for k in own)
     if not has_aux:

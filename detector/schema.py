@@ -52,11 +52,15 @@ class TrainConfig:
     weight_decay: float = 0.0005
     lr_steps: list[int] = field(default_factory=lambda: [7])  # epochs at which lr *= lr_gamma
     lr_gamma: float = 0.1
+    warmup_steps: int = 100          # linear learning-rate warm-up (from scratch, no BN)
+    clip_grad_norm: float = 10.0     # 0: no clipping
     aux_weight: float = 0.3
+    bbox_weight: float = 1.0         # box-regression loss weight (model.bbox_reg)
     flip: bool = True
     seed: int = 0
     val_every: int = 2               # epochs between validation mAPs (0: never)
-    workers: int = 0
+    val_images: int = 0              # validate on the first N val images (0: all)
+    cache_images: int = 3000         # keep decoded images in memory for datasets up to this size
 
 
 @dataclass

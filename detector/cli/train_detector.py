@@ -1,0 +1,51 @@
+"""train-detector: train MultiBox and/or the region classifier ensemble from a config."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .common import add_config_args, add_device_arg, cli_main, resolve_device
+
+
+@cli_main
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="train-detector",
+        description="Train the R-CNN detector: MultiBox proposals (--stage multibox), the Inception region "
+                    "classifier ensemble (--stage classifier), or both (--stage all). Resumes a killed run "
+                    "found in --out.",
+        epilog="example: train-detector --config configs/bccd.yaml --out runs/bccd",
+    )
+    add_config_args(p)
+    p.add_argument("--out", required=True, help="output folder: config.yaml, metrics.jsonl, curves.png, model.pt")
+    p.add_argument("--stage", default="all", choices=["multibox", "classifier", "all"],
+                   help="what to train (default: all = MultiBox when the config uses it, then the classifier)")
+    p.add_argument("--members", type=int, help="ensemble size (overrides model.members)")
+    p.add_argument("--init", help="start the region classifier from a train-classifier checkpoint or a torchvision state dict")
+    p.add_argument("--no-resume", action="store_true", help="refuse to continue a run found in --out")
+    p.add_argument("--half", metavar="FILE", help="also write a compact float16 copy of the final model to FILE")
+    add_device_arg(p)
+    args = p.parse_args(argv)
+
+    from ..schema import load_detector_config
+    from ..train import train_detector
+
+    overrides = list(args.overrides)
+    if args.members is not None:
+        overrides.append(f"model.members={args.members}")
+    if args.init:
+        overrides.append(f"model.init={os.path.abspath(args.init)}")
+    cfg = load_detector_config(args.config, overrides, args.data_root)
+    device = resolve_device(args.device)
+    path = train_detector(cfg, args.out, device, cache_dir=args.cache_dir, resume=not args.no_resume, stage=args.stage)
+    from ..distributed import is_main
+    if is_main():
+        if args.half and args.stage != "multibox":
+            from ..checkpoint import load_detector, save_detector
+            ck = load_detector(path)
+            save_detector(args.half, ck["config"], ck["classes"], ck["members"], ck.get("multibox"), compact=True)
+            print(f"train-detector: wrote {args.half}", file=sys.stderr)
+        print(path)
+    return 0

@@ -1,0 +1,197 @@
+"""``eval-map``: detection AP by the official protocols, from files or by running a model on a split.
+
+File mode::
+
+    eval-map --protocol voc --ground-truth GT --detections DETS [--classes F] [--iou T]
+             [--box-format xyxy|xywh] [--blacklist F] [--json OUT] [--plots DIR]
+
+Split mode (runs the detector, then scores it and saves its detections for re-scoring)::
+
+    eval-map --split test --config C [--model CKPT] [--data-root D] [--set k=v ...]
+             [--cache-dir D] [--device auto] [--protocol P] [--json OUT] [--plots DIR]
+             [--save-detections FILE]
+
+Formats are recognised from content (see :mod:`detector.formats`). Prints a per-class AP table
+and the mean; ``--json`` writes the numbers, ``--plots`` a precision-recall PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import warnings
+
+import numpy as np
+
+from backbone.errors import UserError
+
+from .common import add_config_args, add_device_arg, cli_main
+
+PROTOCOLS = ("ilsvrc", "voc07", "voc", "coco")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eval-map", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--protocol", choices=PROTOCOLS,
+                   help="ilsvrc (devkit), voc07 (11-point), voc (all-point, VOC2010+), coco (COCOeval); "
+                        "default: voc, or the config's test.protocol with --split")
+    p.add_argument("--ground-truth", metavar="GT", help="VOC XML file/folder, split file under ImageSets/, "
+                   "COCO instances JSON, devkit ground-truth .mat, or a folder of text files")
+    p.add_argument("--detections", metavar="DETS", help="detections JSON, COCO results JSON, devkit "
+                   "submission lines, or a folder of text files")
+    p.add_argument("--classes", metavar="FILE", help="class list: one name per line, or ILSVRC map_det.txt")
+    p.add_argument("--iou", type=float, help="IoU threshold replacing 0.5 (ilsvrc: min(iou, wh/((w+10)(h+10))))")
+    p.add_argument("--box-format", choices=("xyxy", "xywh"), default="xyxy",
+                   help="text files: left top right bottom (xyxy, default) or left top width height (xywh)")
+    p.add_argument("--blacklist", metavar="FILE", help="ILSVRC blacklist (lines `image_index WNID`)")
+    p.add_argument("--json", metavar="OUT", help="write the numbers as JSON")
+    p.add_argument("--plots", metavar="DIR", help="write precision-recall curves as PNG into DIR")
+    g = p.add_argument_group("split mode (run a detector on a dataset split)")
+    g.add_argument("--split", help="dataset split to detect and score (e.g. test)")
+    g.add_argument("--model", metavar="CKPT", help="detector checkpoint")
+    g.add_argument("--save-detections", metavar="FILE",
+                   help="where to save the split's detections (default: <dir of --json or .>/detections_<split>.json)")
+    add_config_args(g, required=False)
+    add_device_arg(g)
+    return p
+
+
+def _fmt(v: float) -> str:
+    return "   n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def format_table(result: dict, names: list[str]) -> str:
+    """The per-class AP table and the mean, as printed."""
+    w = max([len("class")] + [len(n) for n in names])
+    has_counts = "num_detections" in result
+    head = f"{'class':<{w}}  {'AP':>6}  {'npos':>6}" + (f"  {'dets':>7}  {'TP':>6}" if has_counts else "")
+    lines = [head, "-" * len(head)]
+    for i, n in enumerate(names):
+        row = f"{n:<{w}}  {_fmt(result['AP'][i]):>6}  {result['npos'][i]:>6}"
+        if has_counts:
+            row += f"  {result['num_detections'][i]:>7}  {result['num_tp'][i]:>6}"
+        lines.append(row)
+    lines.append("-" * len(head))
+    iou = result["iou"]
+    lines.append(f"{'mAP':<{w}}  {_fmt(result['mAP']):>6}   (median AP {_fmt(result['median_AP'])}, "
+                 f"protocol {result['protocol']}, IoU {iou})")
+    if "summary" in result:
+        lines.extend(["", *result["summary"]])
+    return "\n".join(lines)
+
+
+def _json_safe(v):
+    if isinstance(v, float):
+        return None if math.isnan(v) else v
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        return _json_safe(v.item())
+    return v
+
+
+def _write_json(path: str, result: dict, names: list[str], extra: dict) -> None:
+    out = {k: v for k, v in result.items() if k not in ("curves", "summary")}
+    out["classes"] = names
+    out["per_class_AP"] = {n: a for n, a in zip(names, result["AP"])}
+    out.update(extra)
+    path = os.path.abspath(path)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(_json_safe(out), f, indent=1)
+            f.write("\n")
+        os.replace(path + ".tmp", path)
+    except OSError as e:
+        raise UserError(f"--json {path}: cannot write ({e.strerror or e})") from None
+
+
+def score(dataset, dets: list[dict], protocol: str, iou: float | None, args, extra: dict) -> dict:
+    """Evaluate, print the table, write --json and --plots."""
+    from eval import evaluate
+    from eval.plots import plot_pr_curves
+
+    from detector.datasets import ground_truth
+
+    if protocol != "ilsvrc" and any(r.blacklist for r in dataset.records):
+        print(f"eval-map: note: the blacklist only applies to --protocol ilsvrc", file=sys.stderr)
+    result = evaluate(protocol, ground_truth(dataset), dets, len(dataset.classes), iou=iou, return_curves=True)
+    names = list(dataset.display_names or dataset.classes)
+    if dataset.display_names:
+        names = [f"{d} ({c})" for d, c in zip(dataset.display_names, dataset.classes)]
+    print(format_table(result, names))
+    if args.json:
+        _write_json(args.json, result, names, extra)
+    if args.plots:
+        try:
+            path = plot_pr_curves(result["curves"], result["AP"], names,
+                                  os.path.join(args.plots, f"pr_{protocol}.png"), title=protocol)
+        except OSError as e:
+            raise UserError(f"--plots {args.plots}: cannot write ({e.strerror or e})") from None
+        print(f"precision-recall curves: {path}", file=sys.stderr)
+    return result
+
+
+def _run_files(args) -> None:
+    from detector.formats import read_detections, read_ground_truth
+
+    if not args.ground_truth or not args.detections:
+        raise UserError("give --ground-truth and --detections (or --split with --config)")
+    gt = read_ground_truth(args.ground_truth, args.classes, args.box_format, args.blacklist)
+    dets = read_detections(args.detections, gt, args.box_format)
+    n = sum(len(d["scores"]) for d in dets)
+    if n == 0:
+        print(f"eval-map: warning: {args.detections} holds no detections (every AP is 0)", file=sys.stderr)
+    score(gt, dets, args.protocol or "voc", args.iou, args,
+          {"ground_truth": os.path.abspath(args.ground_truth), "detections": os.path.abspath(args.detections),
+           "num_images": len(gt.records)})
+
+
+def _run_split(args) -> None:
+    from detector.config import save_config
+    from detector.formats import items_to_detections, write_detections_json
+    from detector.schema import load_detector_config
+
+    if args.detections or args.ground_truth:
+        raise UserError("--split runs the detector: do not combine it with --ground-truth / --detections")
+    if not args.config:
+        raise UserError("--split needs --config (the detector config; --model for the checkpoint)")
+    cfg = load_detector_config(args.config, args.overrides, args.data_root)
+    from detector.inference import detect_split
+
+    dataset, items = detect_split(cfg, args.split, model_path=args.model, cache_dir=args.cache_dir, device=args.device)
+    out_dir = os.path.dirname(os.path.abspath(args.json)) if args.json else os.getcwd()
+    save_path = args.save_detections or os.path.join(out_dir, f"detections_{args.split}.json")
+    write_detections_json(save_path, items)
+    print(f"detections: {save_path}", file=sys.stderr)
+    if args.json:
+        save_config(cfg, os.path.splitext(os.path.abspath(args.json))[0] + ".config.yaml")
+    dets = items_to_detections(items, save_path, dataset)
+    score(dataset, dets, args.protocol or cfg.test.protocol, args.iou, args,
+          {"split": args.split, "config": os.path.abspath(args.config), "model": args.model,
+           "detections": save_path, "num_images": len(dataset.records)})
+
+
+@cli_main
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.iou is not None and not (0.0 < args.iou <= 1.0):
+        raise UserError(f"--iou {args.iou}: must be in (0, 1]")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if args.split:
+                _run_split(args)
+            else:
+                _run_files(args)
+        finally:
+            for w in caught:  # one line each (dataset defects), not Python's two-line format
+                if issubclass(w.category, UserWarning):
+                    print(f"eval-map: warning: {w.message}", file=sys.stderr)
+    return 0

@@ -160,9 +160,11 @@ def match_voc(f: Flat, num_classes: int, iou_thr: float):
     D = len(f.d_box)
     pd, pg, iou = _pairs(f, np.ones(D, bool), np.ones(len(f.g_box), bool), num_classes)
     ovmax, arg = _segment_first_argmax(pd, iou, D)
-    jmax = np.where(arg >= 0, pg[np.maximum(arg, 0)], -1)
+    jmax = np.full(D, -1, np.int64)
+    jmax[arg >= 0] = pg[arg[arg >= 0]]
     hit = (arg >= 0) & (ovmax >= iou_thr)
-    ignored = hit & f.g_diff[np.maximum(jmax, 0)]
+    ignored = np.zeros(D, bool)
+    ignored[hit] = f.g_diff[jmax[hit]]
     cand = np.flatnonzero(hit & ~ignored)
     rank = _ranks(f.d_score)
     # the highest-ranked candidate of each gt box takes it; the rest are duplicates (FP)

@@ -569,7 +569,7 @@ def write_coco_results(path: str, dataset: Dataset, dets: list[dict]) -> None:
     ids = dataset.class_ids or list(range(1, len(dataset.classes) + 1))
     out = []
     for r, d in zip(dataset.records, dets):
-        iid = int(r.image_id) if r.image_id.isdigit() else r.image_id
+        iid = int(r.image_id) if r.image_id.isdigit() and str(int(r.image_id)) == r.image_id else r.image_id
         for b, s, c in zip(np.asarray(d["boxes"], np.float64).reshape(-1, 4), np.asarray(d["scores"]).reshape(-1),
                            np.asarray(d["labels"]).reshape(-1)):
             out.append({"image_id": iid, "category_id": int(ids[int(c) - 1]),

@@ -145,6 +145,7 @@ def _run_files(args) -> None:
         raise UserError("give --ground-truth and --detections (or --split with --config)")
     gt = read_ground_truth(args.ground_truth, args.classes, args.box_format, args.blacklist)
     dets = read_detections(args.detections, gt, args.box_format)
+    _flush_warnings(args)
     n = sum(len(d["scores"]) for d in dets)
     if n == 0:
         print(f"eval-map: warning: {args.detections} holds no detections (every AP is 0)", file=sys.stderr)
@@ -173,6 +174,7 @@ def _run_split(args) -> None:
     if args.json:
         save_config(cfg, os.path.splitext(os.path.abspath(args.json))[0] + ".config.yaml")
     dets = items_to_detections(items, save_path, dataset)
+    _flush_warnings(args)
     score(dataset, dets, args.protocol or cfg.test.protocol, args.iou, args,
           {"split": args.split, "config": os.path.abspath(args.config), "model": args.model,
            "detections": save_path, "num_images": len(dataset.records)})
@@ -183,15 +185,21 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.iou is not None and not (0.0 < args.iou <= 1.0):
         raise UserError(f"--iou {args.iou}: must be in (0, 1]")
+    # reader warnings (dropped / clipped boxes) are printed as one line each once the inputs
+    # have been read; when an input is bad, only its error line is printed
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            if args.split:
-                _run_split(args)
-            else:
-                _run_files(args)
-        finally:
-            for w in caught:  # one line each (dataset defects), not Python's two-line format
-                if issubclass(w.category, UserWarning):
-                    print(f"eval-map: warning: {w.message}", file=sys.stderr)
+        args._warnings = caught
+        if args.split:
+            _run_split(args)
+        else:
+            _run_files(args)
+        _flush_warnings(args)
     return 0
+
+
+def _flush_warnings(args) -> None:
+    for w in args._warnings:
+        if issubclass(w.category, UserWarning):
+            print(f"eval-map: warning: {w.message}", file=sys.stderr)
+    args._warnings.clear()

@@ -16,7 +16,11 @@ input order, as MATLAB's ``sort``), decide true/false positive per detection, an
   threshold ``min(thr, w*h / ((w+10)*(h+10)))`` it reaches, so the order matters. We run it in
   rounds: round r handles the r-th detection of every (image, class) group at once; the number
   of rounds is the largest group size, not the number of boxes. Blacklisted (image, class)
-  pairs: their detections are dropped and their boxes do not count as positives.
+  pairs: their detections are dropped and their boxes do not count as positives. The ILSVRC
+  devkit has no difficult flag, so ``difficult`` is not used by this protocol.
+
+One deliberate difference from VOCevaldet.m: when every detection of a class lands on
+difficult boxes, the devkit's 11-point AP is NaN (its precision is 0/0); ours is 0.
 """
 
 from __future__ import annotations

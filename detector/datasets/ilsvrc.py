@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from backbone.errors import UserError
 
 from .common import BoxCleaner, ClassList, read_class_file
-from .records import Dataset, ImageRecord
+from .records import Dataset
 from .voc import VocAnnotation, annotation_to_record, find_image, parse_voc_annotation
 
 MAP_DET_PLACES = ("map_det.txt", os.path.join("devkit", "data", "map_det.txt"))

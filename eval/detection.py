@@ -254,16 +254,46 @@ def average_precision(f: Flat, tp: np.ndarray, ignored: np.ndarray, num_classes:
     return aps, npos, curves
 
 
+# Matching is independent per image, so the images are matched in chunks that bound the number
+# of (detection, gt) pairs held at once (crowded scenes: 100 detections x 50 boxes per image).
+PAIR_CHUNK = 4_000_000
+
+
+def _image_chunks(f: Flat, num_classes: int):
+    """Contiguous image ranges -> (det slice, gt slice) with about PAIR_CHUNK pairs each."""
+    n_img = int(max(f.d_img.max(initial=-1), f.g_img.max(initial=-1))) + 1
+    if n_img == 0:
+        return [(slice(0, 0), slice(0, 0))]
+    C1 = num_classes + 1
+    nd = np.bincount(f.d_img * C1 + f.d_lab, minlength=n_img * C1)
+    ng = np.bincount(f.g_img * C1 + f.g_lab, minlength=n_img * C1)
+    per_img = (nd * ng).reshape(n_img, C1).sum(axis=1)
+    chunk_of = np.cumsum(per_img) // max(PAIR_CHUNK, 1)
+    cuts = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1], True])  # image index starts + end
+    out = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        ds, de = np.searchsorted(f.d_img, [a, b])
+        gs, ge = np.searchsorted(f.g_img, [a, b])
+        out.append((slice(ds, de), slice(gs, ge)))
+    return out
+
+
+def _sub(f: Flat, d: slice, g: slice) -> Flat:
+    return Flat(f.g_img[g], f.g_box[g], f.g_lab[g], f.g_diff[g], f.g_black[g],
+                f.d_img[d], f.d_box[d], f.d_score[d], f.d_lab[d], f.d_black[d])
+
+
 def evaluate_voc_style(gts, dets, num_classes: int, protocol: str, iou: float | None = None) -> dict:
     """``voc07`` / ``voc`` / ``ilsvrc`` AP. Returns the dict documented in :func:`eval.evaluate`."""
     thr = 0.5 if iou is None else float(iou)
     f = flatten(gts, dets, num_classes)
-    if protocol == "ilsvrc":
-        tp, ignored = match_ilsvrc(f, num_classes, thr)
-        count_gt = ~f.g_black
-    else:
-        tp, ignored = match_voc(f, num_classes, thr)
-        count_gt = ~f.g_diff
+    match = match_ilsvrc if protocol == "ilsvrc" else match_voc
+    tp = np.zeros(len(f.d_box), bool)
+    ignored = np.zeros(len(f.d_box), bool)
+    for d, g in _image_chunks(f, num_classes):
+        # within a chunk, ties in score keep input order: the same order as over all images
+        tp[d], ignored[d] = match(_sub(f, d, g), num_classes, thr)
+    count_gt = ~f.g_black if protocol == "ilsvrc" else ~f.g_diff
     aps, npos, curves = average_precision(f, tp, ignored, num_classes, protocol == "voc07", count_gt)
     ndet = np.bincount(f.d_lab[~ignored], minlength=num_classes + 1)[1:]
     ntp = np.bincount(f.d_lab[tp], minlength=num_classes + 1)[1:]

@@ -256,3 +256,18 @@ def test_iou_exactly_at_threshold_is_a_hit():
     dets[0]["boxes"] = np.array([[0, 0, 40, 20]], float)
     assert evaluate("ilsvrc", gts, dets, 1)["AP"] == [1.0]
     assert evaluate("ilsvrc", gts, dets, 1, iou=0.500001)["AP"] == [0.0]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(scene(blacklist=True), st.sampled_from(["voc", "voc07", "ilsvrc"]), st.integers(1, 5))
+def test_matching_in_image_chunks_changes_nothing(monkeypatch, s, protocol, chunk):
+    import eval.detection as det
+
+    gts, dets = s
+    whole = evaluate(protocol, gts, dets, C)
+    monkeypatch.setattr(det, "PAIR_CHUNK", chunk)   # a few pairs per chunk: many chunks
+    assert len(det._image_chunks(det.flatten(gts, dets, C), C)) >= 1
+    chunked = evaluate(protocol, gts, dets, C)
+    monkeypatch.undo()
+    _same(whole["AP"], chunked["AP"])
+    assert whole["num_tp"] == chunked["num_tp"]

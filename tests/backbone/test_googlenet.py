@@ -96,3 +96,13 @@ def test_channels_last_same_output():
         a = m(x)
         b = m.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_init_keeps_activations_bounded():
+    # without batch norm the init must not blow activations up through 22 layers
+    torch.manual_seed(0)
+    m = build_backbone("googlenet", num_classes=4).eval()
+    with torch.no_grad():
+        f = extract_features(m, torch.randn(4, 3, 64, 64), ["inception3b", "inception5b"])
+        logits = m(torch.randn(4, 3, 64, 64))
+    assert 0.1 < f["inception5b"].std() < 10 and logits.abs().max() < 10

@@ -34,7 +34,7 @@ PROTOCOLS = ("ilsvrc", "voc07", "voc", "coco")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eval-map", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="eval-map", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", choices=PROTOCOLS,
                    help="ilsvrc (devkit), voc07 (11-point), voc (all-point, VOC2010+), coco (COCOeval); "

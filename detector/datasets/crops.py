@@ -178,7 +178,10 @@ def train_transform(size: int, train_cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD, 
 
 def to_chw(image: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 numpy -> ``(3, H, W)`` uint8 tensor (what multi-crop testing takes)."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    a = np.ascontiguousarray(image)
+    if not a.flags.writeable:
+        a = a.copy()
+    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
 
 
 def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):

@@ -1,0 +1,115 @@
+"""eval-classifier: top-1 / top-5 accuracy with 1, 10 and 144 crops, for each model and their
+ensemble (the paper's table 3).
+
+    eval-classifier --model runs/a/model.pt runs/b/model.pt runs/c/model.pt --json runs/eval.json
+
+The data come from the first checkpoint's config (``data`` and ``crops`` sections), or from
+``--config``; ``--data-root`` and ``--set`` override; ``--split`` (default ``data.test_split``)
+picks the split. Every model sees the same crops; the ensemble averages the members' softmax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from backbone.errors import UserError
+from backbone.multicrop import CROP_COUNTS, predict_probs
+from eval.classification import topk_accuracy
+
+from ..classifier_io import ClassifierConfig, load_classifier, load_classifier_config, validate_config
+from ..config import apply_overrides, from_dict
+from ..datasets.crops import build_classification_set, to_chw
+from .common import add_config_args, add_device_arg, cli_main, resolve_device
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eval-classifier", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", nargs="+", required=True, metavar="CKPT", help="train-classifier checkpoint(s)")
+    add_config_args(p, required=False)
+    p.add_argument("--split", help="split to evaluate (default: data.test_split)")
+    p.add_argument("--crops", type=int, nargs="+", choices=CROP_COUNTS, help="crop counts (default: test.crops)")
+    p.add_argument("--no-ensemble", action="store_true", help="only the single models")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--batch-size", type=int, help="crops per forward pass (default: test.batch_size)")
+    add_device_arg(p)
+    return p
+
+
+def write_json(path: str, doc) -> None:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"--json {path}: cannot write ({e.strerror or e})") from None
+
+
+def format_table(rows: list[dict]) -> str:
+    """The results as a text table (one line per model x crop count)."""
+    name_w = max([len("model")] + [len(r["model"]) for r in rows])
+    lines = [f"{'model':<{name_w}}  crops  top-1 err  top-5 err  top-1 acc"]
+    for r in rows:
+        lines.append(f"{r['model']:<{name_w}}  {r['crops']:>5}  {100 * r['top1_error']:8.2f}%  "
+                     f"{100 * r['top5_error']:8.2f}%  {100 * r['top1']:8.2f}%")
+    return "\n".join(lines)
+
+
+@cli_main
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    device = resolve_device(args.device)
+    members = [load_classifier(p, device, aux_logits=False) for p in args.model]
+    classes = list(members[0][1]["classes"])
+    for path, (_, meta) in zip(args.model, members):
+        if list(meta["classes"]) != classes:
+            raise UserError(f"--model {path}: its classes {meta['classes']} differ from {args.model[0]}'s {classes}")
+    if args.config:
+        cfg = load_classifier_config(args.config, args.overrides, args.data_root)
+    else:
+        cfg = from_dict(ClassifierConfig, members[0][1].get("config") or {}, source=args.model[0])
+        if args.overrides:
+            cfg = apply_overrides(cfg, args.overrides)
+        if args.data_root:
+            cfg.data.root = args.data_root
+        validate_config(cfg)
+    split = args.split or cfg.data.test_split
+    crop_counts = args.crops or cfg.test.crops
+    batch = args.batch_size or cfg.test.batch_size
+    data = build_classification_set(cfg, split, classes=classes)
+    labels = data.labels
+    print(f"eval-classifier: {len(data)} images of split {split!r} in {len(classes)} classes, "
+          f"{len(members)} model(s), crops {crop_counts}", file=sys.stderr)
+    models = [m for m, _ in members]
+    sizes = [int(meta["input_size"]) for _, meta in members]
+    means = [tuple(meta["mean"]) for _, meta in members]
+    stds = [tuple(meta["std"]) for _, meta in members]
+    rows = []
+    for n in crop_counts:
+        t0 = time.time()
+        images = (to_chw(data.image(i)) for i in range(len(data)))
+        probs = predict_probs(models, images, n, sizes, mean=means, std=stds, batch_size=batch, device=device,
+                              total=len(data))
+        seconds = time.time() - t0
+        entries = [(path, probs[:, i]) for i, path in enumerate(args.model)]
+        if len(models) > 1 and not args.no_ensemble:
+            entries.append((f"ensemble of {len(models)}", probs.mean(1)))
+        for name, p in entries:
+            acc = topk_accuracy(p.numpy(), labels, (1, 5))
+            rows.append({"model": name, "crops": n, "top1": acc["top1"], "top5": acc["top5"],
+                         "top1_error": 1 - acc["top1"], "top5_error": 1 - acc["top5"], "images": acc["n"]})
+        print(f"eval-classifier: {n} crop(s) done in {seconds:.0f} s", file=sys.stderr)
+    print(format_table(rows))
+    if args.json:
+        write_json(args.json, {"split": split, "data_root": cfg.data.root, "classes": classes, "images": len(data),
+                               "models": list(args.model), "results": rows})
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -7,14 +7,15 @@ from dataclasses import dataclass, field
 
 @dataclass
 class MultiBoxConfig:
-    arch: str = "googlenet"          # backbone trunk
+    arch: str = "googlenet_bn"       # backbone trunk (BN: trains from scratch in the few epochs a CPU allows)
     input_size: int = 224            # network input (image resized to SxS)
-    num_priors: int = 800            # K boxes regressed, priors by k-means on training boxes
+    num_priors: int = 400            # K boxes regressed, priors by k-means on training boxes
     alpha: float = 0.3               # weight of the location loss (alpha/2 * squared error)
     matching: str = "bipartite"      # bipartite (Hungarian) | greedy
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 0.01
+    epochs: int = 20
+    batch_size: int = 32
+    optimizer: str = "adam"          # adam | sgd (from scratch, Adam converges in the few epochs a CPU allows)
+    lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0005
     seed: int = 0

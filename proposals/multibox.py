@@ -1,0 +1,232 @@
+"""MultiBox (Erhan et al., "Scalable Object Detection using Deep Neural Networks", CVPR 2014):
+an Inception trunk regresses K boxes, each an offset from a prior, and K confidences.
+
+- Priors: k-means over the training boxes in normalised ``x1, y1, x2, y2`` (:func:`kmeans_priors`).
+- Network (:class:`MultiBox`): ``backbone.build_backbone(arch)`` trunk up to its last inception
+  stage (:func:`backbone.extract_features`), then a 1x1 convolution to 64 channels, a fixed
+  grid pool, and one linear layer to K x (4 offsets + 1 logit). Input: the whole image
+  resized to ``input_size`` squared, ImageNet-normalised.
+- Loss (:func:`multibox_loss`): each ground-truth box is matched to one prior (bipartite:
+  Hungarian via ``scipy.optimize.linear_sum_assignment`` on the squared distance, or greedy);
+  ``alpha / 2 * ||offset - target||^2`` on matched pairs plus the logistic confidence loss on
+  all K (target 1 for matched priors). Erhan et al. match against the priors for stability, as
+  here. Offsets are in units of ``OFFSET_SCALE`` of the image size, so both terms are O(1).
+- Inference (:func:`predict`): the top-K boxes by confidence, in image pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from backbone import build_backbone, extract_features, stage_names
+from backbone.errors import UserError
+
+from .config import MultiBoxConfig
+
+FORMAT = "multibox-v1"
+OFFSET_SCALE = 0.1
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+GRID = 7
+
+
+def kmeans_priors(boxes: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> np.ndarray:
+    """(k, 4) float32 priors: k-means (k-means++ start) of normalised boxes (N, 4) in [0, 1].
+    With fewer distinct boxes than k the priors are completed with jittered copies."""
+    x = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(x) == 0:
+        raise UserError("MultiBox priors: the training split has no boxes")
+    rng = np.random.default_rng(seed)
+    centers = [x[rng.integers(len(x))]]
+    d2 = ((x - centers[0]) ** 2).sum(1)
+    for _ in range(1, min(k, len(x))):
+        if d2.sum() <= 0:
+            break
+        c = x[rng.choice(len(x), p=d2 / d2.sum())]
+        centers.append(c)
+        d2 = np.minimum(d2, ((x - c) ** 2).sum(1))
+    c = np.array(centers)
+    for _ in range(iters):
+        assign = ((x[:, None, :] - c[None]) ** 2).sum(2).argmin(1)
+        new = np.array([x[assign == j].mean(0) if (assign == j).any() else c[j] for j in range(len(c))])
+        if np.allclose(new, c):
+            break
+        c = new
+    if len(c) < k:  # few boxes: jittered copies so every prior is distinct
+        extra = c[rng.integers(len(c), size=k - len(c))] + rng.normal(0, 0.02, (k - len(c), 4))
+        c = np.concatenate([c, extra])
+    c = np.clip(c, 0, 1)
+    c[:, 2:] = np.maximum(c[:, 2:], c[:, :2] + 1e-3)
+    return c.astype(np.float32)
+
+
+class MultiBox(nn.Module):
+    """Inception trunk + box head. forward(x (N,3,S,S)) -> (offsets (N,K,4), logits (N,K))."""
+
+    def __init__(self, cfg: MultiBoxConfig, priors: np.ndarray | Tensor):
+        super().__init__()
+        self.cfg = cfg
+        priors = torch.as_tensor(np.asarray(priors, np.float32))
+        if priors.ndim != 2 or priors.shape[1] != 4:
+            raise UserError(f"MultiBox priors must be (K, 4), got {tuple(priors.shape)}")
+        self.register_buffer("priors", priors)
+        self.trunk = build_backbone(cfg.arch, num_classes=1, aux_logits=False)
+        self.layer = stage_names(self.trunk)[-1]
+        with torch.no_grad():
+            self.trunk.eval()
+            c = extract_features(self.trunk, torch.zeros(1, 3, 96, 96), [self.layer])[self.layer].shape[1]
+        self.reduce = nn.Sequential(nn.Conv2d(c, 64, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(GRID))
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(64 * GRID * GRID, len(priors) * 5))
+        nn.init.normal_(self.head[1].weight, std=0.001)
+        nn.init.zeros_(self.head[1].bias)
+
+    @property
+    def num_priors(self) -> int:
+        return self.priors.shape[0]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        f = extract_features(self.trunk, x, [self.layer])[self.layer]
+        out = self.head(torch.flatten(self.reduce(f), 1)).view(x.shape[0], -1, 5)
+        return out[..., :4], out[..., 4]
+
+    def decode(self, offsets: Tensor) -> Tensor:
+        """Normalised boxes (N, K, 4) from offsets."""
+        return self.priors[None] + OFFSET_SCALE * offsets
+
+
+def preprocess(images: list[np.ndarray], size: int, device="cpu") -> Tensor:
+    """RGB uint8 images -> (N, 3, size, size) normalised float tensor."""
+    import cv2
+
+    batch = np.stack([cv2.resize(np.ascontiguousarray(im), (size, size), interpolation=cv2.INTER_AREA) for im in images])
+    x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def match(priors: np.ndarray, gt: np.ndarray, method: str = "bipartite") -> tuple[np.ndarray, np.ndarray]:
+    """Match each ground-truth box (G, 4) to one distinct prior (K, 4) by squared distance.
+    Returns (prior indices, gt indices), both (min(G, K),)."""
+    if len(gt) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    cost = ((priors[:, None, :] - gt[None, :, :]) ** 2).sum(2)  # (K, G)
+    if method == "bipartite":
+        from scipy.optimize import linear_sum_assignment
+
+        pi, gi = linear_sum_assignment(cost)
+        return pi.astype(np.int64), gi.astype(np.int64)
+    if method == "greedy":
+        order = np.argsort(cost, axis=None, kind="stable")
+        used_p = np.zeros(cost.shape[0], bool)
+        used_g = np.zeros(cost.shape[1], bool)
+        pis, gis = [], []
+        for flat in order:
+            p, g = divmod(int(flat), cost.shape[1])
+            if used_p[p] or used_g[g]:
+                continue
+            used_p[p] = used_g[g] = True
+            pis.append(p)
+            gis.append(g)
+            if len(gis) == min(cost.shape):
+                break
+        return np.array(pis, np.int64), np.array(gis, np.int64)
+    raise UserError(f"unknown MultiBox matching {method!r}: choose bipartite or greedy")
+
+
+def multibox_loss(offsets: Tensor, logits: Tensor, priors: Tensor, gt_boxes: list[np.ndarray],
+                  alpha: float = 0.3, matching: str = "bipartite") -> tuple[Tensor, dict]:
+    """Erhan et al.'s loss for a batch. offsets (N, K, 4), logits (N, K), priors (K, 4);
+    gt_boxes[i]: (G_i, 4) normalised xyxy. Returns (loss averaged over images, parts)."""
+    N, K = logits.shape
+    target_conf = torch.zeros_like(logits)
+    loc = logits.new_zeros(())
+    pri = priors.detach().cpu().numpy()
+    for n, gt in enumerate(gt_boxes):
+        gt = np.asarray(gt, np.float32).reshape(-1, 4)
+        pi, gi = match(pri, gt, matching)
+        if len(pi) == 0:
+            continue
+        pi_t = torch.as_tensor(pi, device=logits.device)
+        target = (torch.as_tensor(gt[gi], device=logits.device) - priors[pi_t]) / OFFSET_SCALE
+        loc = loc + (offsets[n, pi_t] - target).pow(2).sum()
+        target_conf[n, pi_t] = 1.0
+    loc = alpha / 2 * loc / N
+    conf = F.binary_cross_entropy_with_logits(logits, target_conf, reduction="sum") / N
+    return loc + conf, {"loc": float(loc.detach()), "conf": float(conf.detach())}
+
+
+@torch.no_grad()
+def predict(model: MultiBox, images: list[np.ndarray], top_k: int = 200, batch_size: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Top-``top_k`` boxes by confidence for each RGB uint8 image: [(boxes (k, 4) float32 in the
+    image's pixels, scores (k,) float32)], best first."""
+    model.eval()
+    device = model.priors.device
+    out = []
+    for s in range(0, len(images), batch_size):
+        chunk = images[s:s + batch_size]
+        offsets, logits = model(preprocess(chunk, model.cfg.input_size, device))
+        boxes = model.decode(offsets).clamp(0, 1)
+        scores = torch.sigmoid(logits)
+        for im, b, sc in zip(chunk, boxes, scores):
+            k = min(top_k, len(sc))
+            top = torch.topk(sc, k).indices
+            bb = b[top].cpu().numpy().astype(np.float32)
+            h, w = im.shape[:2]
+            bb[:, [0, 2]] *= w
+            bb[:, [1, 3]] *= h
+            x1 = np.minimum(bb[:, 0], bb[:, 2])
+            x2 = np.maximum(bb[:, 0], bb[:, 2])
+            y1 = np.minimum(bb[:, 1], bb[:, 3])
+            y2 = np.maximum(bb[:, 1], bb[:, 3])
+            out.append((np.stack([x1, y1, x2, y2], 1), sc[top].cpu().numpy().astype(np.float32)))
+    return out
+
+
+def checkpoint_dict(model: MultiBox, epoch: int = 0, extra: dict | None = None) -> dict:
+    """A plain dict (torch.load weights_only-safe) that :func:`multibox_from_checkpoint` reads."""
+    from dataclasses import asdict
+
+    d = {"format": FORMAT, "kind": "multibox", "config": asdict(model.cfg), "epoch": int(epoch),
+         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if extra:
+        d.update(extra)
+    return d
+
+
+def multibox_from_checkpoint(ck: dict, device="cpu", source: str = "MultiBox checkpoint") -> MultiBox:
+    """Build the network from a checkpoint dict (as embedded in a detector checkpoint)."""
+    from dataclasses import fields
+
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT or "state_dict" not in ck:
+        raise UserError(f"{source}: not a MultiBox checkpoint (expected format {FORMAT!r})")
+    known = {f.name for f in fields(MultiBoxConfig)}
+    cfg = MultiBoxConfig(**{k: v for k, v in ck["config"].items() if k in known})
+    state = ck["state_dict"]
+    if "priors" not in state:
+        raise UserError(f"{source}: has no priors")
+    model = MultiBox(cfg, state["priors"].float())
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as e:
+        raise UserError(f"{source}: weights do not fit the network ({str(e).splitlines()[0][:160]})") from None
+    return model.to(device).eval()
+
+
+def load_multibox(path, device="cpu") -> MultiBox:
+    """Load a MultiBox network from a checkpoint written by ``train_multibox``."""
+    import os
+    import pickle
+    import zipfile
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"MultiBox checkpoint {path}: no such file")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise UserError(f"MultiBox checkpoint {path}: not a readable checkpoint ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
+    return multibox_from_checkpoint(ck, device=device, source=f"MultiBox checkpoint {path}")

@@ -67,7 +67,7 @@ class ClassifierModelConfig:
     dropout: float | None = None      # main-head dropout (None: the network's default, 40% for googlenet)
     init: str | None = None           # optional torchvision state dict to start from (class layers kept fresh)
     conv_init: str = "default"        # from scratch: default (the backbone's own), xavier (the reference Caffe
-                                      # model's), kaiming_fan_in (keeps activations O(1) without batch norm)
+                                      # model's), kaiming_fan_in
 
 
 @dataclass

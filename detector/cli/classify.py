@@ -88,12 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--batch-size", type=int, default=256, help="crops per forward pass (default 256)")
     add_device_arg(p)
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: torch's choice; 1 is fastest on a shared, busy CPU)")
     return p
 
 
 @cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.threads:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: must be >= 1")
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     files = list_images(args.paths)  # before loading models: bad paths fail fast
     models, sizes, means, stds, classes, names = load_members(args, device)

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.pt (config taken from it; --set may change e.g. train.epochs)")
     add_device_arg(p)
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: torch's choice; 1 is fastest on a shared, busy CPU)")
     return p
 
 
@@ -47,10 +49,10 @@ def reinit_convs(model: torch.nn.Module, scheme: str) -> None:
     """Re-initialise the convolutions of a network trained from scratch (``model.conv_init``).
 
     The paper's GoogLeNet has no batch norm, so the scale of the initial weights decides
-    whether the first steps are stable: the backbone's Kaiming fan-out init multiplies the
-    activations through the 57 conv layers (logits of about 36 at 64 px here, and the loss
-    diverges at lr 0.01), while Kaiming fan-in keeps them O(1) and Xavier (the reference
-    Caffe model's) shrinks them."""
+    whether the first steps are stable: Kaiming fan-in (the backbone's own init) keeps the
+    activations O(1), Kaiming fan-out multiplied them through the 57 conv layers (logits of
+    about 36 at 64 px; the loss diverged at lr 0.01), Xavier (the reference Caffe model's)
+    shrinks them (logits about 0.003)."""
     if scheme == "default":
         return
     for mod in model.modules():
@@ -114,6 +116,10 @@ def _write_log(rows: list[dict], path: str) -> None:
 @cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.threads:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: must be >= 1")
+        torch.set_num_threads(args.threads)
     out = args.out
     last = os.path.join(out, "last.pt")
     resume_ckpt = None

@@ -118,7 +118,7 @@ def train_multibox(cfg, out_dir: str, device="cpu", split: str | None = None) ->
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            tot["loss"] += float(loss)
+            tot["loss"] += loss.item()
             tot["loc"] += parts["loc"]
             tot["conf"] += parts["conf"]
             steps += 1

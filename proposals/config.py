@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 @dataclass
 class MultiBoxConfig:
     arch: str = "googlenet_bn"       # backbone trunk (BN: trains from scratch in the few epochs a CPU allows)
-    input_size: int = 224            # network input (image resized to SxS)
+    input_size: int = 160            # network input (image resized to SxS; 160 keeps CPU training short)
     num_priors: int = 400            # K boxes regressed, priors by k-means on training boxes
     alpha: float = 0.3               # weight of the location loss (alpha/2 * squared error)
     matching: str = "bipartite"      # bipartite (Hungarian) | greedy
-    epochs: int = 20
+    epochs: int = 8
     batch_size: int = 32
     optimizer: str = "adam"          # adam | sgd (from scratch, Adam converges in the few epochs a CPU allows)
     lr: float = 0.001

@@ -1,0 +1,106 @@
+"""eval-proposals: recall at IoU 0.5 / 0.7, ABO, MABO, boxes and seconds per image of a
+split's proposals (computed into the cache when missing), and the recall-vs-number-of-boxes
+curve as a PNG."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from backbone.errors import UserError
+
+from .common import add_config_args, add_device_arg, cli_main, resolve_device
+from .propose import add_proposal_args, proposal_config
+
+CURVE_COUNTS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+def evaluate_split(ds, boxes, max_boxes=None) -> dict:
+    from eval.proposal_recall import proposal_recall, recall_curve
+
+    res = proposal_recall([r.boxes for r in ds.records], [r.labels for r in ds.records], boxes,
+                          num_classes=len(ds.classes), max_boxes=max_boxes)
+    res["classes"] = list(ds.classes)
+    res["curve"] = {"counts": list(CURVE_COUNTS),
+                    "recall@0.5": recall_curve([r.boxes for r in ds.records], boxes, CURVE_COUNTS, 0.5).tolist(),
+                    "recall@0.7": recall_curve([r.boxes for r in ds.records], boxes, CURVE_COUNTS, 0.7).tolist()}
+    return res
+
+
+def format_report(res: dict) -> str:
+    lines = [f"images {res['num_images']}  ground-truth boxes {res['num_gt']}  boxes/image {res['boxes_per_image']:.0f}"
+             f"  s/image {res['seconds_per_image']:.2f}",
+             f"{'class':<12}{'n':>6}{'recall@0.5':>12}{'recall@0.7':>12}{'ABO':>8}"]
+    for c, rc, abo, n in zip(res["classes"], res["recall_per_class"], res["abo_per_class"], res["num_gt_per_class"]):
+        if rc is None:
+            lines.append(f"{c:<12}{n:>6}{'-':>12}{'-':>12}{'-':>8}")
+        else:
+            lines.append(f"{c:<12}{n:>6}{rc['0.5']:>12.3f}{rc['0.7']:>12.3f}{abo:>8.3f}")
+    lines.append(f"{'all':<12}{res['num_gt']:>6}{res['recall']['0.5']:>12.3f}{res['recall']['0.7']:>12.3f}{res['abo']:>8.3f}")
+    lines.append(f"MABO {res['mabo']:.3f}")
+    return "\n".join(lines)
+
+
+def plot_curve(res: dict, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+    for key in ("recall@0.5", "recall@0.7"):
+        ax.plot(res["curve"]["counts"], res["curve"][key], marker="o", label=key)
+    ax.set_xscale("log")
+    ax.set_xlabel("proposals per image (first n)")
+    ax.set_ylabel("recall")
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@cli_main
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="eval-proposals", description=__doc__)
+    add_config_args(p, required=True)
+    p.add_argument("--split", required=True, help="dataset split (e.g. test)")
+    p.add_argument("--workers", type=int, default=2, help="processes for selective search (default 2)")
+    p.add_argument("--max-images", type=int, help="evaluate the first N images of the split only")
+    p.add_argument("--max-boxes", type=int, help="score only the first N proposals of each image")
+    p.add_argument("--plot", default="proposal_recall.png", help="recall-vs-#boxes PNG (default proposal_recall.png; '' for none)")
+    p.add_argument("--json", help="write the numbers as JSON")
+    add_proposal_args(p)
+    add_device_arg(p)
+    args = p.parse_args(argv)
+    full, cfg = proposal_config(args)
+    from detector.datasets import load_dataset
+    from detector.proposal_runner import ensure_proposals
+
+    ds = load_dataset(full.data, args.split)
+    if args.max_images is not None:
+        if args.max_images < 1:
+            raise UserError(f"--max-images {args.max_images}: must be at least 1")
+        ds.records = ds.records[: args.max_images]
+    boxes, secs = ensure_proposals(ds, cfg, cache_dir=args.cache_dir, workers=args.workers,
+                                   device=resolve_device(args.device), with_seconds=True)
+    res = evaluate_split(ds, boxes, args.max_boxes)
+    res["seconds_per_image"] = sum(secs) / max(len(secs), 1)
+    res["split"] = args.split
+    res["proposals"] = {k: getattr(cfg, k) for k in ("method", "backend", "preset", "superpixel_scale",
+                                                     "working_width", "min_box_width", "multibox_top_k")}
+    print(format_report(res))
+    if args.plot:
+        plot_curve(res, args.plot, f"{args.split}: {cfg.method} {cfg.backend} {cfg.preset} x{cfg.superpixel_scale:g}")
+        print(f"curve: {args.plot}")
+    if args.json:
+        tmp = args.json + ".tmp"
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(res, f, indent=1)
+        os.replace(tmp, args.json)
+    return 0

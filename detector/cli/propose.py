@@ -1,0 +1,115 @@
+"""propose: region proposals of images, or of a whole dataset split into the on-disk cache.
+
+    propose IMAGE... [--method ss|multibox|ss+multibox] [--preset fast] [--superpixel-scale 2] [--json OUT]
+    propose --config C --split S [--data-root R] [--set k=v] [--cache-dir D] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from backbone.errors import UserError
+
+from .common import add_config_args, add_device_arg, cli_main, resolve_device
+
+
+def add_proposal_args(p: argparse.ArgumentParser) -> None:
+    from proposals import METHODS, PRESETS
+
+    p.add_argument("--method", choices=METHODS, help="proposal method (default: ss for images, the config's for --config)")
+    p.add_argument("--preset", choices=list(PRESETS), help="selective search preset (default: fast)")
+    p.add_argument("--superpixel-scale", type=float, help="multiplies Felzenszwalb k and min size (paper: 2)")
+    p.add_argument("--backend", choices=["ours", "selectivesearch"], help="selective search engine")
+    p.add_argument("--working-width", type=int, help="images resized to this width first (0: no resize)")
+    p.add_argument("--multibox", metavar="CKPT", help="MultiBox checkpoint (written by train-detector --stage multibox)")
+
+
+def proposal_config(args):
+    """(DetectorConfig or None, ProposalConfig) from --config/--set and the proposal flags."""
+    from proposals.config import ProposalConfig
+
+    full = None
+    if args.config:
+        from detector.schema import load_detector_config
+
+        full = load_detector_config(args.config, args.overrides, data_root=args.data_root)
+        cfg = full.proposals
+    else:
+        if args.overrides:
+            from detector.config import apply_overrides
+
+            cfg = apply_overrides(ProposalConfig(method="ss"), [o.removeprefix("proposals.") for o in args.overrides])
+        else:
+            cfg = ProposalConfig(method="ss")
+    for flag, field in (("method", "method"), ("preset", "preset"), ("superpixel_scale", "superpixel_scale"),
+                        ("backend", "backend"), ("working_width", "working_width"), ("multibox", "multibox_checkpoint")):
+        v = getattr(args, flag)
+        if v is not None:
+            setattr(cfg, field, v)
+    return full, cfg
+
+
+@cli_main
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="propose", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("images", nargs="*", help="image files or folders")
+    add_config_args(p, required=False)
+    p.add_argument("--split", help="with --config: fill the proposal cache for this split")
+    p.add_argument("--workers", type=int, default=2, help="processes for selective search over a split (default 2)")
+    p.add_argument("--json", help="write the boxes as JSON: [{image, boxes, seconds}]")
+    add_proposal_args(p)
+    add_device_arg(p)
+    args = p.parse_args(argv)
+    if bool(args.images) == bool(args.split):
+        raise UserError("give image files, or --config CONFIG --split SPLIT (not both)")
+    if args.split and not args.config:
+        raise UserError("--split needs --config")
+    full, cfg = proposal_config(args)
+    device = resolve_device(args.device)
+
+    if args.split:
+        from detector.datasets import load_dataset
+        from detector.proposal_runner import ensure_proposals
+
+        ds = load_dataset(full.data, args.split)
+        t0 = time.perf_counter()
+        boxes, secs = ensure_proposals(ds, cfg, cache_dir=args.cache_dir, workers=args.workers, device=device,
+                                       with_seconds=True)
+        n = max(len(boxes), 1)
+        print(f"{args.split}: {len(boxes)} images, {sum(len(b) for b in boxes) / n:.0f} boxes/image, "
+              f"{sum(secs) / n:.2f} s/image when computed; done in {time.perf_counter() - t0:.1f} s")
+        if args.json:
+            _write_json(args.json, [{"image": r.path, "boxes": b.tolist(), "seconds": s}
+                                    for r, b, s in zip(ds.records, boxes, secs)])
+        return 0
+
+    from detector.images import list_images, load_image
+    from proposals import propose
+    from proposals.pipeline import get_multibox, validate
+
+    validate(cfg)
+    multibox = get_multibox(cfg, device) if "multibox" in cfg.method else None
+    items = []
+    for path in list_images(args.images):
+        image = load_image(path)
+        t0 = time.perf_counter()
+        boxes = propose(image, cfg, multibox=multibox)
+        dt = time.perf_counter() - t0
+        print(f"{path}: {len(boxes)} boxes in {dt:.2f} s ({image.shape[1]}x{image.shape[0]})")
+        items.append({"image": path, "boxes": [[round(float(v), 2) for v in b] for b in boxes], "seconds": round(dt, 4)})
+    if args.json:
+        _write_json(args.json, items)
+    return 0
+
+
+def _write_json(path: str, items: list) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(items, f)
+    os.replace(tmp, path)

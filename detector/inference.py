@@ -97,22 +97,24 @@ class Detector:
         self.multibox = multibox
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> "Detector":
+    def from_checkpoint(cls, path: str, device: str | torch.device = "cpu", members: int = 0) -> "Detector":
+        """Load a detector checkpoint (``members``: use only the first N ensemble members)."""
         ck = load_detector(path)
         cfg = from_dict(DetectorConfig, ck["config"], source=f"model {path}")
-        members = []
-        for i, state in enumerate(ck["members"]):
+        members_ = []
+        states = ck["members"][:members] if members else ck["members"]
+        for i, state in enumerate(states):
             m = RegionClassifier(cfg.model.arch, len(ck["classes"]), aux_logits=False, bbox_reg=cfg.model.bbox_reg)
             try:
                 m.load_state_dict(state)
             except RuntimeError as e:
                 raise UserError(f"model {path}: member {i} does not fit its config ({str(e).splitlines()[0][:160]})") from None
-            members.append(m)
+            members_.append(m)
         multibox = None
         if ck.get("multibox") is not None:
             from proposals.multibox import multibox_from_checkpoint
             multibox = multibox_from_checkpoint(ck["multibox"], device=device)
-        return cls(cfg, ck["classes"], members, multibox=multibox, device=device)
+        return cls(cfg, ck["classes"], members_, multibox=multibox, device=device)
 
     # -- stages -------------------------------------------------------------------------------
     def propose(self, image: np.ndarray) -> np.ndarray:
@@ -150,6 +152,8 @@ class Detector:
         probs, deltas = self.score_regions(image, boxes)
         times["network"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        if not self.cfg.test.bbox_reg:
+            deltas = None
         b, s, l = postprocess(probs, boxes, deltas, image.shape[:2], self.cfg.test)
         times["postprocess"] = time.perf_counter() - t0
         return Detections(b.numpy().astype(np.float32), s.numpy().astype(np.float32), l.numpy().astype(np.int64),
@@ -175,19 +179,26 @@ def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None,
     """
     from .cli.common import resolve_device
     from .datasets import load_dataset
-    from .distributed import all_gather_list, dist_info
+    from .distributed import all_gather_list, barrier, dist_info, init_distributed
     from .proposal_runner import ensure_proposals
 
     if detector is None:
-        detector = Detector.from_checkpoint(resolve_model_path(model_path), resolve_device(device))
+        dev = resolve_device(device)
+        init_distributed(dev)
+        detector = Detector.from_checkpoint(resolve_model_path(model_path), dev)
     detector.cfg.test = cfg.test
+    if cfg.test.members:
+        detector.ensemble.members = detector.ensemble.members[: cfg.test.members]
     dataset = load_dataset(cfg.data, split)
     if dataset.classes != detector.classes:
         missing = [c for c in dataset.classes if c not in detector.classes]
         if missing or len(dataset.classes) != len(detector.classes):
             raise UserError(f"model classes {detector.classes} do not match the data's classes {dataset.classes}")
-    props = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir, device=str(detector.device))
     rank, world = dist_info()
+    if rank == 0:  # rank 0 fills the cache, the others read it
+        ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir, device=str(detector.device))
+    barrier()
+    props = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir, device=str(detector.device))
     mine = list(range(rank, len(dataset), world))
     from tqdm import tqdm
     out = {}

@@ -71,6 +71,8 @@ class TestConfig:
     max_per_image: int = 100
     max_proposals: int = 2000        # per image at inference
     batch_size: int = 128            # regions per forward pass (bounds memory)
+    members: int = 0                 # score with the first N ensemble members only (0: all)
+    bbox_reg: bool = True            # apply the model's box regression when it has one
 
 
 @dataclass

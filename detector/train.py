@@ -82,7 +82,7 @@ class RegionBatcher:
     def image(self, i: int) -> torch.Tensor:
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        img = torch.from_numpy(np.ascontiguousarray(load_image(self.dataset.records[i].path)))
+        img = torch.from_numpy(np.array(load_image(self.dataset.records[i].path)))
         if self.cache is not None:
             self.cache[i] = img
         return img

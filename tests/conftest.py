@@ -23,6 +23,6 @@ def bccd_root():
     return BCCD
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def test_data():
     return TEST_DATA

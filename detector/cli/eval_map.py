@@ -167,6 +167,9 @@ def _run_split(args) -> None:
     from detector.inference import detect_split
 
     dataset, items = detect_split(cfg, args.split, model_path=args.model, cache_dir=args.cache_dir, device=args.device)
+    from detector.distributed import is_main
+    if not is_main():  # under torchrun every rank detects a shard; rank 0 writes and prints
+        return
     out_dir = os.path.dirname(os.path.abspath(args.json)) if args.json else os.getcwd()
     save_path = args.save_detections or os.path.join(out_dir, f"detections_{args.split}.json")
     write_detections_json(save_path, items)

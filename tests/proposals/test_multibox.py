@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+import torch
+
+from backbone.errors import UserError
+from proposals.config import MultiBoxConfig, ProposalConfig
+from proposals.multibox import (
+    MultiBox, checkpoint_dict, kmeans_priors, load_multibox, match, multibox_from_checkpoint, multibox_loss, predict,
+)
+from proposals.pipeline import merge_boxes, propose
+from proposals.selective_search import selective_search
+
+def _iou(a, b):
+    from eval.proposal_recall import box_iou
+    return box_iou(a, b)
+
+
+TINY = MultiBoxConfig(arch="googlenet_bn", input_size=64, num_priors=12)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 0.7, (50, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0.1, 0.3, (50, 2))], 1)
+    return MultiBox(TINY, kmeans_priors(boxes, TINY.num_priors)).eval()
+
+
+def test_kmeans_priors():
+    rng = np.random.default_rng(1)
+    a = np.array([0.1, 0.1, 0.2, 0.2]) + rng.normal(0, 0.005, (40, 4))
+    b = np.array([0.6, 0.5, 0.9, 0.8]) + rng.normal(0, 0.005, (40, 4))
+    p = kmeans_priors(np.concatenate([a, b]), 2)
+    assert p.shape == (2, 4) and p.dtype == np.float32
+    centers = p[np.argsort(p[:, 0])]
+    assert np.allclose(centers, [[0.1, 0.1, 0.2, 0.2], [0.6, 0.5, 0.9, 0.8]], atol=0.01)
+    few = kmeans_priors(np.array([[0.1, 0.1, 0.3, 0.3]]), 5)  # fewer boxes than priors
+    assert few.shape == (5, 4) and len(np.unique(few, axis=0)) == 5
+    assert (few >= 0).all() and (few <= 1).all() and (few[:, 2:] > few[:, :2]).all()
+    with pytest.raises(UserError):
+        kmeans_priors(np.zeros((0, 4)), 3)
+
+
+def test_matching_bipartite_and_greedy():
+    priors = np.array([[0, 0, .5, .5], [.5, .5, 1, 1], [0, .5, .5, 1]], np.float32)
+    gt = np.array([[.05, .05, .5, .5], [0, 0, .45, .45]], np.float32)  # both nearest to prior 0
+    pi, gi = match(priors, gt, "bipartite")
+    assert len(set(pi)) == 2 and sorted(gi) == [0, 1]
+    pg, gg = match(priors, gt, "greedy")
+    assert len(set(pg)) == 2 and sorted(gg) == [0, 1]
+    cost = lambda p, g: ((priors[p] - gt[g]) ** 2).sum()
+    assert cost(pi, gi) <= cost(pg, gg) + 1e-9
+    assert len(match(priors, np.zeros((0, 4), np.float32))[0]) == 0
+    with pytest.raises(UserError):
+        match(priors, gt, "auction")
+
+
+@pytest.mark.slow
+def test_loss_and_a_training_step_lower_it(tiny_model):
+    torch.manual_seed(0)
+    model = MultiBox(TINY, tiny_model.priors.numpy())
+    x = torch.randn(2, 3, 64, 64)
+    gts = [np.array([[.1, .1, .4, .4]], np.float32), np.array([[.5, .5, .9, .9], [.0, .5, .3, .9]], np.float32)]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    model.train()
+    for _ in range(4):
+        off, logit = model(x)
+        assert off.shape == (2, 12, 4) and logit.shape == (2, 12)
+        loss, parts = multibox_loss(off, logit, model.priors, gts, alpha=0.3)
+        assert torch.isfinite(loss) and parts["conf"] > 0
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+
+
+def test_predict_and_checkpoint_roundtrip(tiny_model, tmp_path, blood_small):
+    out = predict(tiny_model, [blood_small, blood_small[:50]], top_k=5)
+    (b, s), (b2, _) = out
+    assert b.shape == (5, 4) and s.shape == (5,) and (np.diff(s) <= 0).all()
+    assert (b[:, 0] >= 0).all() and (b[:, 2] <= 160).all() and (b[:, 3] <= 120).all() and (b2[:, 3] <= 50).all()
+    assert (b[:, 2] >= b[:, 0]).all()
+    path = tmp_path / "mb.pt"
+    torch.save(checkpoint_dict(tiny_model, epoch=3), path)
+    again = load_multibox(path)
+    b3, s3 = predict(again, [blood_small], top_k=5)[0]
+    assert np.allclose(b, b3, atol=1e-4) and np.allclose(s, s3, atol=1e-5)
+    assert multibox_from_checkpoint(torch.load(path, weights_only=True)).num_priors == 12
+
+
+def test_load_multibox_errors(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        load_multibox(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        load_multibox(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"format": "something"}, other)
+    with pytest.raises(UserError, match="not a MultiBox checkpoint"):
+        load_multibox(other)
+
+
+def test_merge_removes_near_duplicates():
+    a = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)
+    b = np.array([[0, 0, 10, 10.1], [50, 50, 60, 60], [20, 20, 40, 40]], np.float32)
+    m = merge_boxes(a, b, 0.95)
+    assert m.tolist() == [[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]]
+    assert len(merge_boxes(a, b, 1.0)) == 5
+
+
+def test_propose_methods(tiny_model, blood_small):
+    cfg = ProposalConfig(method="ss", working_width=0)
+    ss = propose(blood_small, cfg)
+    assert np.array_equal(ss, selective_search(blood_small, working_width=0, superpixel_scale=cfg.superpixel_scale))
+    cfg_mb = ProposalConfig(method="multibox", multibox_top_k=7)
+    assert len(propose(blood_small, cfg_mb, multibox=tiny_model)) == 7
+    both = propose(blood_small, ProposalConfig(method="ss+multibox", working_width=0, multibox_top_k=7), multibox=tiny_model)
+    mb = propose(blood_small, ProposalConfig(method="multibox", multibox_top_k=7), multibox=tiny_model)
+    assert np.array_equal(both[:7], mb) and len(both) <= len(ss) + 7
+    ss_rows = {tuple(r) for r in ss.tolist()}
+    assert all(tuple(r) in ss_rows for r in both[7:].tolist())  # the rest: selective search boxes, in rank order
+    with pytest.raises(UserError, match="multibox_checkpoint"):
+        propose(blood_small, ProposalConfig(method="ss+multibox"))
+    with pytest.raises(UserError, match="method"):
+        propose(blood_small, ProposalConfig(method="edgeboxes"))

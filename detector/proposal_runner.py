@@ -4,7 +4,7 @@ Cache layout (under ``cache_dir``, default ``$XDG_CACHE_HOME/googlenet-det`` or
 ``~/.cache/googlenet-det``; never inside the dataset folder)::
 
     proposals/ss-<hash of the selective search settings>/<image key>.npz
-    proposals/<method>-<hash of every setting + MultiBox weights' hash>/<image key>.npz
+    proposals/ss_multibox-<hash of every setting + the MultiBox weights' hash>/<image key>.npz
 
 Each ``.npz`` holds ``boxes`` (N, 4) float32 in image pixels and ``seconds`` (time to compute
 them); it is written to a temp file and renamed, so a killed run leaves only whole files and
@@ -22,7 +22,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 from tqdm import tqdm
@@ -168,7 +168,8 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
         if cfg.method == "ss":
             ss_dir = final_dir
         else:
-            ss_dir = os.path.join(cache_dir, "proposals", f"ss-{_hash(ss_settings(cfg))}")
+            # the same folder as method ss with these settings: shared by every MultiBox
+            ss_dir = os.path.join(cache_dir, "proposals", cache_key(replace(cfg, method="ss")))
             os.makedirs(ss_dir, exist_ok=True)
         kwargs = dict(preset=cfg.preset, superpixel_scale=cfg.superpixel_scale, working_width=cfg.working_width,
                       min_box_width=cfg.min_box_width, backend=cfg.backend, max_boxes=cfg.max_boxes)

@@ -91,6 +91,12 @@ def main(argv=None):
     split = args.split or cfg.data.test_split
     crop_counts = args.crops or cfg.test.crops
     batch = args.batch_size or cfg.test.batch_size
+    if cfg.data.format == "imagefolder":
+        from ..datasets.imagefolder import has_split
+
+        if not has_split(cfg.data.root, split):
+            print(f"eval-classifier: note: no folder {os.path.join(cfg.data.root, split)}; evaluating the class "
+                  f"folders of {cfg.data.root} itself", file=sys.stderr)
     data = build_classification_set(cfg, split, classes=classes)
     if args.every < 1:
         raise UserError(f"--every {args.every}: must be >= 1")
@@ -98,7 +104,7 @@ def main(argv=None):
     labels = data.labels[index]
     print(f"eval-classifier: {len(data)} images of split {split!r} in {len(classes)} classes, "
           f"{len(members)} model(s), crops {crop_counts}"
-          + (f"; every {args.every}th image: {len(index)}" if args.every > 1 else ""), file=sys.stderr)
+          + (f"; every {args.every}-th image only: {len(index)}" if args.every > 1 else ""), file=sys.stderr)
     models = [m for m, _ in members]
     sizes = [int(meta["input_size"]) for _, meta in members]
     means = [tuple(meta["mean"]) for _, meta in members]

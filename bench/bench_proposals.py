@@ -4,6 +4,7 @@ seconds/image, and time ratios.
 Engines, run image by image in turn (so a change of machine load hits all of them alike):
   ours fast            R-CNN fast mode (HSV+Lab, k 50/100, 500 px working width)
   ours fast 2x         the paper's superpixel size x2 (k 100/200)
+  ours single          one strategy (HSV, k 100, C+T+S+F), like the package's one strategy
   ours @cv-fast        configured as OpenCV's fast (k 150/300, full 640x480 image, no resize)
   ours @cv-fast 2x     the same with k doubled (300/600)
   2x + MultiBox        ours fast 2x plus the top 200 MultiBox boxes (with --multibox CKPT)
@@ -112,6 +113,7 @@ def main() -> int:
     engines = {
         "ours fast": lambda im, p: selective_search(im, "fast", 1.0),
         "ours fast 2x": lambda im, p: selective_search(im, "fast", 2.0),
+        "ours single": lambda im, p: selective_search(im, "single", 1.0),
         "ours @cv-fast": lambda im, p: selective_search(im, "fast", 3.0, working_width=0),
         "ours @cv-fast 2x": lambda im, p: selective_search(im, "fast", 6.0, working_width=0),
     }
@@ -179,6 +181,7 @@ def main() -> int:
     ratios = {}
     npk = len(secs["selectivesearch"])
     ratios["selectivesearch / ours fast (same images)"] = ratio("ours fast", "selectivesearch", npk)
+    ratios["selectivesearch / ours single (same images)"] = ratio("ours single", "selectivesearch", npk)
     ratios["ours fast / ours fast 2x"] = ratio("ours fast 2x", "ours fast")
     if cv:
         ratios["OpenCV fast / ours @cv-fast"] = ratio("ours @cv-fast", "OpenCV fast")

@@ -107,3 +107,14 @@ def test_multibox_cache_key_uses_the_weights(tmp_path):
     assert runner.cache_key(cfg, "aaaa") != runner.cache_key(cfg, "bbbb")
     cfg2 = ProposalConfig(method="ss+multibox", multibox_top_k=100)
     assert runner.cache_key(cfg, "aaaa") != runner.cache_key(cfg2, "aaaa")
+
+
+def test_propose_split_fills_the_cache(config, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    out = tmp_path / "split.json"
+    assert propose_main(["--config", config, "--split", "train", "--cache-dir", str(cache), "--workers", "2",
+                         "--json", str(out)] + FAST) == 0
+    assert "train: 2 images" in capsys.readouterr().out
+    items = json.loads(out.read_text())
+    assert [Path(i["image"]).name for i in items] == ["BloodImage_00000.jpg", "BloodImage_00338.jpg"]
+    assert len(list((cache / "proposals").glob("*/*.npz"))) == 2

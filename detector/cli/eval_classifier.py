@@ -16,6 +16,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 
 from backbone.errors import UserError
@@ -102,9 +103,11 @@ def main(argv=None):
         raise UserError(f"--every {args.every}: must be >= 1")
     index = list(range(0, len(data), args.every))
     labels = data.labels[index]
+    counts = np.bincount(labels, minlength=len(classes))
     print(f"eval-classifier: {len(data)} images of split {split!r} in {len(classes)} classes, "
           f"{len(members)} model(s), crops {crop_counts}"
-          + (f"; every {args.every}-th image only: {len(index)}" if args.every > 1 else ""), file=sys.stderr)
+          + (f"; every {args.every}-th image only: {len(index)}" if args.every > 1 else "")
+          + " (" + ", ".join(f"{c} {n}" for c, n in zip(classes, counts.tolist())) + ")", file=sys.stderr)
     models = [m for m, _ in members]
     sizes = [int(meta["input_size"]) for _, meta in members]
     means = [tuple(meta["mean"]) for _, meta in members]
@@ -127,7 +130,7 @@ def main(argv=None):
         print(f"eval-classifier: {n} crop(s) done in {seconds:.0f} s", file=sys.stderr)
     print(format_table(rows))
     if args.json:
-        write_json(args.json, {"split": split, "data_root": cfg.data.root, "classes": classes, "images": len(index), "every": args.every,
+        write_json(args.json, {"split": split, "data_root": cfg.data.root, "classes": classes, "class_counts": counts.tolist(), "images": len(index), "every": args.every,
                                "models": list(args.model), "results": rows})
     return 0
 

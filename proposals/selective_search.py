@@ -154,8 +154,9 @@ def _find(parent, x):
 
 
 @njit(nogil=True, cache=True)
-def _felzenszwalb_numba(img, k, min_size, quant):
-    """Graph segmentation of a smoothed float32 (H, W, C) image; returns (H*W,) labels, count."""
+def _sorted_edges(img, quant):
+    """The 8-neighbour grid graph of a smoothed image: edge ends, quantised weights, and the
+    edge order by weight. Shared by every k of one colour space."""
     H, W, C = img.shape
     P = H * W
     # 8-neighbourhood: right, down, down-right, up-right (each undirected edge once)
@@ -200,7 +201,13 @@ def _felzenszwalb_numba(img, k, min_size, quant):
     for i in range(n):
         order[counts[eq[i]]] = i
         counts[eq[i]] += 1
+    return ea[:n], eb[:n], eq[:n], order
 
+
+@njit(nogil=True, cache=True)
+def _segment_edges(ea, eb, eq, order, P, k, min_size, quant):
+    """Felzenszwalb & Huttenlocher's merging over edges sorted by weight -> (P,) labels, count."""
+    n = order.shape[0]
     parent = np.arange(P).astype(np.int32)
     rank = np.zeros(P, np.int32)
     size = np.ones(P, np.int32)
@@ -244,9 +251,12 @@ def _felzenszwalb_numba(img, k, min_size, quant):
     return labels, count
 
 
-def felzenszwalb(image: np.ndarray, k: float, min_size: float, sigma: float = SIGMA) -> np.ndarray:
-    """Felzenszwalb & Huttenlocher segmentation of a uint8 (H, W, C) image -> (H, W) int32 labels
-    0..R-1. ``k`` is at the 0..255 intensity scale (scikit-image's ``scale`` is the same k)."""
+QUANT = 32.0  # edge weights sorted in steps of 1/32 intensity (a counting sort)
+
+
+def graph_edges(image: np.ndarray, sigma: float = SIGMA):
+    """The sorted grid graph of a uint8 (H, W, C) image smoothed with ``sigma`` (reusable for
+    several k)."""
     img = image.astype(np.float32)
     if img.ndim == 2:
         img = img[:, :, None]
@@ -254,7 +264,18 @@ def felzenszwalb(image: np.ndarray, k: float, min_size: float, sigma: float = SI
         img = cv2.GaussianBlur(img, (0, 0), sigma)
         if img.ndim == 2:
             img = img[:, :, None]
-    labels, _ = _felzenszwalb_numba(np.ascontiguousarray(img), float(k), int(round(min_size)), 32.0)
+    return _sorted_edges(np.ascontiguousarray(img), QUANT)
+
+
+def felzenszwalb(image: np.ndarray, k: float, min_size: float, sigma: float = SIGMA, edges=None) -> np.ndarray:
+    """Felzenszwalb & Huttenlocher segmentation of a uint8 (H, W, C) image -> (H, W) int32 labels
+    0..R-1. ``k`` is at the 0..255 intensity scale (scikit-image's ``scale`` is the same k).
+    ``edges``: :func:`graph_edges` of the same image and sigma, to skip building them again."""
+    if edges is None:
+        edges = graph_edges(image, sigma)
+    ea, eb, eq, order = edges
+    P = image.shape[0] * image.shape[1]
+    labels, _ = _segment_edges(ea, eb, eq, order, P, float(k), int(round(min_size)), QUANT)
     return labels.reshape(image.shape[:2])
 
 
@@ -436,10 +457,13 @@ def _group(ch, th, size, box, R, na, nb, im_size, use_c, use_t, use_s, use_f):
 
 def _segment_strategy_group(image: np.ndarray, space: str, k: float, sims: list[str],
                             texture_cache: dict) -> list[np.ndarray]:
-    """All (colour space, k) work: one segmentation, features once, one grouping per similarity
+    """All (colour space, k) work: one segmentation (the sorted graph and texture bins shared
+    per colour space through ``texture_cache``), features once, one grouping per similarity
     set. Returns one int32 (n, 4) box array per similarity set, in hierarchy order."""
     cimg = convert_colour(image, space)
-    labels = felzenszwalb(cimg, k, k, SIGMA)
+    if ("edges", space) not in texture_cache:
+        texture_cache[("edges", space)] = graph_edges(cimg, SIGMA)
+    labels = felzenszwalb(cimg, k, k, SIGMA, edges=texture_cache[("edges", space)])
     R = int(labels.max()) + 1
     if space not in texture_cache:
         texture_cache[space] = _texture_bins(cimg)
@@ -486,7 +510,9 @@ def _ours(work: np.ndarray, preset: str, superpixel_scale: float, threads: int) 
     if threads > 1 and len(keys) > 1:
         # numba and OpenCV release the GIL; texture bins computed first so threads share them
         for space in dict.fromkeys(cs for cs, _ in keys):
-            texture_cache[space] = _texture_bins(convert_colour(work, space))
+            cimg = convert_colour(work, space)
+            texture_cache[space] = _texture_bins(cimg)
+            texture_cache[("edges", space)] = graph_edges(cimg, SIGMA)
         with ThreadPoolExecutor(threads) as pool:
             results = list(pool.map(lambda key: _segment_strategy_group(work, key[0], key[1], jobs[key], texture_cache), keys))
     else:

@@ -118,9 +118,9 @@ def test_huge_image_is_resized_before_segmentation(monkeypatch):
     seen = []
     real = ssmod.felzenszwalb
 
-    def spy(image, k, min_size, sigma=ssmod.SIGMA):
+    def spy(image, k, min_size, sigma=ssmod.SIGMA, **kw):
         seen.append(image.shape[:2])
-        return real(image, k, min_size, sigma)
+        return real(image, k, min_size, sigma, **kw)
 
     monkeypatch.setattr(ssmod, "felzenszwalb", spy)
     img = np.zeros((3000, 4000, 3), np.uint8)

@@ -147,7 +147,7 @@ class Detector:
         if proposals is None:
             proposals = self.propose(image)
         times["proposals"] = time.perf_counter() - t0
-        boxes = torch.as_tensor(np.asarray(proposals, dtype=np.float32).reshape(-1, 4))[: self.cfg.test.max_proposals]
+        boxes = torch.as_tensor(np.array(proposals, dtype=np.float32).reshape(-1, 4))[: self.cfg.test.max_proposals]
         t0 = time.perf_counter()
         probs, deltas = self.score_regions(image, boxes)
         times["network"] = time.perf_counter() - t0
@@ -196,9 +196,11 @@ def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None,
             raise UserError(f"model classes {detector.classes} do not match the data's classes {dataset.classes}")
     rank, world = dist_info()
     if rank == 0:  # rank 0 fills the cache, the others read it
-        ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir, device=str(detector.device))
+        ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir, device=str(detector.device),
+                         multibox=detector.multibox)
     barrier()
-    props = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir, device=str(detector.device))
+    props = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir, device=str(detector.device),
+                             multibox=detector.multibox)
     mine = list(range(rank, len(dataset), world))
     from tqdm import tqdm
     out = {}

@@ -335,7 +335,7 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
 
 
 def _head(dataset, n):
-    from .datasets.records import Dataset
-    return Dataset(dataset.classes, dataset.records[:n], dataset.root, dataset.split)
+    from dataclasses import replace
+    return replace(dataset, records=dataset.records[:n])
 
 

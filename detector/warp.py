@@ -21,7 +21,9 @@ STD = (0.229, 0.224, 0.225)
 
 def to_tensor_image(image: np.ndarray | Tensor, device: torch.device | str = "cpu") -> Tensor:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised (mean 0 where the image is the mean)."""
-    t = torch.as_tensor(image) if not isinstance(image, Tensor) else image
+    if not isinstance(image, Tensor):
+        image = image if image.flags.writeable else image.copy()  # torch refuses read-only arrays
+    t = torch.as_tensor(image)
     t = t.to(device).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(MEAN, device=t.device).view(3, 1, 1)
     std = torch.tensor(STD, device=t.device).view(3, 1, 1)

@@ -153,9 +153,10 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
             mb_hash = model_hash(multibox)
     final_dir = os.path.join(cache_dir, "proposals", cache_key(cfg, mb_hash))
     os.makedirs(final_dir, exist_ok=True)
-    with open(os.path.join(final_dir, "settings.json.tmp"), "w") as f:
+    tmp = os.path.join(final_dir, f"settings.json.tmp{os.getpid()}")  # per process: ranks may write at once
+    with open(tmp, "w") as f:
         json.dump({"proposals": asdict(cfg), "multibox_hash": mb_hash}, f, indent=1, default=str)
-    os.replace(os.path.join(final_dir, "settings.json.tmp"), os.path.join(final_dir, "settings.json"))
+    os.replace(tmp, os.path.join(final_dir, "settings.json"))
 
     todo = []
     for i, k in enumerate(keys):

@@ -169,12 +169,14 @@ def resolve_model_path(model_path: str | None) -> str:
 
 
 def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None, cache_dir: str | None = None,
-                 device: str = "auto", detector: Detector | None = None, progress: bool = True):
+                 device: str = "auto", detector: Detector | None = None, progress: bool = True,
+                 proposals_from_config: bool = False):
     """Run detection over ``split`` of ``cfg.data`` with cached proposals.
 
     The model's own proposal / network settings come from its checkpoint; ``cfg`` gives the
     data and the test settings (NMS, threshold). Under ``torchrun`` each rank takes a shard
-    of the images and every rank gets the gathered result. Returns (dataset, detections JSON
+    of the images and every rank gets the gathered result. ``proposals_from_config``: use
+    ``cfg.proposals`` (and its MultiBox checkpoint) instead of the checkpoint's. Returns (dataset, detections JSON
     list, one object per record, in order, ``image`` = record path).
     """
     from .cli.common import resolve_device
@@ -187,6 +189,8 @@ def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None,
         init_distributed(dev)
         detector = Detector.from_checkpoint(resolve_model_path(model_path), dev)
     detector.cfg.test = cfg.test
+    if proposals_from_config:
+        detector.cfg.proposals, detector.multibox = cfg.proposals, None
     if cfg.test.members:
         detector.ensemble.members = detector.ensemble.members[: cfg.test.members]
     dataset = load_dataset(cfg.data, split)

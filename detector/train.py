@@ -242,7 +242,7 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
     optim_state = None
     if resume and os.path.exists(state_path):
         st = safe_torch_load(state_path, "training state")
-        if st.get("config") != to_dict(cfg):
+        if _training_part(st.get("config")) != _training_part(to_dict(cfg)):
             raise UserError(f"{state_path}: saved by a run with another config; use another --out to start afresh")
         done = st["done"]
         start_member, start_epoch = st["member"], st["epoch"] + 1
@@ -332,6 +332,14 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
         save_detector(model_path, to_dict(cfg), classes, done, multibox=multibox_obj)
     barrier()
     return model_path
+
+
+def _training_part(config: dict | None) -> dict | None:
+    """The settings a resumed run must share with the saved one: all but ``test`` (NMS,
+    thresholds and the like do not change training, and the final model carries the new ones)."""
+    if config is None:
+        return None
+    return {k: v for k, v in config.items() if k != "test"}
 
 
 def _head(dataset, n):

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", metavar="CKPT", help="detector checkpoint")
     g.add_argument("--save-detections", metavar="FILE",
                    help="where to save the split's detections (default: <dir of --json or .>/detections_<split>.json)")
+    g.add_argument("--proposals", choices=("model", "config"), default="model",
+                   help="proposal settings: the checkpoint's (default) or --config's proposals section "
+                        "(with --set proposals.KEY=VALUE), e.g. to score one region classifier on other proposals")
     add_config_args(g, required=False)
     add_device_arg(g)
     return p
@@ -166,7 +169,8 @@ def _run_split(args) -> None:
     cfg = load_detector_config(args.config, args.overrides, args.data_root)
     from detector.inference import detect_split
 
-    dataset, items = detect_split(cfg, args.split, model_path=args.model, cache_dir=args.cache_dir, device=args.device)
+    dataset, items = detect_split(cfg, args.split, model_path=args.model, cache_dir=args.cache_dir, device=args.device,
+                                  proposals_from_config=args.proposals == "config")
     from detector.distributed import is_main
     if not is_main():  # under torchrun every rank detects a shard; rank 0 writes and prints
         return

@@ -100,3 +100,21 @@ def test_eval_split_with_model(model, test_data, tmp_path, capsys, monkeypatch):
     assert 0.0 <= res["mAP"] <= 1.0
     dets = json.loads((tmp_path / "detections_test.json").read_text())
     assert len(dets) == 1 and dets[0]["image"].endswith("BloodImage_00001.jpg")
+
+
+def test_eval_split_proposals_from_config(model, test_data, tmp_path, capsys, monkeypatch):
+    """--proposals config scores the same region classifier on the config's proposals."""
+    from detector.cli.eval_map import main as eval_main
+
+    monkeypatch.chdir(tmp_path)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(f"data:\n  root: {test_data / 'voc-mini'}\n  classes: [Platelets, RBC, WBC]\n"
+                        "test:\n  protocol: voc\n  score_thr: 0.0\n")
+    common = ["--split", "test", "--config", str(cfg_path), "--model", model, "--cache-dir", str(tmp_path / "cache")]
+    assert eval_main(common + ["--proposals", "config", "--set", "proposals.method=ss", "--set", "proposals.working_width=160",
+                               "--set", "proposals.max_boxes=7", "--json", "a.json"]) == 0
+    # the cache now holds the config's setting (7 boxes), not the model's (60)
+    cached = [np.load(f) for f in (tmp_path / "cache" / "proposals").glob("*/*.npz")]
+    assert cached and all(len(c["boxes"]) <= 7 for c in cached)
+    assert eval_main(common + ["--json", "b.json"]) == 0
+    assert len(list((tmp_path / "cache" / "proposals").glob("*/*.npz"))) == 2  # the model's setting, computed anew

@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from backbone.errors import UserError
+
 from .common import add_device_arg, cli_main, resolve_device
 
 
@@ -41,7 +43,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="detector checkpoint (default: the bundled BCCD model)")
     p.add_argument("--out", help="folder for the images with boxes drawn (PNG)")
     p.add_argument("--json", help="write the detections JSON (one object per image) to this file")
-    p.add_argument("--score-thr", type=float, help="minimum score (default: the model's test.score_thr)")
+    p.add_argument("--score-thr", type=float, default=0.5,
+                   help="minimum score (default 0.5, for boxes a person reads; eval-map --split uses the "
+                        "model's test.score_thr, 0.05 in configs/bccd.yaml, as AP needs the low-score tail)")
     p.add_argument("--max-per-image", type=int, help="at most this many detections per image")
     p.add_argument("--timing", action="store_true", help="print seconds per stage for each image")
     add_device_arg(p)
@@ -52,8 +56,9 @@ def main(argv=None) -> int:
 
     images = list_images(args.inputs)
     detector = Detector.from_checkpoint(resolve_model_path(args.model), resolve_device(args.device))
-    if args.score_thr is not None:
-        detector.cfg.test.score_thr = args.score_thr
+    if not 0.0 <= args.score_thr <= 1.0:
+        raise UserError(f"--score-thr {args.score_thr}: must be between 0 and 1")
+    detector.cfg.test.score_thr = args.score_thr
     if args.max_per_image is not None:
         detector.cfg.test.max_per_image = args.max_per_image
     if args.out:

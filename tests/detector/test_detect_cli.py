@@ -66,6 +66,8 @@ def test_detect_bad_inputs(model, tmp_path, capsys):
     torch.save({"kind": "classifier", "format_version": 1}, tmp_path / "cls.pt")
     assert detect_main([str(tmp_path / "ok.png"), "--model", str(tmp_path / "cls.pt")]) == 2
     assert "not a detector checkpoint" in capsys.readouterr().err
+    assert detect_main([str(tmp_path / "ok.png"), "--model", model, "--score-thr", "1.5"]) == 2
+    assert "--score-thr 1.5: must be between 0 and 1" in capsys.readouterr().err
 
 
 def test_checkpoint_of_other_network_is_clear_error(model, tmp_path, capsys):

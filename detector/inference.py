@@ -170,13 +170,15 @@ def resolve_model_path(model_path: str | None) -> str:
 
 def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None, cache_dir: str | None = None,
                  device: str = "auto", detector: Detector | None = None, progress: bool = True,
-                 proposals_from_config: bool = False):
+                 proposals_from_config: bool = False, timing: dict | None = None):
     """Run detection over ``split`` of ``cfg.data`` with cached proposals.
 
     The model's own proposal / network settings come from its checkpoint; ``cfg`` gives the
     data and the test settings (NMS, threshold). Under ``torchrun`` each rank takes a shard
     of the images and every rank gets the gathered result. ``proposals_from_config``: use
-    ``cfg.proposals`` (and its MultiBox checkpoint) instead of the checkpoint's. Returns (dataset, detections JSON
+    ``cfg.proposals`` (and its MultiBox checkpoint) instead of the checkpoint's. ``timing``: a
+    dict filled with mean seconds per image and stage (``proposals`` = the time the cached
+    proposals took when they were computed; under torchrun, rank 0's shard). Returns (dataset, detections JSON
     list, one object per record, in order, ``image`` = record path).
     """
     from .cli.common import resolve_device
@@ -203,14 +205,21 @@ def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None,
         ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir, device=str(detector.device),
                          multibox=detector.multibox)
     barrier()
-    props = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir, device=str(detector.device),
-                             multibox=detector.multibox)
+    props, prop_secs = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir,
+                                        device=str(detector.device), multibox=detector.multibox, with_seconds=True)
     mine = list(range(rank, len(dataset), world))
     from tqdm import tqdm
     out = {}
     for i in tqdm(mine, desc=f"detect {split}", disable=not progress or rank != 0 or not _isatty()):
         rec = dataset.records[i]
-        d = detector(load_image(rec.path), proposals=props[i])
+        t0 = time.perf_counter()
+        image = load_image(rec.path)
+        t_load = time.perf_counter() - t0
+        d = detector(image, proposals=props[i])
+        if timing is not None:
+            d.seconds.update(load=t_load, proposals=float(prop_secs[i]))
+            for k, v in d.seconds.items():
+                timing[k] = timing.get(k, 0.0) + v / len(mine)
         # remap labels to the dataset's class order (same names, possibly other order)
         names = d.names
         obj = d.to_json(rec.path)

@@ -169,8 +169,9 @@ def _run_split(args) -> None:
     cfg = load_detector_config(args.config, args.overrides, args.data_root)
     from detector.inference import detect_split
 
+    timing: dict = {}
     dataset, items = detect_split(cfg, args.split, model_path=args.model, cache_dir=args.cache_dir, device=args.device,
-                                  proposals_from_config=args.proposals == "config")
+                                  proposals_from_config=args.proposals == "config", timing=timing)
     from detector.distributed import is_main
     if not is_main():  # under torchrun every rank detects a shard; rank 0 writes and prints
         return
@@ -178,13 +179,17 @@ def _run_split(args) -> None:
     save_path = args.save_detections or os.path.join(out_dir, f"detections_{args.split}.json")
     write_detections_json(save_path, items)
     print(f"detections: {save_path}", file=sys.stderr)
+    if timing:
+        print("seconds per image: " + ", ".join(f"{k} {v:.3f}" for k, v in timing.items())
+              + f" (total {sum(timing.values()):.3f})", file=sys.stderr)
     if args.json:
         save_config(cfg, os.path.splitext(os.path.abspath(args.json))[0] + ".config.yaml")
     dets = items_to_detections(items, save_path, dataset)
     _flush_warnings(args)
     score(dataset, dets, args.protocol or cfg.test.protocol, args.iou, args,
           {"split": args.split, "config": os.path.abspath(args.config), "model": args.model,
-           "detections": save_path, "num_images": len(dataset.records)})
+           "detections": save_path, "num_images": len(dataset.records),
+           "seconds_per_image": timing or None})
 
 
 @cli_main

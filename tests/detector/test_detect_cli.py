@@ -100,6 +100,8 @@ def test_eval_split_with_model(model, test_data, tmp_path, capsys, monkeypatch):
     assert rc == 0
     res = json.loads((tmp_path / "m.json").read_text())
     assert 0.0 <= res["mAP"] <= 1.0
+    assert set(res["seconds_per_image"]) == {"load", "proposals", "network", "postprocess"}
+    assert res["seconds_per_image"]["proposals"] > 0  # the time the cached boxes took
     dets = json.loads((tmp_path / "detections_test.json").read_text())
     assert len(dets) == 1 and dets[0]["image"].endswith("BloodImage_00001.jpg")
 

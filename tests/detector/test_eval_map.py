@@ -247,7 +247,7 @@ def test_split_mode_scores_and_saves_detections(test_data, tmp_path, capsys, mon
 
     calls = {}
 
-    def fake_detect_split(cfg, split, model_path=None, cache_dir=None, device="auto"):
+    def fake_detect_split(cfg, split, model_path=None, cache_dir=None, device="auto", **kw):
         calls.update(split=split, model=model_path, cache=cache_dir, device=device, root=cfg.data.root, proto=cfg.test.protocol)
         ds = load_dataset(cfg.data, split)
         items = []

@@ -7,7 +7,7 @@ import torch
 from backbone.errors import UserError
 from detector.checkpoint import load_detector
 from detector.datasets import load_dataset
-from detector.inference import Detector
+from detector import Detector  # the documented API
 from detector.train import train_detector
 
 from .helpers import jittered_proposals, tiny_config

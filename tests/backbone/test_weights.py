@@ -2,7 +2,7 @@ import pytest
 import torch
 import torchvision
 
-from backbone import UserError, build_backbone, extract_features
+from backbone import UserError, build_backbone, extract_features, read_state_dict
 
 
 def _save(model, path):
@@ -90,3 +90,69 @@ def test_features_share_weights(name, layer):
     x = torch.randn(1, 3, 160, 160)
     f = extract_features(m, x, [layer])[layer]
     assert f.shape[1] == (832 if "googlenet" in name else 768)
+
+
+def _small_state_dict_file(path):
+    torch.manual_seed(0)
+    torch.save({"w": torch.randn(64, 64), "b": torch.randn(64)}, path)
+    return path
+
+
+def test_damaged_tensor_bytes_fail_crc(tmp_path):
+    import zipfile
+
+    path = _small_state_dict_file(tmp_path / "damaged.pth")
+    with zipfile.ZipFile(path) as zf:  # torch.save stores members uncompressed: find w's bytes
+        info = next(i for i in zf.infolist() if i.filename.endswith("/data/0"))
+    raw = bytearray(path.read_bytes())
+    # the member's data follow its 30-byte local header, file name and extra field
+    name_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little")
+    extra_len = int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len
+    mid = start + info.file_size // 2
+    raw[mid:mid + 8] = bytes(b ^ 0xFF for b in raw[mid:mid + 8])
+    path.write_bytes(bytes(raw))
+    assert torch.load(path, weights_only=True)["w"].shape == (64, 64)  # torch itself does not notice
+    with pytest.raises(UserError, match=r"damaged\.pth: corrupt \(bad CRC in .*data/0\)$"):
+        read_state_dict(path)
+
+
+def test_truncated_empty_and_directory(tmp_path):
+    real = _save(build_backbone("googlenet", num_classes=3), tmp_path / "real.pth")
+    data = real.read_bytes()
+    for name, cut in [("half.pth", len(data) // 2), ("tail.pth", len(data) - 100)]:
+        (tmp_path / name).write_bytes(data[:cut])
+        with pytest.raises(UserError, match=rf"{name}: (not a readable PyTorch file|corrupt) \(") as e:
+            read_state_dict(tmp_path / name)
+        assert "\n" not in str(e.value)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(UserError, match=r"empty\.pth: empty file"):
+        read_state_dict(tmp_path / "empty.pth")
+    with pytest.raises(UserError, match="is a directory"):
+        read_state_dict(tmp_path)
+
+
+def test_tilde_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ckpt = tmp_path / ".cache" / "torch" / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    src = build_backbone("googlenet", num_classes=3).eval()
+    _save(src, ckpt / "googlenet-1378be20.pth")
+    m = build_backbone("googlenet", num_classes=3, weights="~/.cache/torch/hub/checkpoints/googlenet-1378be20.pth").eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m(x), src(x))
+
+
+class _NotATensor:
+    pass
+
+
+def test_pickled_objects_one_line_error(tmp_path):
+    path = tmp_path / "objects.pth"
+    torch.save({"w": torch.zeros(2), "thing": _NotATensor()}, path)
+    with pytest.raises(UserError) as e:
+        read_state_dict(path)
+    msg = str(e.value)
+    assert msg == f"weights file {path}: holds Python objects other than tensors (refused by weights_only loading)"
+    assert "\n" not in msg and "\x1b" not in msg

@@ -351,7 +351,10 @@ def read_detections(path: str, gt: Dataset, box_format: str = "xyxy") -> list[di
     if box_format not in BOX_FORMATS:
         raise UserError(f"box format {box_format!r}: use xyxy or xywh")
     path = os.path.abspath(os.path.expanduser(path))
-    kind = sniff(path)
+    if os.path.isdir(path) and not any(os.scandir(path)):
+        kind = "empty"            # an empty folder of per-image files: no detections, AP 0
+    else:
+        kind = sniff(path)
     if kind == "empty":
         n = len(gt.records)
         return _group(n, np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))

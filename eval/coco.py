@@ -2,7 +2,9 @@
 
 Ground truth ``difficult`` becomes COCO's ``iscrowd`` (COCO's own way of marking a region whose
 detections are neither rewarded nor penalised); the COCO dataset reader maps it back the same
-way. Boxes go to COCO's ``[x, y, w, h]`` with ``w = x2 - x1`` (continuous pixels, as COCO).
+way. Boxes go to COCO's ``[x, y, w, h]`` with ``w = x2 - x1`` (continuous pixels, as COCO). The
+ground truth's ``area`` (what COCOeval's small/medium/large ranges use) is ``gts[i]["areas"]``
+when given (a COCO file's segment areas), else the box area, as ``COCO.loadRes`` makes it.
 Images get ids 1..N in list order; labels 1..C are the category ids.
 """
 
@@ -30,11 +32,14 @@ def to_coco(gts: list[dict], dets: list[dict], num_classes: int):
         labels = np.asarray(g.get("labels", np.zeros(0)), np.int64).reshape(-1)
         diff = g.get("difficult")
         diff = np.zeros(len(boxes), bool) if diff is None else np.asarray(diff, bool).reshape(-1)
-        for b, c, dd in zip(boxes.tolist(), labels.tolist(), diff.tolist()):
+        wh = boxes[:, 2:] - boxes[:, :2]
+        areas = g.get("areas")
+        areas = wh.prod(axis=1) if areas is None else np.asarray(areas, np.float64).reshape(-1)
+        for b, c, dd, w, h, a in zip(boxes.tolist(), labels.tolist(), diff.tolist(), wh[:, 0].tolist(),
+                                     wh[:, 1].tolist(), areas.tolist()):
             aid += 1
-            w, h = b[2] - b[0], b[3] - b[1]
             anns.append({"id": aid, "image_id": img_id, "category_id": int(c), "bbox": [b[0], b[1], w, h],
-                         "area": w * h, "iscrowd": int(dd)})
+                         "area": a, "iscrowd": int(dd)})
         dboxes = np.asarray(d.get("boxes", np.zeros((0, 4))), np.float64).reshape(-1, 4)
         scores = np.asarray(d.get("scores", np.zeros(0)), np.float64).reshape(-1)
         dlab = np.asarray(d.get("labels", np.zeros(0)), np.int64).reshape(-1)

@@ -70,6 +70,13 @@ def load_dataset(data, split: str) -> Dataset:
 
 
 def ground_truth(dataset: Dataset) -> list[dict]:
-    """The records as :func:`eval.evaluate` ground truth: boxes, labels, difficult, blacklist."""
-    return [{"boxes": r.boxes.astype(np.float64), "labels": r.labels, "difficult": r.difficult,
-             "blacklist": set(r.blacklist)} for r in dataset.records]
+    """The records as :func:`eval.evaluate` ground truth: boxes, labels, difficult, blacklist, and
+    COCO's per-box ``areas`` when the file gave them (COCOeval's area ranges use them)."""
+    out = []
+    for r in dataset.records:
+        g = {"boxes": r.boxes.astype(np.float64), "labels": r.labels, "difficult": r.difficult,
+             "blacklist": set(r.blacklist)}
+        if r.areas is not None:
+            g["areas"] = r.areas
+        out.append(g)
+    return out

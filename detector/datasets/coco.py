@@ -66,7 +66,12 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
             if cid not in cat_ids:
                 raise UserError(f"{path}: annotation #{k} (id {a.get('id')}): unknown category id {cid}")
             raise UserError(f"{path}: annotation #{k}: category {cat_names[cat_ids.index(cid)]!r} is not in the configured classes")
-        per_image.setdefault(iid, []).append((bbox, label_of[cid], bool(a.get("iscrowd", 0))))
+        area = a.get("area")
+        try:
+            area = float(bbox[2] * bbox[3]) if area is None else float(area)
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: annotation #{k} (id {a.get('id')}): area {area!r} is not a number") from None
+        per_image.setdefault(iid, []).append((bbox, label_of[cid], bool(a.get("iscrowd", 0)), area))
     cleaner = BoxCleaner(f"{path}", one_based=False)
     records = []
     seen = set()
@@ -88,7 +93,8 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
         boxes, keep = cleaner(file_boxes, w, h, f"image id {iid}")
         records.append(ImageRecord(image_id=str(iid), path=img_path, width=w, height=h, boxes=boxes,
                                    labels=np.array([o[1] for o in objs], np.int64)[keep],
-                                   difficult=np.array([o[2] for o in objs], bool)[keep]))
+                                   difficult=np.array([o[2] for o in objs], bool)[keep],
+                                   areas=np.array([o[3] for o in objs], np.float64)[keep]))
     unknown = set(per_image) - seen
     if unknown:
         raise UserError(f"{path}: annotations refer to image id {min(unknown)}, which is not in 'images'")

@@ -23,11 +23,14 @@ class ImageRecord:
     difficult: np.ndarray             # (N,) bool
     blacklist: frozenset[int] = field(default_factory=frozenset)  # ILSVRC: labels not scored for this image
     devkit_index: int | None = None   # ILSVRC: the image's index in devkit files (split file column 2)
+    areas: np.ndarray | None = None   # COCO: each box's ``area`` from the file (segment area), else None
 
     def __post_init__(self):
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         self.difficult = np.asarray(self.difficult, dtype=bool).reshape(-1)
+        if self.areas is not None:
+            self.areas = np.asarray(self.areas, dtype=np.float64).reshape(-1)
 
 
 @dataclass

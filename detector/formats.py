@@ -249,6 +249,10 @@ def read_text_ground_truth(folder: str, classes: ClassList | None, box_format: s
     return Dataset(classes=list(classes.names), records=records, root=folder)
 
 
+def _id_list(classes: ClassList) -> list[int]:
+    return list(classes.ids) if classes.ids else list(range(1, len(classes.names) + 1))
+
+
 def read_devkit_gt(path: str, classes: ClassList | None) -> Dataset:
     """The ILSVRC devkit's ground-truth cache ``.mat`` (scipy.io)."""
     import scipy.io
@@ -290,9 +294,20 @@ def read_devkit_gt(path: str, classes: ClassList | None) -> Dataset:
                                    labels=np.array([id_to_label[c] for c in lab.tolist()], np.int64)[keep],
                                    difficult=np.zeros(int(keep.sum()), bool), devkit_index=int(ids[i])))
     cleaner.report()
+    if "num_pos_per_class" in m:   # the devkit's own counts: say so when ours differ (dropped boxes)
+        want = np.asarray(m["num_pos_per_class"], np.float64).reshape(-1)
+        have = np.bincount(np.concatenate([r.labels for r in records] + [np.zeros(0, np.int64)]),
+                           minlength=len(classes.names) + 1)[1:]
+        if len(want) == len(have) and not np.array_equal(want, have):
+            k = int(np.flatnonzero(want != have)[0])
+            import warnings
+
+            from .datasets.common import DatasetWarning
+            warnings.warn(f"ground truth {path}: positives per class differ from its num_pos_per_class "
+                          f"(e.g. class id {_id_list(classes)[k]}: {int(have[k])} boxes read, the file says "
+                          f"{int(want[k])}); degenerate boxes are dropped", DatasetWarning, stacklevel=2)
     return Dataset(classes=list(classes.names), records=records, root=os.path.dirname(path),
-                   class_ids=list(classes.ids) if classes.ids else list(range(1, len(classes.names) + 1)),
-                   display_names=classes.display)
+                   class_ids=_id_list(classes), display_names=classes.display)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -160,3 +160,20 @@ def test_bad_coco_results_and_devkit_mat(tmp_path, capsys):
     data = (tmp_path / "gt.mat").read_bytes()
     (tmp_path / "gt.mat").write_bytes(data[:200])
     assert "gt.mat" in _bad(capsys, *argv)
+
+
+def test_devkit_mat_counts_that_differ_are_warned(tmp_path, capsys):
+    import scipy.io
+
+    (tmp_path / "map.txt").write_text("n02672831 1 accordion\nn02691156 2 airplane\n")
+    labels = np.empty((1, 1), dtype=object)
+    boxes = np.empty((1, 1), dtype=object)
+    labels[0, 0] = np.array([[1.0, 2.0]])
+    boxes[0, 0] = np.array([[1.0, 7.0], [1.0, 7.0], [10.0, 7.0], [10.0, 9.0]])   # the airplane is 1 px wide
+    scipy.io.savemat(tmp_path / "gt.mat", {"gt_img_ids": np.array([[5]]), "gt_obj_labels": labels,
+                                           "gt_obj_bboxes": boxes, "num_pos_per_class": np.array([[1, 1]])})
+    (tmp_path / "sub.txt").write_text("5 1 0.9 1 1 10 10\n")
+    rc, out, err = _run(capsys, "--protocol", "ilsvrc", "--ground-truth", tmp_path / "gt.mat", "--classes",
+                        tmp_path / "map.txt", "--detections", tmp_path / "sub.txt")
+    assert rc == 0, err
+    assert "differ from its num_pos_per_class (e.g. class id 2: 0 boxes read, the file says 1)" in err

@@ -439,9 +439,33 @@ def _label_of_id(gt: Dataset) -> dict[int, int]:
 
 
 def read_coco_results(data: list, path: str, gt: Dataset) -> list[dict]:
-    """COCO results JSON (bbox ``[x, y, w, h]`` continuous) -> per-record arrays."""
+    """COCO results JSON (bbox ``[x, y, w, h]`` continuous) -> per-record arrays.
+
+    Columns are gathered at once and checked as arrays; only when a check fails does the
+    entry-by-entry reader below run, to name the first bad entry."""
     images = _Images(gt)
     lab_of = _label_of_id(gt)
+    try:
+        bb = np.array([d["bbox"] for d in data], np.float64)
+        scores = np.array([d["score"] for d in data], np.float64)
+        cid = np.array([d["category_id"] for d in data])
+        img = np.array([images.by_id.get(str(d["image_id"]), -1) for d in data], np.int64)
+        lut = np.full(max(lab_of) + 2, -1, np.int64)
+        lut[list(lab_of)] = list(lab_of.values())
+        ok = (bb.shape == (len(data), 4) and cid.dtype.kind in "iu" and (img >= 0).all()
+              and ((cid >= 0) & (cid < len(lut))).all())
+        labels = lut[cid] if ok else None
+        ok = ok and bool((labels > 0).all())
+    except (KeyError, TypeError, ValueError, IndexError):
+        ok = False
+    if ok:
+        boxes = np.concatenate([bb[:, :2], bb[:, :2] + bb[:, 2:]], axis=1)
+        _check_det_boxes(boxes, scores, lambda q: f"{path}: result #{q}")
+        return _group(len(gt.records), img, boxes, scores, labels)
+    return _read_coco_results_checked(data, path, gt, images, lab_of)
+
+
+def _read_coco_results_checked(data: list, path: str, gt: Dataset, images, lab_of) -> list[dict]:
     n = len(data)
     img = np.empty(n, np.int64)
     boxes = np.empty((n, 4))

@@ -41,14 +41,22 @@ def build_backbone(
         ``googlenet-1378be20.pth``), or a state dict already in memory. Aux-head keys in it are dropped when ``aux_logits`` is
         False; anything else that does not fit raises :class:`UserError`.
     ignore_head: with ``weights``, keep the fresh class layers (another class count).
-    transform_input: torchvision's input re-normalisation for its ported ImageNet weights;
-        defaults to True when ``weights`` are given for the torchvision networks, as
-        ``torchvision.models.googlenet(weights=...)`` does.
+    transform_input: torchvision's input re-normalisation (googlenet_bn, inception_v3 only),
+        which its ported ImageNet weights expect. An explicit True or False always wins. Left
+        as None it is True only when ``weights`` look like torchvision's ImageNet weights (a
+        1000-class ``fc``), as ``torchvision.models.googlenet(weights=...)`` does, and False
+        otherwise: with no weights, and with one's own exports of another class count, so a
+        reloaded export computes exactly what it computed before it was saved. A 1000-class
+        export of one's own trained without it must pass ``transform_input=False``.
     """
     if name not in NETWORKS:
         raise UserError(f"unknown network {name!r}: choose one of {', '.join(NETWORKS)}")
+    source = None
+    if weights is not None and not isinstance(weights, dict):
+        source = os.fspath(weights)
+        weights = read_state_dict(weights)
     if transform_input is None:
-        transform_input = weights is not None and not ignore_head
+        transform_input = name != "googlenet" and weights is not None and _is_imagenet_state_dict(weights)
     if name == "googlenet":
         model: nn.Module = GoogLeNet(num_classes, aux_logits=aux_logits, dropout=0.4 if dropout is None else dropout)
     elif name == "googlenet_bn":
@@ -62,8 +70,14 @@ def build_backbone(
             init_weights=True, dropout=0.5 if dropout is None else dropout,
         )
     if weights is not None:
-        load_weights(model, weights, ignore_head=ignore_head, arch=name)
+        load_weights(model, weights, ignore_head=ignore_head, arch=name, source=source)
     return model
+
+
+def _is_imagenet_state_dict(state: dict) -> bool:
+    """True for torchvision's ImageNet weights (and anything else with a 1000-class ``fc``)."""
+    fc = state.get("fc.weight")
+    return fc is not None and getattr(fc, "ndim", 0) == 2 and fc.shape[0] == 1000
 
 
 def main_logits(output):

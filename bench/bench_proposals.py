@@ -5,8 +5,11 @@ Engines, run image by image in turn (so a change of machine load hits all of the
   ours fast            R-CNN fast mode (HSV+Lab, k 50/100, 500 px working width)
   ours fast 2x         the paper's superpixel size x2 (k 100/200)
   ours single          one strategy (HSV, k 100, C+T+S+F), like the package's one strategy
-  ours @cv-fast        configured as OpenCV's fast (k 150/300, full 640x480 image, no resize)
-  ours @cv-fast 2x     the same with k doubled (300/600)
+  ours @cv-fast        configured as OpenCV's switchToSelectiveSearchFast() defaults (preset
+                       opencv_fast: HSV+Lab, k 150/300/450, min size 100, sigma 0.8, C+T+S+F
+                       and T+S+F; full image, no resize, no small boxes dropped)
+  ours @cv-fast 2x     the same with k doubled (300/600/900, min size still 100), as the
+                       OpenCV fast 2x row (base_k = inc_k = 300)
   2x + MultiBox        ours fast 2x plus the top 200 MultiBox boxes (with --multibox CKPT)
   selectivesearch      the PyPI package at its README settings (scale 500, sigma 0.9, min
                        size 10), 500 px working width; slow, so on the first --package-images
@@ -31,6 +34,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+# OpenCV fast with k doubled: switchToSelectiveSearchFast(base_k=300, inc_k=300) runs
+# k = 300, 600, 900 (min size stays at createGraphSegmentation's 100)
+CV_FAST_2X_KS = (300, 600, 900)
 
 OPENCV_WORKER = r"""
 import json, sys, time
@@ -114,8 +121,10 @@ def main() -> int:
         "ours fast": lambda im, p: selective_search(im, "fast", 1.0),
         "ours fast 2x": lambda im, p: selective_search(im, "fast", 2.0),
         "ours single": lambda im, p: selective_search(im, "single", 1.0),
-        "ours @cv-fast": lambda im, p: selective_search(im, "fast", 3.0, working_width=0),
-        "ours @cv-fast 2x": lambda im, p: selective_search(im, "fast", 6.0, working_width=0),
+        # OpenCV's settings exactly (see the opencv_fast preset): every k with min size 100
+        "ours @cv-fast": lambda im, p: selective_search(im, "opencv_fast", 1.0, working_width=0, min_box_width=0),
+        "ours @cv-fast 2x": lambda im, p: selective_search(im, "opencv_fast", 1.0, working_width=0, min_box_width=0,
+                                                           ks=CV_FAST_2X_KS),
     }
     mb = None
     if args.multibox:

@@ -3,8 +3,9 @@
 Pipeline per image (all of it vectorised numpy/OpenCV or numba, no per-pixel Python):
 
 1. resize to the working width (R-CNN: 500 px; the 20 px minimum box size is at that scale);
-2. per colour space (HSV, Lab, rgI, H, I) and Felzenszwalb k (min size = k, sigma 0.8, both
-   times ``superpixel_scale``; the paper's "superpixel size x2" is ``superpixel_scale=2``):
+2. per colour space (HSV, Lab, rgI, H, I) and Felzenszwalb k (min size = k unless the preset or
+   the caller fixes it, sigma 0.8, both times ``superpixel_scale``; the paper's "superpixel size
+   x2" is ``superpixel_scale=2``):
    the initial regions (:func:`felzenszwalb`, a numba port of Felzenszwalb & Huttenlocher's
    graph segmentation: 8-neighbour grid, joint Euclidean colour distance, counting sort);
 3. region features kept incrementally: colour histograms (25 bins per channel), texture
@@ -32,8 +33,8 @@ from numba import njit
 
 from backbone.errors import UserError
 
-# colour spaces, Felzenszwalb k (min size = k) and similarity sets of each preset.
-# C colour, T texture, S size, F fill.
+# colour spaces, Felzenszwalb k, min size (absent: min size = k) and similarity sets of each
+# preset. C colour, T texture, S size, F fill.
 PRESETS: dict[str, dict] = {
     # Uijlings et al.'s single best strategy
     "single": {"color_spaces": ("hsv",), "ks": (100,), "similarities": ("CTSF",)},
@@ -45,6 +46,13 @@ PRESETS: dict[str, dict] = {
         "ks": (50, 100, 150, 300),
         "similarities": ("CTSF", "TSF", "F", "S"),
     },
+    # OpenCV ximgproc switchToSelectiveSearchFast() at its defaults (base_k 150, inc_k 150,
+    # k = base_k .. base_k + 2 inc_k; createGraphSegmentation's min_size 100 for every k;
+    # sigma 0.8; HSV and Lab; colour+fill+texture+size and fill+texture+size): 12 strategies.
+    # OpenCV neither resizes the image nor drops small boxes: for the same settings pass
+    # working_width=0, min_box_width=0.
+    "opencv_fast": {"color_spaces": ("hsv", "lab"), "ks": (150, 300, 450), "min_size": 100,
+                    "similarities": ("CTSF", "TSF")},
 }
 BACKENDS = ("ours", "selectivesearch")
 SIGMA = 0.8
@@ -62,17 +70,33 @@ class Strategy:
     color_space: str
     k: float
     similarity: str  # letters from "CTSF"
+    min_size: float  # Felzenszwalb minimum region size in pixels
 
 
-def strategies(preset: str, superpixel_scale: float = 1.0) -> list[Strategy]:
-    """The (colour space, k, similarity) strategies of ``preset`` with k scaled."""
+def strategies(preset: str, superpixel_scale: float = 1.0, ks=None, min_size: float | None = None) -> list[Strategy]:
+    """The (colour space, k, similarity, min size) strategies of ``preset``.
+
+    ``ks`` (a sequence of k values) replaces the preset's k values, ``min_size`` its minimum
+    region size (default: the preset's, else min size = k). Both are then multiplied by
+    ``superpixel_scale``."""
     if preset not in PRESETS:
         raise UserError(f"unknown selective search preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if not superpixel_scale > 0:
         raise UserError(f"superpixel_scale must be positive, got {superpixel_scale!r}")
     p = PRESETS[preset]
-    return [Strategy(cs, k * superpixel_scale, sim)
-            for cs in p["color_spaces"] for k in p["ks"] for sim in p["similarities"]]
+    if ks is None:
+        ks = p["ks"]
+    else:
+        ks = [ks] if np.ndim(ks) == 0 else list(ks)
+        if not ks or not all(isinstance(k, (int, float, np.number)) and k > 0 for k in ks):
+            raise UserError(f"selective search ks must be a non-empty list of positive numbers, got {ks!r}")
+    if min_size is None:
+        min_size = p.get("min_size")
+    elif not (isinstance(min_size, (int, float, np.number)) and min_size >= 0):
+        raise UserError(f"selective search min_size must be a number >= 0, got {min_size!r}")
+    return [Strategy(cs, float(k) * superpixel_scale, sim,
+                     (float(k) if min_size is None else float(min_size)) * superpixel_scale)
+            for cs in p["color_spaces"] for k in ks for sim in p["similarities"]]
 
 
 # ----------------------------------------------------------------------------- input
@@ -455,7 +479,7 @@ def _group(ch, th, size, box, R, na, nb, im_size, use_c, use_t, use_s, use_f):
     return t
 
 
-def _segment_strategy_group(image: np.ndarray, space: str, k: float, sims: list[str],
+def _segment_strategy_group(image: np.ndarray, space: str, k: float, min_size: float, sims: list[str],
                             texture_cache: dict) -> list[np.ndarray]:
     """All (colour space, k) work: one segmentation (the sorted graph and texture bins shared
     per colour space through ``texture_cache``), features once, one grouping per similarity
@@ -463,7 +487,7 @@ def _segment_strategy_group(image: np.ndarray, space: str, k: float, sims: list[
     cimg = convert_colour(image, space)
     if ("edges", space) not in texture_cache:
         texture_cache[("edges", space)] = graph_edges(cimg, SIGMA)
-    labels = felzenszwalb(cimg, k, k, SIGMA, edges=texture_cache[("edges", space)])
+    labels = felzenszwalb(cimg, k, min_size, SIGMA, edges=texture_cache[("edges", space)])
     R = int(labels.max()) + 1
     if space not in texture_cache:
         texture_cache[space] = _texture_bins(cimg)
@@ -500,23 +524,22 @@ def unique_first(boxes: np.ndarray) -> np.ndarray:
     return boxes[np.sort(first)]
 
 
-def _ours(work: np.ndarray, preset: str, superpixel_scale: float, threads: int) -> list[np.ndarray]:
-    strats = strategies(preset, superpixel_scale)
-    jobs: dict[tuple[str, float], list[str]] = {}
+def _ours(work: np.ndarray, strats: list[Strategy], threads: int) -> list[np.ndarray]:
+    jobs: dict[tuple[str, float, float], list[str]] = {}
     for s in strats:
-        jobs.setdefault((s.color_space, s.k), []).append(s.similarity)
+        jobs.setdefault((s.color_space, s.k, s.min_size), []).append(s.similarity)
     texture_cache: dict = {}
     keys = list(jobs)
     if threads > 1 and len(keys) > 1:
         # numba and OpenCV release the GIL; texture bins computed first so threads share them
-        for space in dict.fromkeys(cs for cs, _ in keys):
+        for space in dict.fromkeys(key[0] for key in keys):
             cimg = convert_colour(work, space)
             texture_cache[space] = _texture_bins(cimg)
             texture_cache[("edges", space)] = graph_edges(cimg, SIGMA)
         with ThreadPoolExecutor(threads) as pool:
-            results = list(pool.map(lambda key: _segment_strategy_group(work, key[0], key[1], jobs[key], texture_cache), keys))
+            results = list(pool.map(lambda key: _segment_strategy_group(work, *key, jobs[key], texture_cache), keys))
     else:
-        results = [_segment_strategy_group(work, cs, k, jobs[(cs, k)], texture_cache) for cs, k in keys]
+        results = [_segment_strategy_group(work, *key, jobs[key], texture_cache) for key in keys]
     return [b for group in results for b in group]
 
 
@@ -544,15 +567,21 @@ def selective_search(
     *,
     seed: int = 0,
     threads: int = 1,
+    ks=None,
+    min_size: float | None = None,
 ) -> np.ndarray:
     """Selective search boxes of one image.
 
     image: (H, W, 3) uint8 RGB ((H, W) grey and RGBA accepted).
-    preset: ``single`` | ``fast`` (R-CNN) | ``quality`` (see :data:`PRESETS`).
+    preset: ``single`` | ``fast`` (R-CNN) | ``quality`` | ``opencv_fast`` (see :data:`PRESETS`).
     superpixel_scale: multiplies Felzenszwalb k and min size (the paper's setting: 2).
+    ks: Felzenszwalb k values replacing the preset's (e.g. ``(150, 300, 450)``).
+    min_size: Felzenszwalb minimum region size for every k, replacing the preset's (default:
+        min size = k, or the preset's fixed value).
     working_width: the image is resized to this width first (0: keep the size, up to
         MAX_PIXELS); ``min_box_width`` is at that scale and applies to width and height
-        (clamped to the working image so the whole-image box always survives).
+        (clamped to the working image so the whole-image box always survives; 0 keeps every
+        box, as OpenCV does).
     backend: ``ours`` or ``selectivesearch`` (the PyPI package; ignores ``preset``).
     max_boxes: keep the first ``max_boxes`` after ranking.
     seed: the pseudo-random ranking's seed (deterministic per image).
@@ -563,7 +592,7 @@ def selective_search(
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown selective search backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    strategies(preset, superpixel_scale)  # validates preset and scale
+    strats = strategies(preset, superpixel_scale, ks, min_size)  # also validates them
     if working_width is not None and working_width < 0:
         raise UserError(f"working_width must be >= 0, got {working_width}")
     rgb = as_rgb_uint8(image)
@@ -571,7 +600,7 @@ def selective_search(
     ww, wh = working_size(W, H, working_width)
     work = resize_to(rgb, ww, wh)
     if backend == "ours":
-        per_strategy = _ours(work, preset, superpixel_scale, threads)
+        per_strategy = _ours(work, strats, threads)
     else:
         per_strategy = _selectivesearch_package(work, superpixel_scale)
     boxes = rank_boxes(per_strategy, np.random.default_rng(seed))

@@ -6,7 +6,9 @@
 ``--model`` takes ``train-classifier`` checkpoints (each carries its network, input size and
 class list; several make an ensemble, which must share the class list). ``--arch`` with
 ``--weights`` takes torchvision ImageNet state dicts (1000 classes, named from torchvision's
-weight metadata; several files make an ensemble). Probabilities are the softmax averaged over
+weight metadata; several files make an ensemble): torchvision's weights are for
+``googlenet_bn`` (its GoogLeNet has batch norm) and ``inception_v3``; the paper's
+``googlenet`` has none in torchvision and takes 1000-class state dicts in this project's layout. Probabilities are the softmax averaged over
 the crops and over the ensemble members.
 """
 
@@ -61,13 +63,19 @@ def load_members(args, device) -> tuple[list, list[int], list, list, list[str], 
         return models, sizes, means, stds, classes, names
     if args.arch or args.weights:
         if not args.arch:
-            raise UserError("--weights needs --arch NAME (one of " + ", ".join(NETWORKS) + ")")
+            raise UserError("--weights needs --arch NAME (googlenet_bn or inception_v3 for torchvision's ImageNet "
+                            "weights, googlenet for the paper's network in this project's layout)")
         if not args.weights:
             raise UserError("--arch needs --weights FILE (a torchvision ImageNet state dict)")
         size = args.input_size or TORCHVISION_INPUT.get(args.arch, 224)
         models = []
         for w in args.weights:
-            models.append(build_backbone(args.arch, 1000, weights=os.path.expanduser(w)).to(device).eval())
+            try:
+                models.append(build_backbone(args.arch, 1000, weights=os.path.expanduser(w)).to(device).eval())
+            except UserError as e:
+                if args.arch == "googlenet" and "does not match" in str(e):
+                    raise UserError(f"{e} (torchvision's ImageNet GoogLeNet weights are for --arch googlenet_bn)") from None
+                raise
         n = len(models)
         return (models, [size] * n, [IMAGENET_MEAN] * n, [IMAGENET_STD] * n, imagenet_classes(args.arch),
                 list(args.weights))
@@ -79,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="classify", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
     p.add_argument("--model", nargs="+", metavar="CKPT", help="train-classifier checkpoint(s); several = an ensemble")
-    p.add_argument("--arch", choices=sorted(NETWORKS), help="network of the --weights files")
+    p.add_argument("--arch", choices=sorted(NETWORKS),
+                   help="network of the --weights files: googlenet_bn (torchvision's GoogLeNet, file "
+                        "googlenet-*.pth) or inception_v3 (inception_v3_google-*.pth) for torchvision's ImageNet "
+                        "weights; googlenet is the paper's network (no batch norm), for which torchvision has "
+                        "no ImageNet weights: it takes state dicts in this project's own layout only")
     p.add_argument("--weights", nargs="+", metavar="FILE", help="torchvision ImageNet state dict(s) for --arch")
     p.add_argument("--input-size", type=int, help="crop size for --arch models (default: 224, inception_v3 299)")
     p.add_argument("--crops", type=int, default=1, choices=CROP_COUNTS, help="test crops per image (default 1)")

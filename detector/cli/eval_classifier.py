@@ -93,8 +93,11 @@ def main(argv=None):
     crop_counts = args.crops or cfg.test.crops
     batch = args.batch_size or cfg.test.batch_size
     if cfg.data.format == "imagefolder":
-        from ..datasets.imagefolder import has_split
+        from ..datasets.imagefolder import has_split, split_folder
 
+        if not cfg.data.root:
+            raise UserError("data.root is not set (give --data-root or set data.root in the config)")
+        split_folder(cfg.data.root, split)  # a missing root or split: one error, before any note
         if not has_split(cfg.data.root, split):
             print(f"eval-classifier: note: no folder {os.path.join(cfg.data.root, split)}; evaluating the class "
                   f"folders of {cfg.data.root} itself", file=sys.stderr)

@@ -29,7 +29,7 @@ from backbone.errors import UserError
 
 from ..classifier_io import ClassifierConfig, load_classifier_config, read_classifier, save_classifier, validate_config
 from ..config import apply_overrides, from_dict, save_config
-from ..datasets.crops import build_classification_set, eval_transform, train_transform
+from ..datasets.crops import TrainTransform, build_classification_set, eval_transform, seed_worker, train_transform
 from .common import add_config_args, add_device_arg, cli_main, resolve_device
 
 
@@ -87,6 +87,24 @@ def plot_log(rows: list[dict], path: str) -> None:
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def make_train_loader(train_set, t) -> torch.utils.data.DataLoader:
+    """Shuffled, full batches of ``train_set`` with ``t.workers`` worker processes (``t`` the
+    train config); each worker reseeds its copy of the augmentation (:func:`seed_worker`)."""
+    return torch.utils.data.DataLoader(train_set, batch_size=t.batch_size, shuffle=True, drop_last=True,
+                                       num_workers=t.workers, generator=torch.Generator(),
+                                       worker_init_fn=seed_worker, persistent_workers=False)
+
+
+def start_epoch(loader: torch.utils.data.DataLoader, seed: int, epoch: int) -> None:
+    """Seed the shuffle and the augmentation of epoch ``epoch`` from ``(seed, epoch)`` alone, so
+    that epoch e draws the same batches whether or not the run was interrupted and resumed.
+    Call before iterating: workers are forked at the start of each epoch and copy this state."""
+    loader.generator.manual_seed(seed * 100003 + epoch)
+    transform = getattr(loader.dataset, "transform", None)
+    if isinstance(transform, TrainTransform):
+        transform.set_epoch(epoch)
 
 
 def _read_log(path: str, upto: int) -> list[dict]:
@@ -167,9 +185,7 @@ def main(argv=None):
     if len(train_set) < t.batch_size:
         raise UserError(f"{train_set.source}: {len(train_set)} training images, fewer than train.batch_size {t.batch_size}")
 
-    gen = torch.Generator()
-    loader = torch.utils.data.DataLoader(train_set, batch_size=t.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=t.workers, generator=gen, persistent_workers=False)
+    loader = make_train_loader(train_set, t)
     val_loader = None
     if val_set is not None:
         val_loader = torch.utils.data.DataLoader(val_set, batch_size=max(t.batch_size, 128), num_workers=t.workers)
@@ -205,7 +221,7 @@ def main(argv=None):
     meta = dict(arch=m.arch, classes=classes, input_size=size, config=cfg, transform_input=transform_input)
 
     for epoch in range(start + 1, t.epochs + 1):
-        gen.manual_seed(t.seed * 100003 + epoch)  # the shuffle of epoch e is the same after a resume
+        start_epoch(loader, t.seed, epoch)  # shuffle and augmentation of epoch e: the same after a resume
         try:
             tr = train_one_epoch(model, loader, optimizer, device=device, scheduler=scheduler, averaged=averaged,
                                  aux_weight=t.aux_weight, max_steps=t.max_steps_per_epoch,

@@ -18,6 +18,7 @@ interpolation, mirroring, photometric distortions (brightness / contrast / satur
 from __future__ import annotations
 
 import math
+import random
 import sys
 from typing import Callable, Sequence
 
@@ -146,7 +147,53 @@ def build_classification_set(cfg, split: str, *, classes: Sequence[str] | None =
 INTERPOLATIONS = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_CUBIC, cv2.INTER_LANCZOS4)
 
 
-def train_transform(size: int, train_cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD, seed: int | None = None):
+class TrainTransform:
+    """The training augmentation (see :func:`train_transform`), callable on an ``(H, W, 3)``
+    uint8 RGB image, returning a normalised ``(3, S, S)`` float tensor.
+
+    Its random stream is a function of ``(seed, epoch, worker)`` only (:meth:`reseed`): forked
+    DataLoader workers would otherwise all start from one copied state (identical crops in
+    every worker, and the same crops again every epoch, since workers are re-forked each
+    epoch), and a resumed run would restart the sequence. Call :meth:`set_epoch` in the main
+    process before each epoch and pass :func:`seed_worker` as the loader's ``worker_init_fn``."""
+
+    def __init__(self, compose, seed: int | None = None):
+        self.compose = compose
+        self.seed = seed
+        self.epoch = 0
+        self.reseed()
+
+    def reseed(self, worker: int = 0) -> None:
+        """Restart the random stream at ``(seed, epoch, worker)`` (fresh OS entropy when ``seed`` is None)."""
+        if self.seed is None:
+            ss = np.random.SeedSequence()
+        else:
+            ss = np.random.SeedSequence([int(self.seed) % (1 << 64), int(self.epoch), int(worker)])
+        np_seed, py_seed = ss.generate_state(2)
+        # one generator pair shared by every step (Compose(seed=) gives each step its own
+        # generator with the same seed, so their draws would be correlated)
+        self.compose.set_random_state(np.random.default_rng(np_seed), random.Random(int(py_seed)))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations of epoch ``epoch`` (worker 0; workers reseed themselves in :func:`seed_worker`)."""
+        self.epoch = int(epoch)
+        self.reseed()
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        return self.compose(image=image)["image"]
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: reseed the worker's copy of a :class:`TrainTransform` at
+    ``(seed, epoch, worker_id)`` so that workers draw different augmentations."""
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info is not None else None
+    if isinstance(transform, TrainTransform):
+        transform.reseed(worker_id)
+
+
+def train_transform(size: int, train_cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD, seed: int | None = None
+                    ) -> TrainTransform:
     """The paper's training augmentation (albumentations), ``train_cfg`` a
     :class:`~detector.classifier_io.ClassifierTrainConfig`: random-area / aspect crop with a random
     interpolation, mirrors, colour jitter, normalisation, to a CHW float tensor."""
@@ -168,12 +215,7 @@ def train_transform(size: int, train_cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD, 
         steps.append(A.ColorJitter(brightness=t.brightness, contrast=t.contrast, saturation=t.saturation,
                                    hue=t.hue, p=t.photometric_p))
     steps += [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
-    compose = A.Compose(steps, seed=seed)
-
-    def apply(image: np.ndarray) -> torch.Tensor:
-        return compose(image=image)["image"]
-
-    return apply
+    return TrainTransform(A.Compose(steps, seed=seed), seed)
 
 
 def to_chw(image: np.ndarray) -> torch.Tensor:
@@ -195,5 +237,5 @@ def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
 
 __all__ = [
     "ClassificationSet", "crop_box", "object_crops", "build_classification_set", "train_transform",
-    "eval_transform", "to_chw", "INTERPOLATIONS",
+    "TrainTransform", "seed_worker", "eval_transform", "to_chw", "INTERPOLATIONS",
 ]

@@ -156,3 +156,26 @@ def test_pickled_objects_one_line_error(tmp_path):
     msg = str(e.value)
     assert msg == f"weights file {path}: holds Python objects other than tensors (refused by weights_only loading)"
     assert "\n" not in msg and "\x1b" not in msg
+
+
+def test_own_export_reloads_to_identical_outputs(tmp_path):
+    # an export of another class count is not torchvision's ImageNet file: no input transform
+    torch.manual_seed(0)
+    src = build_backbone("googlenet_bn", 5).eval()
+    path = _save(src, tmp_path / "export.pth")
+    again = build_backbone("googlenet_bn", 5, weights=path).eval()
+    assert again.transform_input is False
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(again(x), src(x))
+
+
+def test_transform_input_default_and_explicit_choice(tmp_path):
+    imagenet = _save(torchvision.models.GoogLeNet(aux_logits=False, transform_input=True, init_weights=False),
+                     tmp_path / "imagenet.pth")
+    assert build_backbone("googlenet_bn").transform_input is False
+    assert build_backbone("googlenet_bn", weights=imagenet).transform_input is True
+    assert build_backbone("googlenet_bn", 7, weights=imagenet, ignore_head=True).transform_input is True
+    assert build_backbone("googlenet_bn", weights=imagenet, transform_input=False).transform_input is False
+    own = _save(build_backbone("googlenet_bn", 5), tmp_path / "own.pth")
+    assert build_backbone("googlenet_bn", 5, weights=own, transform_input=True).transform_input is True

@@ -1,6 +1,7 @@
 """The classification model end to end: data (object crops, image folders), the checkpoint
 format, train-classifier (with resume), classify and eval-classifier, and their bad input."""
 
+import dataclasses
 import json
 import os
 
@@ -16,7 +17,9 @@ from detector.classifier_io import (
     ClassifierConfig, load_classifier, load_classifier_config, read_classifier, save_classifier,
 )
 from detector.cli import classify, eval_classifier, train_classifier
-from detector.datasets.crops import build_classification_set, crop_box, object_crops, to_chw, train_transform
+from detector.datasets.crops import (
+    ClassificationSet, TrainTransform, build_classification_set, crop_box, object_crops, to_chw, train_transform,
+)
 from detector.datasets.imagefolder import image_folder
 from detector.datasets.records import Dataset, ImageRecord
 
@@ -52,6 +55,17 @@ def _sets(extra=()):
     for s in list(TRAIN_SETS) + list(extra):
         out += ["--set", s]
     return out
+
+
+def _one_error(capsys, prog, *needles):
+    """The CLI wrote exactly one line on stderr, ``PROG: error: ...`` containing ``needles``, no traceback."""
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +150,71 @@ def test_train_transform_shapes_and_randomness():
     assert not torch.equal(a, b)  # random crops / jitter
 
 
+def _walk(t):
+    yield t
+    for c in getattr(t, "transforms", None) or []:
+        yield from _walk(c)
+
+
+def test_train_transform_is_the_papers_recipe():
+    """Random crops of 8%-100% of the area, aspect 3/4-4/3, several interpolations, mirror,
+    photometric distortions: read off the built albumentations pipeline."""
+    import albumentations as A
+
+    t = train_transform(32, ClassifierConfig().train, seed=0)
+    steps = list(_walk(t.compose))
+    crops = [s for s in steps if isinstance(s, A.RandomResizedCrop)]
+    assert crops and all(tuple(c.size) == (32, 32) for c in crops)
+    for c in crops:
+        assert tuple(c.scale) == pytest.approx((0.08, 1.0))
+        assert tuple(c.ratio) == pytest.approx((3 / 4, 4 / 3))
+    assert len({c.interpolation for c in crops}) >= 3
+    chooser = next(s for s in steps if isinstance(s, A.OneOf) and crops[0] in s.transforms)
+    assert chooser.p == 1.0  # one of the crops is always applied
+    assert any(isinstance(s, A.HorizontalFlip) for s in steps)
+    assert any(isinstance(s, A.ColorJitter) for s in steps)
+
+
+def test_augmentation_differs_between_workers_and_epochs():
+    """2 workers x 2 epochs over copies of one image: every batch is different (workers used to
+    share one copied random state, and re-forked workers repeated it every epoch), and a
+    resumed run draws epoch 2's batches again exactly."""
+    img = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    t = dataclasses.replace(ClassifierConfig().train, batch_size=2, workers=2, seed=3)
+
+    def loader():
+        ds = ClassificationSet(["a"], [img] * 8, [0] * 8, [str(i) for i in range(8)],
+                               train_transform(32, t, seed=t.seed))
+        return train_classifier.make_train_loader(ds, t)
+
+    def epoch(ld, e):
+        train_classifier.start_epoch(ld, t.seed, e)
+        return [x for x, _ in ld]
+
+    ld = loader()
+    e1, e2 = epoch(ld, 1), epoch(ld, 2)
+    assert len(e1) == len(e2) == 4  # batches alternate between workers 0 and 1
+    batches = e1 + e2
+    for i in range(len(batches)):
+        for j in range(i + 1, len(batches)):
+            assert not torch.equal(batches[i], batches[j]), (i, j)
+    resumed = epoch(loader(), 2)  # a new process would start here after --resume
+    assert all(torch.equal(a, b) for a, b in zip(resumed, e2))
+
+
+def test_train_transform_reseed_is_deterministic():
+    img = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    a = train_transform(32, ClassifierConfig().train, seed=5)
+    b = train_transform(32, ClassifierConfig().train, seed=5)
+    assert isinstance(a, TrainTransform)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    assert torch.equal(a(img), b(img))
+    b.reseed(worker=1)
+    a.reseed(worker=0)
+    assert not torch.equal(a(img), b(img))
+
+
 # ------------------------------------------------------------------ checkpoint format
 
 
@@ -210,15 +289,17 @@ def test_train_writes_run_and_resumes(trained, folder, capsys):
     assert torch.load(trained / "model.pt", weights_only=True)["epoch"] == 2
 
 
-@pytest.mark.slow
 def test_train_from_voc_object_crops(tmp_path):
+    """Fast: the ground-truth boxes of a VOC-layout dataset become the classes; 1 step per epoch."""
     out = tmp_path / "voc"
-    rc = train_classifier.main(["--data-root", VOC_MINI, "--out", str(out), "--set", "data.format=voc",
-                                "--set", "data.train_split=train", "--set", "data.val_split=test",
-                                *_sets()[2:]])  # drop data.format=imagefolder
+    rc = train_classifier.main(["--data-root", VOC_MINI, "--out", str(out), "--device", "cpu",
+                                "--set", "data.format=voc", "--set", "data.train_split=train",
+                                "--set", "data.val_split=test", *_sets()[2:]])  # drop data.format=imagefolder
     assert rc == 0
     ck = read_classifier(out / "model.pt")
     assert ck["classes"] == ["RBC", "WBC"] and ck["config"]["data"]["format"] == "voc"  # voc-mini's classes
+    rows = [json.loads(x) for x in open(out / "log.jsonl")]
+    assert [(r["epoch"], r["steps"]) for r in rows] == [(1, 1)] and "val_top1" in rows[0]
 
 
 def test_train_bad_input(tmp_path, capsys):
@@ -229,6 +310,25 @@ def test_train_bad_input(tmp_path, capsys):
     assert rc == 2 and "no such folder" in capsys.readouterr().err
     rc = train_classifier.main(["--data-root", VOC_MINI, "--out", str(tmp_path / "x"), "--set", "model.input_size=8"])
     assert rc == 2 and "input_size 8" in capsys.readouterr().err
+
+
+def test_split_folders_are_not_classes(folder, tmp_path, capsys):
+    """root/train + root/test without the wanted split (default train split: trainval): one error
+    naming the folder and its splits, not a model with classes 'test' and 'train'."""
+    out = tmp_path / "run"
+    rc = train_classifier.main(["--data-root", str(folder), "--out", str(out), "--set", "data.format=imagefolder"])
+    assert rc == 2
+    line = _one_error(capsys, "train-classifier", str(folder), "'trainval'", "test, train")
+    assert "data.train_split" in line
+    assert not out.exists()
+    with pytest.raises(UserError, match="no split folder 'val'"):
+        image_folder(str(folder), "val")
+
+
+def test_eval_classifier_split_folders_are_not_classes(trained, folder, capsys):
+    rc = eval_classifier.main(["--model", str(trained / "model.pt"), "--data-root", str(folder), "--split", "val"])
+    assert rc == 2
+    _one_error(capsys, "eval-classifier", "no split folder 'val'", "test, train")
 
 
 # ------------------------------------------------------------------ classify
@@ -321,6 +421,70 @@ def test_classify_odd_image_kinds(trained, tmp_path, capsys):
         assert name in out
 
 
+def test_classify_144_crops(trained, folder, tmp_path):
+    img = folder / "test" / "red" / "2.png"
+    js = tmp_path / "c144.json"
+    rc = classify.main([str(img), "--model", str(trained / "model.pt"), "--crops", "144", "--json", str(js),
+                        "--device", "cpu"])
+    assert rc == 0
+    doc = json.loads(js.read_text())
+    assert doc["crops"] == 144 and len(doc["results"]) == 1
+    got = {t["label"]: t["prob"] for t in doc["results"][0]["top"]}
+    model, meta = load_classifier(trained / "model.pt")
+    from detector.images import load_image
+
+    want = predict_probs([model], [to_chw(load_image(str(img)))], 144, meta["input_size"])[0, 0]
+    for i, c in enumerate(meta["classes"]):
+        assert got[c] == pytest.approx(float(want[i]), abs=1e-5)
+
+
+def test_classify_paper_googlenet_weights(tmp_path, capsys):
+    """--arch googlenet takes 1000-class state dicts in our layout; torchvision's (batch-norm)
+    GoogLeNet weights are refused with a pointer to googlenet_bn, which the help names."""
+    img = tmp_path / "x.png"
+    Image.new("RGB", (48, 40), (10, 200, 90)).save(img)
+    net = build_backbone("googlenet", 1000)
+    ours = tmp_path / "ours.pth"
+    torch.save(net.state_dict(), ours)
+    js = tmp_path / "g.json"
+    rc = classify.main([str(img), "--arch", "googlenet", "--weights", str(ours), "--input-size", "32",
+                        "--top", "3", "--json", str(js), "--device", "cpu"])
+    assert rc == 0
+    capsys.readouterr()
+    top = json.loads(js.read_text())["results"][0]["top"]
+    from detector.images import load_image
+
+    want = predict_probs([net.eval()], [to_chw(load_image(str(img)))], 1, 32)[0, 0]
+    p, i = want.topk(3)
+    names = classify.imagenet_classes("googlenet")
+    assert [t["label"] for t in top] == [names[k] for k in i.tolist()]
+    assert [t["prob"] for t in top] == pytest.approx(p.tolist(), abs=1e-5)
+    tv = tmp_path / "tv.pth"
+    torch.save(build_backbone("googlenet_bn", 1000).state_dict(), tv)
+    assert classify.main([str(img), "--arch", "googlenet", "--weights", str(tv)]) == 2
+    _one_error(capsys, "classify", "does not match", "--arch googlenet_bn")
+    helptext = classify.build_parser().format_help()
+    assert "googlenet_bn" in helptext and "inception_v3" in helptext and "no ImageNet weights" in helptext
+
+
+def test_classify_bad_model_options(trained, tmp_path, capsys):
+    img = tmp_path / "x.png"
+    Image.new("RGB", (40, 40)).save(img)
+    other = tmp_path / "other.pt"
+    save_classifier(other, build_backbone("googlenet", 2), arch="googlenet", classes=["x", "y"], input_size=32)
+    model = str(trained / "model.pt")
+    assert classify.main([str(img), "--model", model, str(other)]) == 2
+    _one_error(capsys, "classify", "other.pt", "differ", "one class list")
+    w = tmp_path / "w.pth"
+    torch.save(build_backbone("googlenet_bn", 1000).state_dict(), w)
+    assert classify.main([str(img), "--model", model, "--arch", "googlenet_bn", "--weights", str(w)]) == 2
+    _one_error(capsys, "classify", "not both")
+    assert classify.main([str(img), "--model", model, "--arch", "googlenet_bn"]) == 2
+    _one_error(capsys, "classify", "not both")
+    assert classify.main([str(img), "--weights", str(w)]) == 2
+    _one_error(capsys, "classify", "--weights needs --arch", "googlenet_bn", "inception_v3")
+
+
 # ------------------------------------------------------------------ eval-classifier
 
 
@@ -351,3 +515,25 @@ def test_eval_classifier_bad_input(trained, tmp_path, capsys):
     assert "differ" in capsys.readouterr().err
     assert eval_classifier.main(["--model", str(tmp_path / "none.pt")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_eval_classifier_144_crops(trained, folder, tmp_path, capsys):
+    js = tmp_path / "e144.json"
+    rc = eval_classifier.main(["--model", str(trained / "model.pt"), "--data-root", str(folder), "--split", "test",
+                               "--crops", "144", "--every", "12", "--json", str(js), "--device", "cpu"])
+    assert rc == 0
+    assert " 144 " in capsys.readouterr().out
+    doc = json.loads(js.read_text())
+    assert doc["images"] == 1 and [r["crops"] for r in doc["results"]] == [144]
+    model, meta = load_classifier(trained / "model.pt")
+    data = image_folder(str(folder), "test", classes=meta["classes"])
+    index = list(range(0, len(data), 12))
+    probs = predict_probs([model], [to_chw(data.image(i)) for i in index], 144, meta["input_size"])
+    top1 = float((probs[:, 0].argmax(1).numpy() == data.labels[index]).mean())
+    assert doc["results"][0]["top1"] == pytest.approx(top1)
+
+
+def test_eval_classifier_missing_data_root(trained, tmp_path, capsys):
+    missing = tmp_path / "gone"
+    assert eval_classifier.main(["--model", str(trained / "model.pt"), "--data-root", str(missing)]) == 2
+    _one_error(capsys, "eval-classifier", str(missing), "no such folder")

@@ -6,6 +6,10 @@ Cache layout (under ``cache_dir``, default ``$XDG_CACHE_HOME/googlenet-det`` or
     proposals/ss-<hash of the selective search settings>/<image key>.npz
     proposals/ss_multibox-<hash of every setting + the MultiBox weights' hash>/<image key>.npz
 
+Selective search boxes always live in the uncapped ``ss-`` folder of their settings, shared by
+every MultiBox checkpoint and every ``max_total``; a method's own folder (its key includes
+``max_total`` when set) holds the final, merged and capped boxes.
+
 Each ``.npz`` holds ``boxes`` (N, 4) float32 in image pixels and ``seconds`` (time to compute
 them); it is written to a temp file and renamed, so a killed run leaves only whole files and
 the next run continues where it stopped. Selective search (the slow part) runs in ``workers``
@@ -29,7 +33,7 @@ from tqdm import tqdm
 
 from backbone.errors import UserError
 from proposals.config import ProposalConfig
-from proposals.pipeline import merge_boxes, validate
+from proposals.pipeline import cap_total, merge_boxes, validate
 from proposals.selective_search import selective_search, strategies
 
 from .images import load_image
@@ -79,6 +83,8 @@ def cache_key(cfg: ProposalConfig, multibox_hash: str | None = None) -> str:
                         input_size=cfg.multibox.input_size)
         if cfg.method == "ss+multibox":
             settings["merge_iou"] = cfg.merge_iou
+    if cfg.max_total is not None:  # only when set: the uncapped keys stay as they were
+        settings["max_total"] = int(cfg.max_total)
     return f"{cfg.method.replace('+', '_')}-{_hash(settings)}"
 
 
@@ -166,12 +172,10 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
         else:
             todo.append(i)
     if todo and use_ss:
-        if cfg.method == "ss":
-            ss_dir = final_dir
-        else:
-            # the same folder as method ss with these settings: shared by every MultiBox
-            ss_dir = os.path.join(cache_dir, "proposals", cache_key(replace(cfg, method="ss")))
-            os.makedirs(ss_dir, exist_ok=True)
+        # the folder of method ss with these settings, uncapped: shared by every MultiBox
+        # checkpoint and max_total
+        ss_dir = os.path.join(cache_dir, "proposals", cache_key(replace(cfg, method="ss", max_total=None)))
+        os.makedirs(ss_dir, exist_ok=True)
         kwargs = dict(preset=cfg.preset, superpixel_scale=cfg.superpixel_scale, working_width=cfg.working_width,
                       min_box_width=cfg.min_box_width, backend=cfg.backend, max_boxes=cfg.max_boxes)
         missing = [i for i in todo if _load(os.path.join(ss_dir, keys[i] + ".npz")) is None]
@@ -195,7 +199,9 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
             ss_boxes[i], ss_times[i] = got
         if cfg.method == "ss":
             for i in todo:
-                results[i] = (ss_boxes[i], ss_times[i])
+                results[i] = (cap_total(ss_boxes[i], cfg), ss_times[i])
+                if final_dir != ss_dir:  # capped: kept in the folder of these settings too
+                    _save(os.path.join(final_dir, keys[i] + ".npz"), *results[i])
             todo = []
     if todo:  # multibox or ss+multibox
         from proposals.multibox import predict
@@ -209,7 +215,7 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
             dt = (time.perf_counter() - t0) / len(chunk)
             for i, (mb_boxes, _) in zip(chunk, preds):
                 t1 = time.perf_counter()
-                boxes = merge_boxes(mb_boxes, ss_boxes[i], cfg.merge_iou) if use_ss else mb_boxes
+                boxes = cap_total(merge_boxes(mb_boxes, ss_boxes[i], cfg.merge_iou) if use_ss else mb_boxes, cfg)
                 secs = ss_times[i] + dt + (time.perf_counter() - t1)
                 _save(os.path.join(final_dir, keys[i] + ".npz"), boxes, secs)
                 results[i] = (boxes, secs)

@@ -33,4 +33,5 @@ class ProposalConfig:
     multibox_top_k: int = 200        # paper: top 200 MultiBox boxes
     multibox_checkpoint: str | None = None
     merge_iou: float = 0.95          # near-duplicates between SS and MultiBox removed above this IoU
+    max_total: int | None = None     # cap on the final proposals per image (after merging); None: no cap
     multibox: MultiBoxConfig = field(default_factory=MultiBoxConfig)

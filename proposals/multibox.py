@@ -98,10 +98,13 @@ class MultiBox(nn.Module):
 
 
 def preprocess(images: list[np.ndarray], size: int, device="cpu") -> Tensor:
-    """RGB uint8 images -> (N, 3, size, size) normalised float tensor."""
+    """RGB uint8 images ((H, W) grey and RGBA accepted, any size from 1x1) -> (N, 3, size, size)
+    normalised float tensor."""
     import cv2
 
-    batch = np.stack([cv2.resize(np.ascontiguousarray(im), (size, size), interpolation=cv2.INTER_AREA) for im in images])
+    from .selective_search import as_rgb_uint8
+
+    batch = np.stack([cv2.resize(as_rgb_uint8(im), (size, size), interpolation=cv2.INTER_AREA) for im in images])
     x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255)
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
@@ -161,8 +164,12 @@ def multibox_loss(offsets: Tensor, logits: Tensor, priors: Tensor, gt_boxes: lis
 
 @torch.no_grad()
 def predict(model: MultiBox, images: list[np.ndarray], top_k: int = 200, batch_size: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Top-``top_k`` boxes by confidence for each RGB uint8 image: [(boxes (k, 4) float32 in the
-    image's pixels, scores (k,) float32)], best first."""
+    """Top-``top_k`` boxes by confidence for each RGB uint8 image ((H, W) grey and RGBA accepted,
+    any size from 1x1): [(boxes (k, 4) float32 in the image's pixels, x1 <= x2 and y1 <= y2
+    inside the image, scores (k,) float32)], best first. A non-uint8 or empty image raises one
+    UserError."""
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise UserError(f"MultiBox top_k must be a whole number >= 0, got {top_k!r}")
     model.eval()
     device = model.priors.device
     out = []

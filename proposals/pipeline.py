@@ -29,11 +29,20 @@ def merge_boxes(first: np.ndarray, second: np.ndarray, iou: float = 0.95) -> np.
 
 
 def get_multibox(cfg: ProposalConfig, device="cpu"):
-    """The MultiBox network of ``cfg.multibox_checkpoint`` (loaded once per process)."""
+    """The MultiBox network of ``cfg.multibox_checkpoint`` (loaded once per process, and again
+    when the file changes)."""
+    import os
+
     if not cfg.multibox_checkpoint:
         raise UserError(f"proposals.method {cfg.method} needs proposals.multibox_checkpoint "
                         "(train one with `train-detector --stage multibox`)")
-    key = (cfg.multibox_checkpoint, str(device))
+    path = os.path.abspath(os.path.expanduser(os.fspath(cfg.multibox_checkpoint)))
+    try:
+        st = os.stat(path)
+        sig = (st.st_size, st.st_mtime_ns, st.st_ino)
+    except OSError:
+        sig = None  # load_multibox raises the clear error
+    key = (path, sig, str(device))
     if key not in _LOADED:
         from .multibox import load_multibox
 
@@ -44,6 +53,14 @@ def get_multibox(cfg: ProposalConfig, device="cpu"):
 def validate(cfg: ProposalConfig) -> None:
     if cfg.method not in METHODS:
         raise UserError(f"unknown proposal method {cfg.method!r}: choose one of {', '.join(METHODS)}")
+    mt = cfg.max_total
+    if mt is not None and (isinstance(mt, bool) or not isinstance(mt, (int, np.integer)) or mt < 1):
+        raise UserError(f"proposals.max_total must be a whole number >= 1 or null (no cap), got {mt!r}")
+
+
+def cap_total(boxes: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
+    """The first ``cfg.max_total`` boxes of a ranked list (all of them when it is None)."""
+    return boxes if cfg.max_total is None else boxes[: int(cfg.max_total)]
 
 
 def propose(image, cfg: ProposalConfig, multibox=None) -> np.ndarray:
@@ -51,8 +68,9 @@ def propose(image, cfg: ProposalConfig, multibox=None) -> np.ndarray:
 
     ``ss``: selective search ranked boxes; ``multibox``: the top ``cfg.multibox_top_k`` MultiBox
     boxes by confidence; ``ss+multibox``: MultiBox boxes first, then selective search, boxes
-    overlapping an earlier one above ``cfg.merge_iou`` removed. ``multibox``: a loaded network,
-    else ``cfg.multibox_checkpoint`` is loaded. Returns (N, 4) float32 xyxy in image pixels.
+    overlapping an earlier one above ``cfg.merge_iou`` removed. Then, for every method, the
+    first ``cfg.max_total`` boxes are kept (None: all). ``multibox``: a loaded network, else
+    ``cfg.multibox_checkpoint`` is loaded. Returns (N, 4) float32 xyxy in image pixels.
     """
     validate(cfg)
     rgb = as_rgb_uint8(image)
@@ -67,7 +85,7 @@ def propose(image, cfg: ProposalConfig, multibox=None) -> np.ndarray:
         net = multibox if multibox is not None else get_multibox(cfg)
         mb = predict(net, [rgb], top_k=cfg.multibox_top_k)[0][0]
     if cfg.method == "ss":
-        return ss
+        return cap_total(ss, cfg)
     if cfg.method == "multibox":
-        return mb
-    return merge_boxes(mb, ss, cfg.merge_iou)
+        return cap_total(mb, cfg)
+    return cap_total(merge_boxes(mb, ss, cfg.merge_iou), cfg)

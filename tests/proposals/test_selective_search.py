@@ -65,6 +65,55 @@ def test_presets(blood_small):
     assert [s.k for s in strategies("fast", 2.0)][:2] == [100.0, 100.0]
 
 
+def test_opencv_fast_preset_matches_ximgproc():
+    # opencv_contrib ximgproc switchToSelectiveSearchFast(base_k=150, inc_k=150, sigma=0.8):
+    # k = 150, 300, 450 (k <= base_k + 2 inc_k), createGraphSegmentation's min_size 100,
+    # HSV and Lab, colour+fill+texture+size and fill+texture+size
+    st = strategies("opencv_fast")
+    assert len(st) == 12
+    assert sorted({s.k for s in st}) == [150.0, 300.0, 450.0] and {s.min_size for s in st} == {100.0}
+    assert {s.color_space for s in st} == {"hsv", "lab"} and {s.similarity for s in st} == {"CTSF", "TSF"}
+    # OpenCV's "2x" row: base_k = inc_k = 300, min size still 100
+    st2 = strategies("opencv_fast", ks=(300, 600, 900))
+    assert sorted({s.k for s in st2}) == [300.0, 600.0, 900.0] and {s.min_size for s in st2} == {100.0}
+    # the other presets keep min size = k; superpixel_scale multiplies both
+    assert all(s.min_size == s.k for s in strategies("fast", 2.0))
+    assert {(s.k, s.min_size) for s in strategies("fast", 2.0, ks=[30], min_size=10)} == {(60.0, 20.0)}
+
+
+def test_explicit_ks_and_min_size_reach_the_segmentation(blood_small, monkeypatch):
+    tiny = blood_small[::2, ::2].copy()
+    calls = []
+    real = ssmod.felzenszwalb
+
+    def spy(image, k, min_size, sigma=ssmod.SIGMA, **kw):
+        calls.append((k, min_size))
+        return real(image, k, min_size, sigma, **kw)
+
+    monkeypatch.setattr(ssmod, "felzenszwalb", spy)
+    default = selective_search(tiny, working_width=0)
+    assert sorted(set(calls)) == [(50.0, 50.0), (100.0, 100.0)]
+    calls.clear()
+    assert np.array_equal(selective_search(tiny, working_width=0, ks=(50, 100)), default)
+    calls.clear()
+    few = selective_search(tiny, "opencv_fast", working_width=0, ks=[40, 80], min_size=60)
+    assert sorted(set(calls)) == [(40.0, 60.0), (80.0, 60.0)] and len(few) > 0
+
+
+def test_min_box_width_zero_keeps_small_boxes(blood_small):
+    kept = selective_search(blood_small, working_width=0, min_box_width=0)
+    dropped = selective_search(blood_small, working_width=0, min_box_width=20)
+    assert len(kept) > len(dropped) and ((kept[:, 2] - kept[:, 0]) < 20).any()
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    ({"ks": []}, "ks"), ({"ks": [100, -1]}, "ks"), ({"ks": ["a"]}, "ks"), ({"min_size": -1}, "min_size"),
+])
+def test_bad_ks_and_min_size(kwargs, msg):
+    with pytest.raises(UserError, match=msg):
+        selective_search(np.zeros((8, 8, 3), np.uint8), **kwargs)
+
+
 def test_max_boxes(blood_small):
     full = selective_search(blood_small, working_width=0)
     assert np.array_equal(selective_search(blood_small, max_boxes=10, working_width=0), full[:10])
@@ -87,7 +136,7 @@ def test_every_region_of_a_strategy_is_a_box():
     # two colour halves: 2 initial regions, 1 merge -> 3 boxes (left, right, whole)
     img = np.zeros((100, 200, 3), np.uint8)
     img[:, 100:] = (200, 30, 30)
-    out = ssmod._segment_strategy_group(img, "hsv", 500, ["CTSF"], {})  # min size 500: no edge strips
+    out = ssmod._segment_strategy_group(img, "hsv", 500, 500, ["CTSF"], {})  # min size 500: no edge strips
     assert sorted(map(tuple, out[0].tolist())) == [(0, 0, 100, 100), (0, 0, 200, 100), (100, 0, 200, 100)]
 
 

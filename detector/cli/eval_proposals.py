@@ -92,7 +92,8 @@ def main(argv=None) -> int:
     res["seconds_per_image"] = sum(secs) / max(len(secs), 1)
     res["split"] = args.split
     res["proposals"] = {k: getattr(cfg, k) for k in ("method", "backend", "preset", "superpixel_scale",
-                                                     "working_width", "min_box_width", "multibox_top_k")}
+                                                     "working_width", "min_box_width", "multibox_top_k",
+                                                     "max_total")}
     print(format_report(res))
     if args.plot:
         plot_curve(res, args.plot, f"{args.split}: {cfg.method} {cfg.backend} {cfg.preset} x{cfg.superpixel_scale:g}")

@@ -1,6 +1,6 @@
 """propose: region proposals of images, or of a whole dataset split into the on-disk cache.
 
-    propose IMAGE... [--method ss|multibox|ss+multibox] [--preset fast] [--superpixel-scale 2] [--json OUT]
+    propose IMAGE... [--method ss|multibox|ss+multibox] [--preset fast] [--superpixel-scale 2] [--max-total N] [--json OUT]
     propose --config C --split S [--data-root R] [--set k=v] [--cache-dir D] [--workers N]
 """
 
@@ -26,6 +26,8 @@ def add_proposal_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["ours", "selectivesearch"], help="selective search engine")
     p.add_argument("--working-width", type=int, help="images resized to this width first (0: no resize)")
     p.add_argument("--multibox", metavar="CKPT", help="MultiBox checkpoint (written by train-detector --stage multibox)")
+    p.add_argument("--max-total", type=int, metavar="N",
+                   help="keep at most N proposals per image, after merging (proposals.max_total; default: no cap)")
 
 
 def proposal_config(args):
@@ -46,7 +48,8 @@ def proposal_config(args):
         else:
             cfg = ProposalConfig(method="ss")
     for flag, field in (("method", "method"), ("preset", "preset"), ("superpixel_scale", "superpixel_scale"),
-                        ("backend", "backend"), ("working_width", "working_width"), ("multibox", "multibox_checkpoint")):
+                        ("backend", "backend"), ("working_width", "working_width"), ("multibox", "multibox_checkpoint"),
+                        ("max_total", "max_total")):
         v = getattr(args, flag)
         if v is not None:
             setattr(cfg, field, v)

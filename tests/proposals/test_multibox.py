@@ -127,3 +127,62 @@ def test_propose_methods(tiny_model, blood_small):
         propose(blood_small, ProposalConfig(method="ss+multibox"))
     with pytest.raises(UserError, match="method"):
         propose(blood_small, ProposalConfig(method="edgeboxes"))
+
+
+@pytest.mark.parametrize("image", [
+    np.zeros((40, 50), np.uint8),                        # grey (H, W)
+    np.zeros((40, 50, 1), np.uint8),                     # grey (H, W, 1)
+    np.full((40, 50, 4), 200, np.uint8),                 # RGBA
+    np.zeros((1, 1, 3), np.uint8),                       # one pixel
+    np.full((3, 2, 3), 90, np.uint8),                    # smaller than any box width
+    np.full((2000, 30, 3), (10, 200, 40), np.uint8),     # tall, single colour
+])
+def test_predict_any_image_shape(tiny_model, image):
+    boxes, scores = predict(tiny_model, [image], top_k=5)[0]
+    H, W = image.shape[:2]
+    assert boxes.shape == (5, 4) and boxes.dtype == np.float32 and scores.shape == (5,)
+    assert np.isfinite(boxes).all() and (boxes[:, :2] >= 0).all()
+    assert (boxes[:, 2] <= W + 1e-4).all() and (boxes[:, 3] <= H + 1e-4).all()
+    assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
+
+
+def test_predict_grey_equals_its_rgb(tiny_model, blood_small):
+    grey = blood_small[:, :, 1]
+    a = predict(tiny_model, [grey], top_k=5)[0]
+    b = predict(tiny_model, [np.repeat(grey[:, :, None], 3, axis=2)], top_k=5)[0]
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("image, top_k, msg", [
+    (np.zeros((10, 10, 3), np.float32), 5, "uint8"),
+    (np.zeros((0, 10, 3), np.uint8), 5, "empty"),
+    (np.zeros((10, 10, 2), np.uint8), 5, "shape"),
+    (np.zeros((10, 10, 3), np.uint8), -1, "top_k"),
+])
+def test_predict_bad_input_one_clear_error(tiny_model, image, top_k, msg):
+    with pytest.raises(UserError, match=msg):
+        predict(tiny_model, [image], top_k=top_k)
+
+
+@pytest.mark.parametrize("image", [np.full((4, 6, 3), 128, np.uint8), np.full((120, 160), 30, np.uint8),
+                                   np.full((120, 160, 3), (0, 0, 255), np.uint8)])
+def test_propose_multibox_tiny_and_single_colour(tiny_model, image):
+    H, W = image.shape[:2]
+    for method in ("multibox", "ss+multibox"):
+        b = propose(image, ProposalConfig(method=method, multibox_top_k=4, working_width=0), multibox=tiny_model)
+        assert b.dtype == np.float32 and b.shape[1] == 4 and len(b) >= 1
+        assert (b[:, :2] >= 0).all() and (b[:, 2] <= W + 1e-4).all() and (b[:, 3] <= H + 1e-4).all()
+    # single colour: selective search gives the whole image, MultiBox its top 4
+    b = propose(image, ProposalConfig(method="ss+multibox", multibox_top_k=4, working_width=0, merge_iou=1.0),
+                multibox=tiny_model)
+    assert len(b) == 5 and b[-1].tolist() == [0, 0, W, H]
+
+
+def test_propose_max_total(tiny_model, blood_small):
+    for method in ("ss", "multibox", "ss+multibox"):
+        cfg = ProposalConfig(method=method, working_width=0, multibox_top_k=7)
+        full = propose(blood_small, cfg, multibox=tiny_model)
+        cfg.max_total = 5
+        assert np.array_equal(propose(blood_small, cfg, multibox=tiny_model), full[:5])
+    with pytest.raises(UserError, match="max_total"):
+        propose(blood_small, ProposalConfig(method="ss", max_total=0))

@@ -22,6 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import UserError
+
+#: smallest input height and width the stride-32 trunk accepts (ceil-mode pools): a 30 px
+#: side shrinks to a 1x1 map before the last 3x3/2 max pool, which then has nothing to pool
+MIN_INPUT_SIZE = 31
+
 # Table 1, inception rows: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj)
 INCEPTION_CONFIG: "OrderedDict[str, tuple[int, int, int, int, int, int]]" = OrderedDict(
     [
@@ -92,7 +98,8 @@ class AuxHead(nn.Module):
 
 
 class GoogLeNet(nn.Module):
-    """Inception v1 as table 1. Input: (N, 3, H, W) normalised images, any H, W >= 32.
+    """Inception v1 as table 1. Input: (N, 3, H, W) normalised images, any H, W >=
+    :data:`MIN_INPUT_SIZE` (31); smaller inputs raise :class:`UserError` naming the minimum.
 
     ``forward`` returns logits (N, num_classes); in training mode with ``aux_logits=True`` it
     returns :class:`GoogLeNetOutputs` (main, aux on 4d, aux on 4a).
@@ -138,6 +145,10 @@ class GoogLeNet(nn.Module):
         init_weights(self, init)
 
     def forward(self, x: Tensor):
+        h, w = x.shape[-2:]
+        if min(h, w) < MIN_INPUT_SIZE:
+            raise UserError(f"GoogLeNet input {h}x{w} px is too small: height and width must be at least "
+                            f"{MIN_INPUT_SIZE} px")
         aux1 = aux2 = None
         for name in self.stage_names:
             x = getattr(self, name)(x)

@@ -1,0 +1,35 @@
+"""gt-stats: how much ground-truth boxes of one class overlap each other, the evidence for an
+NMS threshold.
+
+``gt-stats --config configs/bccd.yaml --split trainval`` prints, for IoU thresholds t, the
+share of boxes whose IoU with another box of their class in the same image exceeds t: greedy
+per-class NMS at t can keep at most one box of such a pair. The numbers come from
+:func:`detector.gt_stats.max_same_class_iou`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_config_args, cli_main
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+@cli_main
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="gt-stats", description=__doc__.split("\n\n")[0])
+    add_config_args(p, required=True)
+    p.add_argument("--split", default="trainval", help="dataset split (default trainval)")
+    args = p.parse_args(argv)
+    from ..datasets import load_dataset
+    from ..gt_stats import max_same_class_iou
+    from ..schema import load_detector_config
+
+    cfg = load_detector_config(args.config, args.overrides, args.data_root)
+    ds = load_dataset(cfg.data, args.split)
+    m = max_same_class_iou(ds.records)
+    print(f"{args.split}: {len(m)} boxes")
+    for t in THRESHOLDS:
+        print(f"IoU with another box of the same class > {t}: {(m > t).mean():.1%}")
+    return 0

@@ -200,13 +200,19 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
         raise UserError(f"{out_dir} already holds a training run: resume it (drop --no-resume) or choose another --out")
 
     multibox_obj = None
-    if stage in ("multibox", "all") and "multibox" in cfg.proposals.method:
-        if not cfg.proposals.multibox_checkpoint:
-            from .train_multibox import train_multibox
-            cfg.proposals.multibox_checkpoint = os.path.abspath(train_multibox(cfg, os.path.join(out_dir, "multibox"), device=str(device)))
-        if stage == "multibox":
-            return cfg.proposals.multibox_checkpoint
-    if "multibox" in cfg.proposals.method:
+    uses_multibox = "multibox" in cfg.proposals.method
+    if stage == "multibox":  # MultiBox only, whatever the config's proposals use
+        path = _train_multibox(cfg, out_dir, device, main)
+        if main and (not uses_multibox or not cfg.proposals.multibox_checkpoint
+                     or os.path.abspath(cfg.proposals.multibox_checkpoint) != path):
+            print(f"train-detector: note: the config's proposals (proposals.method={cfg.proposals.method}, "
+                  f"proposals.multibox_checkpoint={cfg.proposals.multibox_checkpoint}) do not use this MultiBox yet; "
+                  f"to use it set proposals.method=ss+multibox (or multibox) and proposals.multibox_checkpoint={path}",
+                  file=sys.stderr)
+        return path
+    if stage == "all" and uses_multibox and not cfg.proposals.multibox_checkpoint:
+        cfg.proposals.multibox_checkpoint = _train_multibox(cfg, out_dir, device, main)
+    if uses_multibox:
         if not cfg.proposals.multibox_checkpoint:
             raise UserError("proposals.method uses MultiBox but proposals.multibox_checkpoint is not set: "
                             "train it first (--stage multibox or --stage all) or use proposals.method=ss")
@@ -332,6 +338,17 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
         save_detector(model_path, to_dict(cfg), classes, done, multibox=multibox_obj)
     barrier()
     return model_path
+
+
+def _train_multibox(cfg: DetectorConfig, out_dir: str, device: torch.device, main: bool) -> str:
+    """Train MultiBox into ``out_dir/multibox`` on rank 0 (the others wait); its absolute path."""
+    from .train_multibox import train_multibox
+
+    path = None
+    if main:
+        path = os.path.abspath(train_multibox(cfg, os.path.join(out_dir, "multibox"), device=str(device)))
+    barrier()
+    return broadcast_object(path)
 
 
 def _training_part(config: dict | None) -> dict | None:

@@ -21,7 +21,10 @@ def main(argv=None) -> int:
     add_config_args(p)
     p.add_argument("--out", required=True, help="output folder: config.yaml, metrics.jsonl, curves.png, model.pt")
     p.add_argument("--stage", default="all", choices=["multibox", "classifier", "all"],
-                   help="what to train (default: all = MultiBox when the config uses it, then the classifier)")
+                   help="what to train: multibox = the MultiBox network only, into OUT/multibox, whatever "
+                        "proposals.method says (then set proposals.method=ss+multibox and "
+                        "proposals.multibox_checkpoint to use it); classifier = the region classifier only; "
+                        "all (default) = MultiBox when the config uses it and has no checkpoint, then the classifier")
     p.add_argument("--members", type=int, help="ensemble size (overrides model.members)")
     p.add_argument("--init", help="start the region classifier from a train-classifier checkpoint or a torchvision state dict")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue a run found in --out")

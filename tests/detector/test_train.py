@@ -69,3 +69,20 @@ def test_refuses_to_overwrite_and_config_change(mini, tmp_path):
     cfg3 = tiny_config(mini, **{"test.nms_iou": 0.45})
     path = train_detector(cfg3, str(tmp_path / "r"), torch.device("cpu"), train_proposals=props, progress=False)
     assert load_detector(path)["config"]["test"]["nms_iou"] == 0.45
+
+
+MULTIBOX_TINY = {"proposals.multibox.input_size": 64, "proposals.multibox.num_priors": 16,
+                 "proposals.multibox.epochs": 1, "proposals.multibox.batch_size": 2}
+
+
+def test_stage_multibox_trains_multibox_only_whatever_the_proposals(mini, tmp_path, capsys):
+    cfg = tiny_config(mini, **{"proposals.method": "ss"}, **MULTIBOX_TINY)  # proposals without MultiBox
+    path = train_detector(cfg, str(tmp_path / "run"), torch.device("cpu"), stage="multibox", progress=False)
+    assert path == str(tmp_path / "run" / "multibox" / "multibox.pt")
+    from proposals.multibox import load_multibox
+    assert load_multibox(path).num_priors == 16
+    assert not (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "run" / "train_state.pt").exists()
+    err = capsys.readouterr().err
+    assert "do not use this MultiBox yet" in err
+    assert "proposals.method=ss+multibox" in err and f"proposals.multibox_checkpoint={path}" in err
+

@@ -23,7 +23,7 @@ from .config import from_dict
 from .images import load_image
 from .region_classifier import Ensemble, RegionClassifier
 from .schema import DetectorConfig, TestConfig
-from .warp import to_tensor_image, warp_batches
+from .warp import to_tensor_image, warp_regions
 
 #: Fast R-CNN's box-offset scaling (the regression targets' inverse standard deviations)
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -37,7 +37,7 @@ class Detections:
     scores: np.ndarray
     labels: np.ndarray
     classes: list[str]
-    seconds: dict = field(default_factory=dict)   # time per stage
+    seconds: dict = field(default_factory=dict)   # seconds per stage: load, proposals, warp, network, postprocess
 
     @property
     def names(self) -> list[str]:
@@ -121,17 +121,39 @@ class Detector:
         from proposals import propose
         return propose(image, self.cfg.proposals, multibox=self.multibox)
 
+    def _sync(self) -> None:
+        """Wait for queued CUDA work, so that a stage's time is its own."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     @torch.no_grad()
-    def score_regions(self, image: np.ndarray, boxes: Tensor):
-        """Ensemble probabilities (N, C + 1) and mean deltas (N, C, 4) or None for ``boxes``."""
+    def score_regions(self, image: np.ndarray, boxes: Tensor, times: dict | None = None):
+        """Ensemble probabilities (N, C + 1) and mean deltas (N, C, 4) or None for ``boxes``.
+
+        Regions are warped and scored ``test.batch_size`` at a time (bounded memory).
+        ``times``: gets the seconds spent warping (``warp``) and in the networks (``network``)."""
         m = self.cfg.model
+        t_warp = t_net = 0.0
+        t0 = time.perf_counter()
         t = to_tensor_image(image, self.device)
+        boxes = boxes.to(self.device)
+        self._sync()
+        t_warp += time.perf_counter() - t0
         probs, deltas = [], []
-        for _, crops in warp_batches(t, boxes.to(self.device), m.input_size, m.context_pad, self.cfg.test.batch_size):
+        step = max(1, self.cfg.test.batch_size)
+        for start in range(0, len(boxes), step):
+            t0 = time.perf_counter()
+            crops = warp_regions(t, boxes[start:start + step], m.input_size, m.context_pad)
+            self._sync()
+            t1 = time.perf_counter()
             p, d = self.ensemble(crops)
-            probs.append(p.cpu())
+            probs.append(p.cpu())  # .cpu() waits for the device
             if d is not None:
                 deltas.append(d.cpu())
+            t_warp += t1 - t0
+            t_net += time.perf_counter() - t1
+        if times is not None:
+            times["warp"], times["network"] = t_warp, t_net
         if not probs:
             return torch.zeros((0, len(self.classes) + 1)), None
         return torch.cat(probs), (torch.cat(deltas) if deltas else None)
@@ -148,9 +170,7 @@ class Detector:
             proposals = self.propose(image)
         times["proposals"] = time.perf_counter() - t0
         boxes = torch.as_tensor(np.array(proposals, dtype=np.float32).reshape(-1, 4))[: self.cfg.test.max_proposals]
-        t0 = time.perf_counter()
-        probs, deltas = self.score_regions(image, boxes)
-        times["network"] = time.perf_counter() - t0
+        probs, deltas = self.score_regions(image, boxes, times)  # fills times["warp"], times["network"]
         t0 = time.perf_counter()
         if not self.cfg.test.bbox_reg:
             deltas = None
@@ -177,9 +197,10 @@ def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None,
     data and the test settings (NMS, threshold). Under ``torchrun`` each rank takes a shard
     of the images and every rank gets the gathered result. ``proposals_from_config``: use
     ``cfg.proposals`` (and its MultiBox checkpoint) instead of the checkpoint's. ``timing``: a
-    dict filled with mean seconds per image and stage (``proposals`` = the time the cached
-    proposals took when they were computed; under torchrun, rank 0's shard). Returns (dataset, detections JSON
-    list, one object per record, in order, ``image`` = record path).
+    dict filled with mean seconds per image and stage (load, proposals, warp, network,
+    postprocess; ``proposals`` = the time the cached proposals took when they were computed;
+    under torchrun, rank 0's shard). Returns (dataset, detections JSON list, one object per
+    record, in order, ``image`` = record path).
     """
     from .cli.common import resolve_device
     from .datasets import load_dataset

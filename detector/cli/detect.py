@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from backbone.errors import UserError
 
@@ -47,7 +48,8 @@ def main(argv=None) -> int:
                    help="minimum score (default 0.5, for boxes a person reads; eval-map --split uses the "
                         "model's test.score_thr, 0.05 in configs/bccd.yaml, as AP needs the low-score tail)")
     p.add_argument("--max-per-image", type=int, help="at most this many detections per image")
-    p.add_argument("--timing", action="store_true", help="print seconds per stage for each image")
+    p.add_argument("--timing", action="store_true",
+                   help="print seconds per stage for each image: load, proposals, warp, network, postprocess")
     add_device_arg(p)
     args = p.parse_args(argv)
 
@@ -66,8 +68,11 @@ def main(argv=None) -> int:
     results = []
     used = set()
     for path in images:
+        t0 = time.perf_counter()
         image = load_image(path)
+        t_load = time.perf_counter() - t0
         det = detector(image)
+        det.seconds["load"] = t_load
         results.append(det.to_json(path))
         print(f"{path}: {len(det.boxes)} detections")
         if len(det.boxes):

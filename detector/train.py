@@ -126,13 +126,17 @@ def region_loss(out, y: torch.Tensor, reg_targets: torch.Tensor | None, cfg: Det
     parts = {"cls": loss.item()}
     for a in out.aux_logits:
         loss = loss + cfg.train.aux_weight * F.cross_entropy(a, y)
-    if out.deltas is not None and reg_targets is not None:
+    if out.deltas is not None:
         fg = torch.nonzero(y > 0).flatten()
-        if len(fg):
+        if reg_targets is not None and len(fg):
             pred = out.deltas[fg, y[fg] - 1]
             box = F.smooth_l1_loss(pred, reg_targets[fg], beta=1 / 9, reduction="sum") / max(1, len(y))
             loss = loss + cfg.train.bbox_weight * box
             parts["box"] = box.item()
+        else:
+            # no foreground: the box head still joins the graph (zero gradient), as DDP
+            # (find_unused_parameters=False) needs every parameter to get one on every rank
+            loss = loss + 0.0 * out.deltas.sum()
     return loss, parts
 
 
@@ -287,8 +291,8 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
             for step in bar:
                 idx = order[step * cfg.train.images_per_batch:(step + 1) * cfg.train.images_per_batch]
                 b = batcher.batch([int(i) for i in idx], gen)
-                if b is None:
-                    continue
+                if not _all_ranks_agree(b is not None, world, device):
+                    continue  # no regions in these images (on some rank): every rank skips the step
                 x, y, reg = b
                 for g in opt.param_groups:
                     g["lr"] = lr_at(cfg, epoch, epoch * per_epoch + step)
@@ -323,7 +327,8 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
                 with open(log_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 _plot_curves(log_path, os.path.join(out_dir, "curves.png"))
-                msg = f"member {member + 1} epoch {epoch + 1}: loss {row['loss']:.4f} acc {row['acc']:.3f} fg_acc {row['fg_acc']:.3f}"
+                loss_txt = "n/a (no step)" if row["loss"] is None else f"{row['loss']:.4f}"
+                msg = f"member {member + 1} epoch {epoch + 1}: loss {loss_txt} acc {row['acc']:.3f} fg_acc {row['fg_acc']:.3f}"
                 if "val_mAP" in row:
                     msg += f" val mAP {row['val_mAP']:.4f}"
                 print(f"train-detector: {msg} ({row['seconds']} s)", file=sys.stderr)
@@ -349,6 +354,17 @@ def _train_multibox(cfg: DetectorConfig, out_dir: str, device: torch.device, mai
         path = os.path.abspath(train_multibox(cfg, os.path.join(out_dir, "multibox"), device=str(device)))
     barrier()
     return broadcast_object(path)
+
+
+def _all_ranks_agree(ok: bool, world: int, device: torch.device) -> bool:
+    """True when ``ok`` holds on every rank (one all-reduce under torchrun): a step that one
+    rank cannot take is skipped by all of them, or the others would wait in DDP's all-reduce."""
+    if world == 1:
+        return ok
+    import torch.distributed as dist
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def _training_part(config: dict | None) -> dict | None:

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -86,3 +87,57 @@ def test_stage_multibox_trains_multibox_only_whatever_the_proposals(mini, tmp_pa
     assert "do not use this MultiBox yet" in err
     assert "proposals.method=ss+multibox" in err and f"proposals.multibox_checkpoint={path}" in err
 
+
+def test_step_without_regions_is_skipped(mini, tmp_path, monkeypatch, capsys):
+    """A batch that yields no regions is no step (and an epoch of only such batches logs no loss)."""
+    from detector.train import RegionBatcher
+
+    monkeypatch.setattr(RegionBatcher, "batch", lambda self, indices, gen: None)
+    cfg = tiny_config(mini)
+    path = train_detector(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=_props(cfg), progress=False)
+    assert len(load_detector(path)["members"]) == 1
+    rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+    assert rows[0]["loss"] is None
+    assert "loss n/a (no step)" in capsys.readouterr().err
+
+
+def _ddp_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from detector.region_classifier import RegionClassifier
+    from detector.train import _all_ranks_agree, region_loss
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    cfg = tiny_config("unused", **{"model.bbox_reg": "true"})
+    torch.manual_seed(0)
+    model = RegionClassifier("googlenet", 3, aux_logits=True, bbox_reg=True)
+    net = DDP(model)
+    agree = _all_ranks_agree(rank == 0, world, torch.device("cpu"))  # rank 1 has no batch: both skip
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(rank))
+    # rank 1's regions are all background: its box head is in the graph all the same
+    y = torch.tensor([1, 0, 2, 0]) if rank == 0 else torch.zeros(4, dtype=torch.long)
+    for _ in range(2):  # DDP reports parameters left without a gradient at the next step
+        loss, _ = region_loss(net(x), y, torch.zeros(4, 4), cfg)
+        loss.backward()
+    torch.save({"agree": agree, "grad": model.bbox_head.weight.grad}, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_ddp_two_ranks_skip_together_and_box_head_without_foreground(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # the modules are imported already: ~2 s, not ~15
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, str(tmp_path / "init"), str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    for p in procs:
+        if p.is_alive():  # a hang is the failure this test looks for
+            p.kill()
+    assert [p.exitcode for p in procs] == [0, 0]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert r0["agree"] is False and r1["agree"] is False
+    assert torch.equal(r0["grad"], r1["grad"]) and r0["grad"].abs().sum() > 0  # all-reduced

@@ -53,15 +53,13 @@ def lr_at(cfg: DetectorConfig, epoch: int, step: int) -> float:
 
 
 def build_member(cfg: DetectorConfig, num_classes: int, seed: int) -> RegionClassifier:
+    """A fresh region classifier seeded by ``seed``, its backbone from ``model.init`` if set."""
     torch.manual_seed(seed)
     m = cfg.model
-    init = m.init
-    weights = None
-    model = None
-    if init:
-        from .classifier_init import init_weights_file
-        weights = init_weights_file(init, m.arch)
-    model = RegionClassifier(m.arch, num_classes, aux_logits=m.aux_logits, bbox_reg=m.bbox_reg, weights=weights)
+    model = RegionClassifier(m.arch, num_classes, aux_logits=m.aux_logits, bbox_reg=m.bbox_reg)
+    if m.init:
+        from .classifier_init import apply_init
+        apply_init(model, m.init)
     return model
 
 
@@ -226,6 +224,8 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
         save_config(cfg, os.path.join(out_dir, "config.yaml"))
     train_set = load_dataset(cfg.data, cfg.data.train_split)
     classes = train_set.classes
+    if cfg.model.init:  # a wrong --init file fails now, not after the proposals are computed
+        build_member(cfg, len(classes), 0)
     if train_proposals is None:
         from .proposal_runner import ensure_proposals
         if main:

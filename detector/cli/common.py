@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import warnings
 from typing import Callable
 
 import torch
@@ -31,8 +32,17 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
     @functools.wraps(fn)
     def wrapper(argv=None) -> int:
         prog = fn.__module__.rsplit(".", 1)[-1].replace("_", "-")
+
+        def one_line(message, category, filename, lineno, file=None, line=None):
+            # a warning is one line naming the command, as errors are (not Python's two-line
+            # "file:line: Category: ..." followed by a source line)
+            print(f"{prog}: warning: {str(message).splitlines()[0] if str(message) else category.__name__}",
+                  file=sys.stderr)
+
         try:
-            rc = fn(argv)
+            with warnings.catch_warnings():
+                warnings.showwarning = one_line
+                rc = fn(argv)
         except USER_ERRORS as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2

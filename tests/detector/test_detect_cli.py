@@ -39,6 +39,16 @@ def test_detect_writes_table_png_and_json(model, test_data, tmp_path, capsys):
     assert Image.open(tmp_path / "out" / "BloodImage_00000.png").size == (640, 480)
 
 
+def test_detect_score_thr_one_gives_no_detections_but_a_picture(model, test_data, tmp_path, capsys):
+    img = test_data / "voc-mini" / "JPEGImages" / "BloodImage_00000.jpg"
+    rc = detect_main([str(img), "--model", model, "--score-thr", "1", "--out", str(tmp_path / "out"),
+                      "--json", str(tmp_path / "d.json")])
+    assert rc == 0
+    assert "BloodImage_00000.jpg: 0 detections" in capsys.readouterr().out
+    assert json.loads((tmp_path / "d.json").read_text()) == [{"image": str(img), "detections": []}]
+    assert Image.open(tmp_path / "out" / "BloodImage_00000.png").size == (640, 480)
+
+
 def test_detect_odd_images(model, tmp_path, capsys):
     # grayscale, RGBA and a tiny single-colour image: handled, no crash, boxes inside the image
     rng = np.random.default_rng(0)

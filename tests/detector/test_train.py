@@ -88,6 +88,19 @@ def test_stage_multibox_trains_multibox_only_whatever_the_proposals(mini, tmp_pa
     assert "proposals.method=ss+multibox" in err and f"proposals.multibox_checkpoint={path}" in err
 
 
+def test_lr_schedule_warmup_then_steps(mini):
+    from detector.train import lr_at
+
+    cfg = tiny_config(mini, **{"train.lr": 0.1, "train.warmup_steps": 4, "train.lr_steps": "[2,5]", "train.lr_gamma": 0.5})
+    assert [lr_at(cfg, 0, s) for s in range(5)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1])
+    assert lr_at(cfg, 1, 10) == pytest.approx(0.1)
+    assert lr_at(cfg, 2, 20) == pytest.approx(0.05)   # first step
+    assert lr_at(cfg, 4, 40) == pytest.approx(0.05)
+    assert lr_at(cfg, 5, 50) == pytest.approx(0.025)  # second step
+    assert lr_at(cfg, 2, 1) == pytest.approx(0.05 * 2 / 4)  # warm-up scales the stepped rate
+    assert lr_at(tiny_config(mini, **{"train.lr": 0.1}), 0, 0) == pytest.approx(0.1)  # no warm-up
+
+
 def test_step_without_regions_is_skipped(mini, tmp_path, monkeypatch, capsys):
     """A batch that yields no regions is no step (and an epoch of only such batches logs no loss)."""
     from detector.train import RegionBatcher

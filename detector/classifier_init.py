@@ -27,6 +27,20 @@ def init_weights_file(path: str, arch: str):
     return read_state_dict(path)
 
 
+def init_transform_input(path: str, arch: str) -> bool:
+    """Whether a network initialised from ``path`` needs torchvision's input re-normalisation:
+    a classifier checkpoint says so itself; a plain state dict needs it when it is torchvision's
+    ImageNet weights (1000 classes) of googlenet_bn / inception_v3."""
+    if arch == "googlenet":
+        return False
+    obj = safe_torch_load(path, "--init weights")
+    if isinstance(obj, dict) and obj.get("kind") == "classifier":
+        return bool(obj.get("transform_input", False))
+    from backbone import _is_imagenet_state_dict
+
+    return bool(_is_imagenet_state_dict(init_weights_file(path, arch)))
+
+
 def _guess_arch(state: dict) -> str | None:
     """The network whose parameter names (class and aux layers aside) ``state`` has, if any."""
     def body(keys):

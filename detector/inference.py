@@ -104,7 +104,8 @@ class Detector:
         members_ = []
         states = ck["members"][:members] if members else ck["members"]
         for i, state in enumerate(states):
-            m = RegionClassifier(cfg.model.arch, len(ck["classes"]), aux_logits=False, bbox_reg=cfg.model.bbox_reg)
+            m = RegionClassifier(cfg.model.arch, len(ck["classes"]), aux_logits=False, bbox_reg=cfg.model.bbox_reg,
+                                 transform_input=bool(cfg.model.transform_input))
             try:
                 m.load_state_dict(state)
             except RuntimeError as e:

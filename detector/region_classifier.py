@@ -35,12 +35,13 @@ class RegionClassifier(nn.Module):
     """
 
     def __init__(self, arch: str, num_classes: int, aux_logits: bool = True, bbox_reg: bool = False,
-                 weights: str | None = None):
+                 weights: str | None = None, transform_input: bool = False):
         super().__init__()
         self.arch = arch
         self.num_classes = num_classes
         self.net = build_backbone(arch, num_classes + 1, aux_logits=aux_logits, weights=weights,
-                                  ignore_head=weights is not None, transform_input=False)
+                                  ignore_head=weights is not None,
+                                  transform_input=bool(transform_input) and arch != "googlenet")
         self.last_stage = stage_names(self.net)[-1]
         self.aux_taps = AUX_TAPS[arch] if aux_logits else {}
         feat_dim = self.net.fc.in_features

@@ -36,6 +36,10 @@ class ModelConfig:
     aux_logits: bool = True          # aux heads (training only), loss weight train.aux_weight
     init: str | None = None          # train-classifier checkpoint or torchvision state dict
     bbox_reg: bool = False           # R-CNN box regression (off in the paper)
+    # torchvision's input re-normalisation (googlenet_bn, inception_v3), which its ImageNet weights
+    # expect; None: train-detector turns it on when model.init is such a file (or a classifier
+    # trained with it) and saves the resolved value
+    transform_input: bool | None = None
 
 
 @dataclass

@@ -56,7 +56,11 @@ def build_member(cfg: DetectorConfig, num_classes: int, seed: int) -> RegionClas
     """A fresh region classifier seeded by ``seed``, its backbone from ``model.init`` if set."""
     torch.manual_seed(seed)
     m = cfg.model
-    model = RegionClassifier(m.arch, num_classes, aux_logits=m.aux_logits, bbox_reg=m.bbox_reg)
+    if m.transform_input is None:
+        from .classifier_init import init_transform_input
+        m.transform_input = init_transform_input(m.init, m.arch) if m.init else False
+    model = RegionClassifier(m.arch, num_classes, aux_logits=m.aux_logits, bbox_reg=m.bbox_reg,
+                             transform_input=m.transform_input)
     if m.init:
         from .classifier_init import apply_init
         apply_init(model, m.init)
@@ -220,6 +224,9 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
                             "train it first (--stage multibox or --stage all) or use proposals.method=ss")
         multibox_obj = safe_torch_load(cfg.proposals.multibox_checkpoint, "MultiBox checkpoint")
 
+    if cfg.model.transform_input is None:  # resolved once, saved with the config and checkpoint
+        from .classifier_init import init_transform_input
+        cfg.model.transform_input = init_transform_input(cfg.model.init, cfg.model.arch) if cfg.model.init else False
     if main:
         save_config(cfg, os.path.join(out_dir, "config.yaml"))
     train_set = load_dataset(cfg.data, cfg.data.train_split)

@@ -132,6 +132,7 @@ def test_init_from_a_train_classifier_checkpoint(mini, tmp_path):
     fresh = build_member(tiny_config(mini, **{"model.bbox_reg": "true"}), 3, seed=0)
     assert torch.equal(own["fc.weight"], fresh.net.state_dict()["fc.weight"])
     assert torch.equal(m.bbox_head.weight, fresh.bbox_head.weight)
+    assert cfg.model.transform_input is False
 
 
 @pytest.mark.parametrize("aux", [True, False])
@@ -155,6 +156,15 @@ def test_init_from_a_torchvision_state_dict(mini, tmp_path, aux):
     m.train()
     out = m(torch.zeros(2, 3, 64, 64))
     assert out.logits.shape == (2, 4) and len(out.aux_logits) == 2
+    # torchvision's ImageNet weights expect its input re-normalisation: turned on, and saved
+    assert cfg.model.transform_input is True and m.net.transform_input is True
+    save_detector(str(tmp_path / "det.pt"), to_dict(cfg), CLASSES, [m.state_dict()])
+    det = Detector.from_checkpoint(str(tmp_path / "det.pt"))
+    assert det.ensemble.members[0].net.transform_input is True
+    # an explicit setting wins
+    cfg2 = tiny_config(mini, **{"model.arch": "googlenet_bn", "model.init": str(tmp_path / "tv.pth"),
+                               "model.transform_input": "false"})
+    assert build_member(cfg2, 3, seed=0).net.transform_input is False
 
 
 def test_init_of_another_network_is_a_clear_error(mini, tmp_path, capsys):

@@ -60,10 +60,3 @@ def warp_regions(image: Tensor, boxes: Tensor, size: int, context_pad: float = 1
     if out.device.type == "cpu":
         out = out.contiguous(memory_format=torch.channels_last)
     return out
-
-
-def warp_batches(image: Tensor, boxes: Tensor, size: int, context_pad: float, batch_size: int):
-    """Yield (start, crops) for ``boxes`` in chunks of ``batch_size``: memory stays bounded
-    however many proposals an image has."""
-    for start in range(0, len(boxes), batch_size):
-        yield start, warp_regions(image, boxes[start:start + batch_size], size, context_pad)

@@ -122,7 +122,7 @@ def train_multibox(cfg, out_dir: str, device="cpu", split: str | None = None) ->
             tot["loc"] += parts["loc"]
             tot["conf"] += parts["conf"]
             steps += 1
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         sched.step()
         metrics = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in tot.items()},
                    "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2)}

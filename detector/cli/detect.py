@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the detections JSON (one object per image) to this file")
     p.add_argument("--score-thr", type=float, default=0.5,
                    help="minimum score (default 0.5, for boxes a person reads; eval-map --split uses the "
-                        "model's test.score_thr, 0.05 in configs/bccd.yaml, as AP needs the low-score tail)")
+                        "config's test.score_thr, 0.05 in configs/bccd.yaml, as AP needs the low-score tail)")
     p.add_argument("--max-per-image", type=int, help="at most this many detections per image")
     p.add_argument("--timing", action="store_true",
                    help="print seconds per stage for each image: load, proposals, warp, network, postprocess")

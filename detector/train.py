@@ -52,13 +52,20 @@ def lr_at(cfg: DetectorConfig, epoch: int, step: int) -> float:
     return lr
 
 
-def build_member(cfg: DetectorConfig, num_classes: int, seed: int) -> RegionClassifier:
-    """A fresh region classifier seeded by ``seed``, its backbone from ``model.init`` if set."""
-    torch.manual_seed(seed)
+def resolve_transform_input(cfg: DetectorConfig) -> None:
+    """Settle ``model.transform_input`` when left as None: on when ``model.init`` is
+    torchvision ImageNet weights (or a classifier trained with them), else off."""
     m = cfg.model
     if m.transform_input is None:
         from .classifier_init import init_transform_input
         m.transform_input = init_transform_input(m.init, m.arch) if m.init else False
+
+
+def build_member(cfg: DetectorConfig, num_classes: int, seed: int) -> RegionClassifier:
+    """A fresh region classifier seeded by ``seed``, its backbone from ``model.init`` if set."""
+    torch.manual_seed(seed)
+    m = cfg.model
+    resolve_transform_input(cfg)
     model = RegionClassifier(m.arch, num_classes, aux_logits=m.aux_logits, bbox_reg=m.bbox_reg,
                              transform_input=m.transform_input)
     if m.init:
@@ -224,9 +231,7 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
                             "train it first (--stage multibox or --stage all) or use proposals.method=ss")
         multibox_obj = safe_torch_load(cfg.proposals.multibox_checkpoint, "MultiBox checkpoint")
 
-    if cfg.model.transform_input is None:  # resolved once, saved with the config and checkpoint
-        from .classifier_init import init_transform_input
-        cfg.model.transform_input = init_transform_input(cfg.model.init, cfg.model.arch) if cfg.model.init else False
+    resolve_transform_input(cfg)  # before the config is saved: the checkpoint carries the answer
     if main:
         save_config(cfg, os.path.join(out_dir, "config.yaml"))
     train_set = load_dataset(cfg.data, cfg.data.train_split)

@@ -28,3 +28,30 @@ def jittered_proposals(dataset, n=40, seed=0):
         boxes.append(np.concatenate([xy, np.minimum(xy + wh, [rec.width, rec.height])], 1))
         out.append(np.concatenate(boxes).astype(np.float32))
     return out
+
+
+def ilsvrc_layout(voc_root, root, ids, annotated, wnids, map_det, first_index=1):
+    """voc-mini images ``ids`` rebuilt in the ILSVRC DET layout under ``root`` (split ``val``):
+    VOC class names replaced by ``wnids``, XMLs only for the first ``annotated`` images, devkit
+    indices from ``first_index``, ``map_det.txt`` = ``map_det`` (text, or a file to copy)."""
+    import shutil
+    from pathlib import Path
+
+    root, voc_root = Path(root), Path(voc_root)
+    for d in ("Data/DET/val", "Annotations/DET/val", "ImageSets/DET"):
+        (root / d).mkdir(parents=True)
+    lines = []
+    for k, i in enumerate(ids):
+        shutil.copy(voc_root / "JPEGImages" / f"{i}.jpg", root / "Data/DET/val" / f"{i}.JPEG")
+        if k < annotated:
+            text = (voc_root / "Annotations" / f"{i}.xml").read_text()
+            for name, wnid in wnids.items():
+                text = text.replace(f"<name>{name}</name>", f"<name>{wnid}</name>")
+            (root / "Annotations/DET/val" / f"{i}.xml").write_text(text)
+        lines.append(f"{i} {first_index + k}\n")
+    (root / "ImageSets/DET/val.txt").write_text("".join(lines))
+    if isinstance(map_det, Path):
+        shutil.copy(map_det, root / "map_det.txt")
+    else:
+        (root / "map_det.txt").write_text(map_det)
+    return root

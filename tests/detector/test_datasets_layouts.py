@@ -12,6 +12,8 @@ from backbone.errors import UserError
 from detector.datasets import DatasetWarning, folder, ground_truth, load_dataset
 from detector.schema import DataConfig
 
+from .helpers import ilsvrc_layout
+
 MAP_DET = "n02672831 1 accordion\nn02691156 2 airplane\nn02219486 3 ant\n"
 WNID = {"RBC": "n02691156", "WBC": "n02219486"}
 
@@ -19,23 +21,8 @@ WNID = {"RBC": "n02691156", "WBC": "n02219486"}
 @pytest.fixture
 def ilsvrc_root(test_data, tmp_path):
     """voc-mini rebuilt in the ILSVRC DET layout (RBC -> airplane, WBC -> ant; image 3 has no XML)."""
-    root = tmp_path / "ILSVRC"
-    src = test_data / "voc-mini"
-    for d in ("Data/DET/val", "Annotations/DET/val", "ImageSets/DET"):
-        (root / d).mkdir(parents=True)
-    ids = ["BloodImage_00000", "BloodImage_00001", "BloodImage_00338"]
-    lines = []
-    for k, i in enumerate(ids):
-        shutil.copy(src / "JPEGImages" / f"{i}.jpg", root / "Data/DET/val" / f"{i}.JPEG")
-        if k < 2:
-            text = (src / "Annotations" / f"{i}.xml").read_text()
-            for name, wnid in WNID.items():
-                text = text.replace(f"<name>{name}</name>", f"<name>{wnid}</name>")
-            (root / "Annotations/DET/val" / f"{i}.xml").write_text(text)
-        lines.append(f"{i} {10 + k}\n")
-    (root / "ImageSets/DET/val.txt").write_text("".join(lines))
-    (root / "map_det.txt").write_text(MAP_DET)
-    return root
+    return ilsvrc_layout(test_data / "voc-mini", tmp_path / "ILSVRC",
+                         ["BloodImage_00000", "BloodImage_00001", "BloodImage_00338"], 2, WNID, MAP_DET, first_index=10)
 
 
 def test_ilsvrc_layout(ilsvrc_root):

@@ -4,7 +4,6 @@ DET split with a blacklist, empty detection folders, and the bad inputs of the o
 import contextlib
 import io
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ import pytest
 from detector.cli.eval_map import main
 from detector.datasets import load_dataset
 from detector.schema import DataConfig
+
+from .helpers import ilsvrc_layout
 
 
 def _run(capsys, *argv):
@@ -76,22 +77,9 @@ def test_coco_protocol_equals_pycocotools_on_coco_files(tmp_path, capsys):
 @pytest.fixture
 def ilsvrc_real(test_data, tmp_path):
     """voc-mini in the ILSVRC DET layout with the real 200-class map_det.txt (RBC -> airplane, WBC -> ant)."""
-    root = tmp_path / "ILSVRC"
-    src = test_data / "voc-mini"
-    for d in ("Data/DET/val", "Annotations/DET/val", "ImageSets/DET"):
-        (root / d).mkdir(parents=True)
     wnid = {"RBC": "n02691156", "WBC": "n02219486", "Platelets": "n01443537"}  # airplane, ant, goldfish
-    lines = []
-    for k, i in enumerate(["BloodImage_00000", "BloodImage_00001"]):
-        shutil.copy(src / "JPEGImages" / f"{i}.jpg", root / "Data/DET/val" / f"{i}.JPEG")
-        text = (src / "Annotations" / f"{i}.xml").read_text()
-        for name, w in wnid.items():
-            text = text.replace(f"<name>{name}</name>", f"<name>{w}</name>")
-        (root / "Annotations/DET/val" / f"{i}.xml").write_text(text)
-        lines.append(f"{i} {k + 1}\n")
-    (root / "ImageSets/DET/val.txt").write_text("".join(lines))
-    shutil.copy(test_data / "ilsvrc" / "map_det.txt", root / "map_det.txt")
-    return root
+    return ilsvrc_layout(test_data / "voc-mini", tmp_path / "ILSVRC", ["BloodImage_00000", "BloodImage_00001"], 2,
+                         wnid, test_data / "ilsvrc" / "map_det.txt")
 
 
 def test_real_map_det_and_ilsvrc_split_with_blacklist(ilsvrc_real, tmp_path, capsys, test_data):

@@ -1,0 +1,12 @@
+"""The shared-feature detector kind ``fast``: Fast R-CNN (Girshick 2015) on the Inception
+trunk. One trunk pass per image, every proposal pooled from its feature map by
+``roi_align`` and scored by a light head; same proposals, ensemble and outputs as ``rcnn``.
+
+- :mod:`.model`: :class:`FastRCNN` (trunk, reduction or FPN, roi pooling, box head, predictor)
+- :mod:`.train`: :func:`build_member`, :class:`FastBatcher`, :func:`forward`, :func:`loss`
+- :mod:`.infer`: :func:`score_image` (ensemble probabilities and deltas for one image)
+"""
+
+from .model import FastOutputs, FastRCNN
+
+__all__ = ["FastRCNN", "FastOutputs"]

@@ -1,0 +1,108 @@
+"""Scoring one image's proposals with an ensemble of :class:`FastRCNN` members: each member's
+trunk runs once per image (per pyramid scale), its head over all proposals in chunks; the
+members' softmax probabilities and box deltas are averaged (as R-CNN's ensemble does)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .model import FastRCNN
+from .train import resize_factor, resize_image, shared_helpers
+
+#: SPPnet / Fast R-CNN pyramid rule: each proposal is scored at the scale where its area is
+#: closest to 224 x 224 pixels
+PYRAMID_AREA = 224.0 ** 2
+
+
+def prepare_members(members: Sequence[FastRCNN], device) -> list[FastRCNN]:
+    """Members on ``device`` in eval mode; channels_last on the CPU (faster convolutions)."""
+    device = torch.device(device)
+    out = []
+    for m in members:
+        m = m.to(device).eval()
+        if device.type == "cpu":
+            m = m.to(memory_format=torch.channels_last)
+        out.append(m)
+    return out
+
+
+def assign_scales(boxes: Tensor, factors: Sequence[float]) -> Tensor:
+    """Index into ``factors`` of the resize factor that brings each (N, 4) box's area closest
+    to 224^2."""
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0)
+    f2 = torch.tensor([f * f for f in factors], dtype=area.dtype)
+    return (area[:, None] * f2[None, :] - PYRAMID_AREA).abs().argmin(dim=1)
+
+
+@torch.no_grad()
+def score_image(members: Sequence[FastRCNN], image, boxes: Tensor, *, min_side: int, max_side: int | None,
+                scales: Sequence[int] | None = None, chunk: int = 512, device="cpu",
+                to_tensor_image: Callable | None = None) -> tuple[Tensor, Tensor, dict]:
+    """Ensemble probabilities and box deltas for ``boxes`` of one image.
+
+    members: :class:`FastRCNN` on ``device`` in eval mode (see :func:`prepare_members`).
+    image: (H, W, 3) uint8 RGB (array or tensor); boxes: (N, 4) xyxy in its pixels.
+    The image is resized so that its shorter side is ``min_side`` (longer side at most
+    ``max_side``); with ``scales`` (a list of shorter sides, an image pyramid) each proposal
+    is scored at the scale where its area is closest to 224^2. ``chunk``: proposals per head
+    pass. CUDA runs under bfloat16 autocast, the CPU in float32.
+    Returns (probs (N, C + 1) float32 on the CPU, deltas (N, C, 4): BoxCoder offsets, which
+    are the same in original-image and resized-image pixels, and
+    ``{"trunk": s, "head": s}``: seconds summed over members and scales).
+    """
+    if to_tensor_image is None:  # ADAPTER default (see detector.fast.train.shared_helpers)
+        to_tensor_image = shared_helpers()["to_tensor_image"]
+    if not members:
+        raise ValueError("score_image needs at least one member")
+    device = torch.device(device)
+    num_classes = members[0].num_classes
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).cpu()
+    n = len(boxes)
+    probs = torch.zeros((n, num_classes + 1))
+    deltas = torch.zeros((n, num_classes, 4))
+    times = {"trunk": 0.0, "head": 0.0}
+    if n == 0:
+        return probs, deltas, times
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    t0 = time.perf_counter()
+    img = to_tensor_image(image, device)
+    h, w = img.shape[-2:]
+    sides = list(scales) if scales else [min_side]
+    factors = [resize_factor(h, w, s, max_side) for s in sides]
+    which = assign_scales(boxes, factors) if len(factors) > 1 else torch.zeros(n, dtype=torch.int64)
+    times["trunk"] += time.perf_counter() - t0
+    with autocast:
+        for k, factor in enumerate(factors):
+            idx = torch.nonzero(which == k).flatten()
+            if len(idx) == 0:
+                continue
+            t0 = time.perf_counter()
+            x, sx, sy = resize_image(img, factor)
+            x = x[None]
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            b = (boxes[idx] * torch.tensor([sx, sy, sx, sy])).to(device)
+            times["trunk"] += time.perf_counter() - t0
+            for m in members:
+                t0 = time.perf_counter()
+                feats = m.features(x)
+                sync()
+                t1 = time.perf_counter()
+                out = m.head(feats, [b], chunk=chunk)
+                probs[idx] += out.logits.float().softmax(dim=1).cpu()
+                deltas[idx] += out.deltas.float().cpu()
+                t2 = time.perf_counter()
+                times["trunk"] += t1 - t0
+                times["head"] += t2 - t1
+    return probs / len(members), deltas / len(members), times

@@ -66,3 +66,8 @@ def evaluate(protocol: str, gts: list[dict], dets: list[dict], num_classes: int,
 
 
 __all__ = ["evaluate", "EvalError", "PROTOCOLS"]
+
+# error analysis (Hoiem, COCO analyze, TIDE; see eval.analysis), figures in eval.analysis_plots
+from .analysis import COCO_SUPERCATEGORIES, analyze, summary_lines, write_report  # noqa: E402
+
+__all__ += ["analyze", "write_report", "summary_lines", "COCO_SUPERCATEGORIES"]

@@ -1,0 +1,263 @@
+"""Figures of :mod:`eval.analysis` (matplotlib, Agg backend: no display needed). Each takes the
+JSON-safe entries :func:`eval.analysis.analyze` returns and writes one PNG; titles name the class
+and the biggest error type, every axis is labelled."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+# one colour per error type, shared by every figure
+COLOURS = {"Cor": "#f2f2f2", "C75": "#ffffff", "C50": "#c9d9ea", "Loc": "#4f83bd", "Sim": "#c04f4c",
+           "Oth": "#5ce661", "BG": "#8063a3", "Bkg": "#8063a3", "FN": "#ff9900", "Miss": "#ff9900",
+           "Cls": "#c04f4c", "Both": "#9e9e9e", "Dupe": "#2b6e8f", "FalsePos": "#555555", "FalseNeg": "#bbbbbb"}
+NAMES = {"Cor": "correct", "Loc": "localisation", "Sim": "similar class", "Oth": "other class", "BG": "background",
+         "C75": "AP at IoU .75", "C50": "AP at IoU .50", "FN": "false negatives", "Cls": "classification",
+         "Both": "cls + loc", "Dupe": "duplicate", "Bkg": "background", "Miss": "missed",
+         "FalsePos": "all false positives", "FalseNeg": "all false negatives"}
+
+
+def _plt():
+    # matplotlib on first use only: eval.analysis's numbers do not need it (import time)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after use("Agg"): no display needed
+
+    return plt
+
+
+def _save(fig, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    _plt().close(fig)
+    return path
+
+
+def plot_hoiem(entry: dict, factors: list[float], title: str, path: str) -> str:
+    """Stacked areas: the share of each type among the top N detections, N / npos on a log axis."""
+    plt = _plt()
+    types = list(entry["shares"])
+    x = np.asarray(factors)
+    ys = np.array([entry["shares"][t] for t in types])
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    ax.stackplot(x, ys, colors=[COLOURS[t] for t in types], edgecolor="black", linewidth=0.4,
+                 labels=[f"{t}: {NAMES[t]}" for t in types])
+    ax.set_xscale("log", base=2)
+    ticks = [0.25, 0.5, 1, 2, 4, 8]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(["1/4", "1/2", "1", "2", "4", "8"])
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"top N detections, N as a multiple of the number of objects ({entry['npos']})")
+    ax.set_ylabel("share of the top N detections")
+    big = entry.get("largest")
+    ax.set_title(f"{title}\nHoiem false positives; biggest error at N = objects: "
+                 f"{NAMES.get(big, 'none') if big else 'none'}", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return _save(fig, path)
+
+
+def plot_stack(entry: dict, recall: list[float], title: str, path: str) -> str:
+    """COCO analyze's precision-recall stack: each band is what fixing one more error type adds."""
+    plt = _plt()
+    types = list(entry["precision"])
+    rs = np.asarray(recall)
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    prev = np.zeros(len(rs))
+    for t in types:
+        cur = np.asarray(entry["precision"][t], dtype=float)
+        ap = entry["AP"][t]
+        ax.plot(rs, cur, color="black", lw=0.5)
+        ax.fill_between(rs, prev, cur, color=COLOURS[t], label=f"[{_f(ap)}] {t}: {NAMES[t]}")
+        prev = np.maximum(prev, cur)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.0)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    big = entry.get("largest")
+    ax.set_title(f"{title}\nCOCO-style PR stack; biggest gain: {big + ' (' + NAMES[big] + ')' if big else 'none'}",
+                 fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="[area] curve")
+    return _save(fig, path)
+
+
+def plot_tide(entry: dict, title: str, path: str) -> str:
+    """Horizontal bars: TIDE's dAP per main error type, and the two special ones apart."""
+    plt = _plt()
+    main = list(entry["dAP"])
+    special = list(entry.get("special", {}))
+    names = main + special
+    vals = [entry["dAP"][n] for n in main] + [entry["special"][n] for n in special]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    y = np.arange(len(names))[::-1]
+    ax.barh(y, vals, color=[COLOURS[n] for n in names], edgecolor="black", linewidth=0.5)
+    for yy, v in zip(y, vals):
+        ax.text(v, yy, f" {v:.4f}", va="center", fontsize=8)
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{n} ({NAMES[n]})" for n in names], fontsize=8)
+    if special:
+        ax.axhline(y[len(main) - 1] - 0.5, color="0.5", lw=0.8, ls="--")
+    ax.set_xlim(0, max(vals + [1e-3]) * 1.25)
+    ax.set_xlabel("dAP: AP gained by fixing the error type (fraction of 1, like mAP)")
+    big = entry.get("largest")
+    ap = entry.get("mAP", entry.get("AP"))
+    ax.set_title(f"{title}\nTIDE errors, AP {_f(ap)}; biggest: {big + ' (' + NAMES[big] + ')' if big else 'none'}",
+                 fontsize=10)
+    return _save(fig, path)
+
+
+def plot_sensitivity(result: dict, subjects: list[str], path: str) -> str:
+    """Grouped bars: AP per object-size range and per aspect-ratio bin, for each subject."""
+    plt = _plt()
+    sens = result["sensitivity"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=100, gridspec_kw={"width_ratios": [3, 5]})
+    cmap = plt.get_cmap("tab10")
+    worst = None
+    for ax, what, xlabel in ((axes[0], "size", "object size (COCO area ranges)"),
+                             (axes[1], "aspect", "object aspect ratio w / h")):
+        e = sens[what]
+        bins = list(e["ranges"])
+        w = 0.8 / max(len(subjects), 1)
+        for k, s in enumerate(subjects):
+            vals = [e["mAP"][b] if s == "all" else e["per_class"][s][b] for b in bins]
+            vals = [math.nan if v is None else v for v in vals]
+            x = np.arange(len(bins)) - 0.4 + w * (k + 0.5)
+            ax.bar(x, np.nan_to_num(vals), w, color=cmap(k % 10), label="all classes" if s == "all" else s)
+        ax.set_xticks(np.arange(len(bins)))
+        ax.set_xticklabels([f"{b}\n({e['npos'][b]} obj.)" for b in bins], fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("AP")
+        valid = {b: e["mAP"][b] for b in bins if e["mAP"][b] is not None}
+        if valid:
+            b = min(valid, key=lambda k: valid[k])
+            if worst is None or valid[b] < worst[1]:
+                worst = (f"{what} {b}", valid[b])
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"AP per object size and aspect ratio ({result['protocol']}, IoU {result['iou_protocol']}); "
+                 f"weakest for all classes: {worst[0] + ' (AP ' + _f(worst[1]) + ')' if worst else 'none'}",
+                 fontsize=10)
+    return _save(fig, path)
+
+
+def plot_confusion(conf: dict, title: str, path: str) -> str:
+    """Heatmap of the confusion matrix, each row normalised; counts written when it is small."""
+    plt = _plt()
+    M = np.asarray(conf["matrix"], dtype=float)
+    rows, cols = conf["rows"], conf["columns"]
+    n = len(rows)
+    size = min(max(5.0, 0.45 * n + 2.5), 30)
+    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        Mn = M / np.maximum(M.sum(axis=1, keepdims=True), 1)
+    im = ax.imshow(Mn, cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if M[i, j]:
+                    ax.text(j, i, f"{int(M[i, j])}", ha="center", va="center", fontsize=7,
+                            color="white" if Mn[i, j] > 0.5 else "black")
+    fs = 8 if n <= 30 else 4
+    ax.set_xticks(range(n))
+    ax.set_xticklabels(cols, rotation=90, fontsize=fs)
+    ax.set_yticks(range(n))
+    ax.set_yticklabels(rows, fontsize=fs)
+    ax.set_xlabel("detected class (missed: objects no detection found)")
+    ax.set_ylabel("object hit (background: none)")
+    off = M[:-1, :-1].copy()
+    np.fill_diagonal(off, 0)
+    if off.any():
+        i, j = np.unravel_index(np.argmax(off), off.shape)
+        worst = f"{rows[i]} detected as {cols[j]} ({int(off[i, j])})"
+    else:
+        worst = "none between classes"
+    ax.set_title(f"{title}\nrow-normalised, at each class's best-F1 score; top confusion: {worst}", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the row")
+    return _save(fig, path)
+
+
+def plot_gallery(false_positives: list[dict], missed: list[dict], name: str, classes: list[str], path: str,
+                 gts=None, dets=None, score_thr=None, per_row: int = 6) -> str | None:
+    """Image crops: the highest-scoring false positives (red) and the missed objects (green), the
+    other objects (thin green) and detections (thin orange, at or above ``score_thr``) around them
+    when ``gts`` / ``dets`` are given. Returns None when no image could be read."""
+    plt = _plt()
+    from matplotlib.patches import (
+        Rectangle,  # matplotlib on first use only (import time)
+    )
+
+    items = [("fp", it) for it in false_positives if it.get("path")] + [("miss", it) for it in missed if it.get("path")]
+    if not items:
+        return None
+    n_fp = sum(1 for k, _ in items if k == "fp")
+    n_miss = len(items) - n_fp
+    rows_fp = math.ceil(n_fp / per_row)
+    rows_miss = math.ceil(n_miss / per_row)
+    nrows = max(rows_fp + rows_miss, 1)
+    fig, axes = plt.subplots(nrows, per_row, figsize=(2.3 * per_row, 2.5 * nrows + 0.6), dpi=100, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    cache = {}
+    drawn = 0
+    for k, (kind, it) in enumerate(items):
+        idx = k if kind == "fp" else (k - n_fp)
+        r = (idx // per_row) + (0 if kind == "fp" else rows_fp)
+        ax = axes[r, idx % per_row]
+        img = _read(it["path"], cache)
+        if img is None:
+            ax.set_title("(unreadable image)", fontsize=7)
+            continue
+        drawn += 1
+        x1, y1, x2, y2 = it["box"]
+        w, h = x2 - x1, y2 - y1
+        m = 0.5 * max(w, h, 8)
+        H, W = img.shape[:2]
+        cx1, cy1 = int(max(0, math.floor(x1 - m))), int(max(0, math.floor(y1 - m)))
+        cx2, cy2 = int(min(W, math.ceil(x2 + m))), int(min(H, math.ceil(y2 + m)))
+        ax.imshow(img[cy1:cy2, cx1:cx2], extent=(cx1, cx2, cy2, cy1))
+        i = it["image"]
+        if gts is not None:
+            for b in np.asarray(gts[i].get("boxes", np.zeros((0, 4))), float).reshape(-1, 4):
+                ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec="#33cc33", lw=0.7))
+        if dets is not None and kind == "miss":
+            d = dets[i]
+            sc = np.asarray(d.get("scores", []), float).reshape(-1)
+            for b, s in zip(np.asarray(d.get("boxes", np.zeros((0, 4))), float).reshape(-1, 4), sc):
+                if score_thr is None or s >= score_thr:
+                    ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec="#ff9900", lw=0.7))
+        ec = "#ff2222" if kind == "fp" else "#00ff00"
+        ax.add_patch(Rectangle((x1, y1), w, h, fill=False, ec=ec, lw=2))
+        ax.set_xlim(cx1, cx2)
+        ax.set_ylim(cy2, cy1)
+        if kind == "fp":
+            ax.set_title(f"FP {it['score']:.2f} {it.get('hoiem') or ''}/{it.get('tide') or ''}", fontsize=8)
+        else:
+            ax.set_title(f"missed, best IoU {it['best_iou']:.2f}", fontsize=8)
+        ax.text(0.02, 0.02, os.path.basename(it["path"]), transform=ax.transAxes, fontsize=5, color="white",
+                bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0})
+    if drawn == 0:
+        plt.close(fig)
+        return None
+    fig.suptitle(f"{name}: top {n_fp} false positives (red; type Hoiem/TIDE) and {n_miss} missed objects "
+                 f"(green, largest first)", fontsize=10)
+    return _save(fig, path)
+
+
+def _read(path, cache):
+    if path not in cache:
+        try:
+            import matplotlib.image as mpimg  # matplotlib on first use only (import time)
+
+            cache[path] = mpimg.imread(path)
+        except (OSError, ValueError, SyntaxError):
+            cache[path] = None
+    return cache[path]
+
+
+def _f(x):
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"

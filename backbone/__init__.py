@@ -56,7 +56,7 @@ def build_backbone(
         source = os.fspath(weights)
         weights = read_state_dict(weights)
     if transform_input is None:
-        transform_input = name != "googlenet" and weights is not None and _is_imagenet_state_dict(weights)
+        transform_input = name != "googlenet" and weights is not None and is_imagenet_state_dict(weights)
     if name == "googlenet":
         model: nn.Module = GoogLeNet(num_classes, aux_logits=aux_logits, dropout=0.4 if dropout is None else dropout)
     elif name == "googlenet_bn":
@@ -74,7 +74,7 @@ def build_backbone(
     return model
 
 
-def _is_imagenet_state_dict(state: dict) -> bool:
+def is_imagenet_state_dict(state: dict) -> bool:
     """True for torchvision's ImageNet weights (and anything else with a 1000-class ``fc``)."""
     fc = state.get("fc.weight")
     return fc is not None and getattr(fc, "ndim", 0) == 2 and fc.shape[0] == 1000
@@ -88,5 +88,5 @@ def main_logits(output):
 __all__ = [
     "NETWORKS", "UserError", "GoogLeNet", "GoogLeNetOutputs", "build_backbone", "main_logits",
     "extract_features", "feature_channels", "stage_names", "count_parameters", "count_macs",
-    "load_weights", "read_state_dict",
+    "load_weights", "read_state_dict", "is_imagenet_state_dict",
 ]

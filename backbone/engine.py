@@ -11,15 +11,12 @@ Pieces, each doing one job (the file formats of checkpoints and logs live in ``d
 - :func:`classification_loss`: main + ``aux_weight`` x each auxiliary head
 - :func:`train_one_epoch`, :func:`evaluate`: the loops (tqdm bar on a terminal only)
 - :func:`training_state` / :func:`restore_training_state`: everything needed to resume
-- :func:`atomic_save`: write to a temp file, then rename
 """
 
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 import time
 from typing import Any, Iterable
 
@@ -199,27 +196,7 @@ def restore_training_state(state: dict[str, Any], model: nn.Module, optimizer: t
     return int(state["epoch"])
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``: a crash
-    never leaves a half-written file where the previous good one was."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600); give it the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 __all__ = [
     "make_optimizer", "make_scheduler", "make_averaged_model", "classification_loss", "train_one_epoch",
-    "evaluate", "averaged_module", "training_state", "restore_training_state", "atomic_save",
+    "evaluate", "averaged_module", "training_state", "restore_training_state",
 ]

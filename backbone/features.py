@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Sequence
 
+import torch
 import torchvision
 from torch import Tensor, nn
 
@@ -60,8 +61,6 @@ def extract_features(model: nn.Module, x: Tensor, layers: Sequence[str]) -> "Ord
 
 def feature_channels(model: nn.Module, layer: str) -> int:
     """Number of channels of stage ``layer``'s output (by a tiny forward pass)."""
-    import torch
-
     was_training = model.training
     model.eval()
     try:

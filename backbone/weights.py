@@ -4,14 +4,12 @@ one clear error for every way a file can be wrong."""
 from __future__ import annotations
 
 import os
-import pickle
-import re
-import zipfile
 
 import torch
 from torch import nn
 
 from .errors import UserError
+from .io import safe_torch_load
 
 # Parameters of the class-specific layers: skipped with ``ignore_head=True`` so that a
 # network with another class count can start from ImageNet weights (as R-CNN did).
@@ -21,30 +19,11 @@ AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict from ``path`` (plain, or wrapped as ``{"state_dict": ...}`` /
-    ``{"model": ...}``) with ``weights_only=True``; ``~`` is expanded.
-
-    Zip files (``torch.save``'s format) have their CRCs checked first: ``torch.load`` does not,
-    so damaged tensor bytes would otherwise load silently. Raises :class:`UserError` naming the
-    file, with a one-line message."""
+    ``{"model": ...}``) with :func:`backbone.io.safe_torch_load` (``weights_only=True``, zip
+    CRCs checked first); ``~`` is expanded. Raises :class:`UserError` naming the file, with a
+    one-line message."""
     path = os.path.expanduser(os.fspath(path))
-    if not os.path.exists(path):
-        raise UserError(f"weights file {path}: no such file")
-    if os.path.isdir(path):
-        raise UserError(f"weights file {path}: is a directory, expected a .pth/.pt file")
-    if os.path.getsize(path) == 0:
-        raise UserError(f"weights file {path}: empty file")
-    _check_zip_crcs(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch's weights_only message is multi-line with ANSI codes; the cause is in __context__
-        inner = _one_line(e.__context__ or e)
-        if "Unsupported global" in inner or "Unsupported global" in str(e):
-            raise UserError(f"weights file {path}: holds Python objects other than tensors "
-                            "(refused by weights_only loading)") from None
-        raise UserError(f"weights file {path}: not a readable PyTorch file ({inner})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise UserError(f"weights file {path}: not a readable PyTorch file ({_one_line(e)})") from None
+    obj = safe_torch_load(path, "weights file")
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], dict) and len(obj) <= 3:
@@ -53,30 +32,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"weights file {path}: not a state dict (expected a mapping of parameter names to tensors)")
     return obj
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _one_line(e: BaseException) -> str:
-    """The first non-empty line of an exception's message, without terminal colour codes."""
-    text = _ANSI.sub("", str(e)).strip()
-    if text:  # torch's zip reader appends several sentences of advice to its one fact
-        return text.splitlines()[0].split(". This is an internal miniz error")[0].strip()
-    return "truncated file" if isinstance(e, EOFError) else type(e).__name__
-
-
-def _check_zip_crcs(path: str) -> None:
-    """Raise :class:`UserError` when ``path`` is a zip archive with a damaged member."""
-    if not zipfile.is_zipfile(path):
-        return
-    try:
-        with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:  # e.g. a truncated member
-        raise UserError(f"weights file {path}: corrupt ({_one_line(e)})") from None
-    if bad is not None:
-        raise UserError(f"weights file {path}: corrupt (bad CRC in {bad})")
 
 
 def load_weights(model: nn.Module, path: "str | os.PathLike | dict", *, ignore_head: bool = False, arch: str = "",

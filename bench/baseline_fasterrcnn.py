@@ -89,8 +89,8 @@ def parse_args(argv=None):
 
 
 def load_data(data_root, max_images):
-    from detector.datasets import load_dataset
-    from detector.schema import load_detector_config
+    from detector.config import load_detector_config
+    from detector.io.datasets import load_dataset
 
     cfg = load_detector_config(CONFIG, [], data_root)
     if not os.path.isabs(cfg.data.root):
@@ -127,7 +127,7 @@ def train(model, records, args, rng):
     import torch
     from tqdm import tqdm
 
-    from detector.images import load_image
+    from detector.io.images import load_image
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
@@ -196,7 +196,7 @@ def detect(model, records):
     import torch
     from tqdm import tqdm
 
-    from detector.images import load_image
+    from detector.io.images import load_image
 
     model.eval()
     dets, model_s, load_s = [], [], []
@@ -224,7 +224,7 @@ def main(argv=None):
     import torchvision
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
-    from detector.datasets import ground_truth
+    from detector.io.datasets import ground_truth
     from eval import evaluate
 
     torch.set_num_threads(args.threads)

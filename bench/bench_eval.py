@@ -68,8 +68,9 @@ def main(argv=None):
     from pycocotools.cocoeval import COCOeval
 
     from detector.cli.eval_map import main as eval_map
-    from detector.datasets import ground_truth
-    from detector.formats import read_detections, read_ground_truth
+    from detector.io.datasets import ground_truth
+    from detector.io.datasets.ground_truth import read_ground_truth
+    from detector.io.detections import read_detections
     from eval import evaluate
 
     gt, res = make_set(a.images, a.classes, a.dets, a.seed)

@@ -106,9 +106,9 @@ def main() -> int:
 
     import warnings
 
-    from detector.datasets import load_dataset
-    from detector.images import load_image
-    from detector.schema import DataConfig
+    from detector.config import DataConfig
+    from detector.io.datasets import load_dataset
+    from detector.io.images import load_image
     from eval.proposal_recall import proposal_recall
     from proposals.pipeline import merge_boxes
     from proposals.selective_search import selective_search

@@ -1,140 +1,312 @@
-"""Configs are data: YAML files loaded into dataclasses, overridden with ``--set key=value``.
+"""Every config schema of ``detector/``: ``configs/*.yaml`` load into these dataclasses.
 
-Generic over any (nested) dataclass type: :func:`load_config` reads YAML, :func:`from_dict`
-builds the dataclass and rejects unknown keys by their dotted name, :func:`apply_overrides`
-applies ``a.b=value`` strings (values parsed as YAML, so ``x=0.5``, ``flag=true``,
-``classes=[a,b]`` work), :func:`save_config` writes the resolved config next to outputs.
+- :class:`DetectorConfig` (``train-detector``, ``detect``, ``eval-map --split``): sections
+  ``data`` (where and what), ``proposals`` (see :mod:`proposals.config`), ``model`` (region
+  classifier), ``train``, ``test``. Load with :func:`load_detector_config`.
+- :class:`ClassifierConfig` (``train-classifier``, ``eval-classifier``): ``data``, ``crops``,
+  ``model``, ``train``, ``test``. Load with :func:`load_classifier_config`.
+
+Each field is declared with its type and range (:func:`backbone.config.setting`; rules over
+several fields in the classes' ``cross_check``), checked whenever a config is loaded (YAML,
+``--set``, a checkpoint's config): one line names the bad key before any work. The zero
+sentinels stay valid (``test.members: 0`` all members, ``train.val_every: 0`` never, ...).
+The machinery is :mod:`backbone.config`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import types
-import typing
-from typing import Any, Sequence, TypeVar
+from dataclasses import dataclass, field
 
-import yaml
-
+from backbone import NETWORKS
+from backbone.config import check_config, check_input_size, load_config, setting
 from backbone.errors import UserError
+from eval import PROTOCOLS
+from proposals.config import ProposalConfig
 
-T = TypeVar("T")
-
-
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _strip_optional(tp: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
+#: dataset layouts ``data.format`` names (readers in :mod:`detector.io.datasets`)
+FORMATS = ("voc", "ilsvrc", "coco", "folder")
+#: ``data.format`` of a classifier config: a detection format, or class folders
+CLASSIFIER_FORMATS = (*FORMATS, "imagefolder")
+#: ``model.conv_init`` of a classifier trained from scratch
+CONV_INITS = ("default", "xavier", "kaiming_fan_in")
+#: context padding (at the 224 scale) must leave room inside a warp: 2 * pad < 224
+MAX_CONTEXT_PAD = 112.0
 
 
-def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
-    tp = _strip_optional(tp)
-    if value is None:
-        return None
-    if _is_dataclass_type(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise UserError(f"{source}: {where} must be a mapping, got {value!r}")
-        return from_dict(tp, value, source=source, prefix=where + ".")
-    origin = typing.get_origin(tp)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, bool):
-        raise UserError(f"{source}: {where} must be an integer, got {value!r}")
-    if tp in (int, str, bool) and not isinstance(value, tp):
-        if tp is str and isinstance(value, (int, float)):
-            return str(value)
-        raise UserError(f"{source}: {where} must be {tp.__name__}, got {value!r}")
-    if origin in (list, tuple, Sequence) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{source}: {where} must be a list, got {value!r}")
-        args = typing.get_args(tp)
-        if args and args[-1] is not Ellipsis and origin is not tuple:
-            value = [_convert(v, args[0], f"{where}[{i}]", source) for i, v in enumerate(value)]
-        elif args and origin is tuple and args[-1] is Ellipsis:
-            value = [_convert(v, args[0], f"{where}[{i}]", source) for i, v in enumerate(value)]
-        return list(value)
-    return value
+@dataclass
+class DataConfig:
+    format: str = setting("voc", choices=CLASSIFIER_FORMATS)  # voc | ilsvrc | coco | folder (classifier: also imagefolder)
+    root: str = setting("")                   # dataset root (CLI --data-root overrides)
+    classes: list[str] | None = setting(None, min_len=1)  # class names, label i is classes[i-1]; None: found in the data
+    classes_file: str | None = setting(None)  # or a file: one name per line, or ILSVRC map_det.txt
+    train_split: str = setting("train")
+    val_split: str = setting("val")
+    test_split: str = setting("test")
+    blacklist: str | None = setting(None)     # ILSVRC: blacklist file (lines `image_index WNID`)
+    coco_annotations: str = setting("annotations/instances_{split}.json")
+    coco_images: str = setting("{split}")
+
+    def cross_check(self, prefix: str) -> None:
+        if self.classes is not None:
+            names = [c.strip() for c in self.classes]
+            if "" in names:
+                raise UserError(f"{prefix}classes must not hold an empty name, got {self.classes}")
+            dup = sorted({c for c in names if names.count(c) > 1})
+            if dup:
+                raise UserError(f"{prefix}classes must name each class once, got {dup[0]!r} twice")
 
 
-def from_dict(cls: type[T], data: dict, *, source: str = "config", prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys raise :class:`UserError` naming them."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: {prefix.rstrip('.') or 'the config'} must be a mapping")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        known = ", ".join(fields)
-        raise UserError(f"{source}: unknown config key {prefix}{unknown[0]!s} (known keys here: {known})")
-    kwargs = {k: _convert(v, hints[k], prefix + k, source) for k, v in data.items()}
-    return cls(**kwargs)
+#: detector kinds (``model.kind``): R-CNN (the paper's) and the shared-feature Fast R-CNN
+KINDS = ("rcnn", "fast")
+#: the fast kind's pooling taps (googlenet / googlenet_bn stages; strides 8 and 16)
+FAST_TAPS = ("inception3a", "inception3b", "inception4a", "inception4b", "inception4c", "inception4d",
+             "inception4e", "inception5a", "inception5b", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
+             "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
 
 
-def to_dict(cfg: Any) -> dict:
-    """The config as plain data (for YAML/JSON and checkpoints)."""
-    return dataclasses.asdict(cfg)
+@dataclass
+class RcnnConfig:
+    """``model.rcnn``: settings only R-CNN uses."""
+
+    input_size: int = setting(224, ge=1)      # warp size S (at least the network's minimum)
+    context_pad: float = setting(16.0, ge=0, lt=MAX_CONTEXT_PAD)  # context at the paper's 224 scale; scaled by S/224
 
 
-def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
-    """Return a copy of ``cfg`` with ``key.sub=value`` overrides applied (value parsed as YAML)."""
-    data = to_dict(cfg)
-    for item in overrides or ():
-        if "=" not in item:
-            raise UserError(f"--set {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        node = data
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
-                raise UserError(f"--set {item}: unknown config key {'.'.join(parts[: i + 1])}")
-            node = node[part]
-        if parts[-1] not in node:
-            raise UserError(f"--set {item}: unknown config key {key}")
-        node[parts[-1]] = value
-    return from_dict(type(cfg), data, source="--set")
+@dataclass
+class FastConfig:
+    """``model.fast``: settings only the shared-feature kind uses (see :mod:`detector.fast`)."""
+
+    tap: list[str] = setting(["inception4e"], min_len=1, choices=FAST_TAPS)  # trunk stage(s) pooled from; several: an FPN
+    roi_size: int = setting(7, ge=1)          # roi_align output, roi_size x roi_size
+    reduce_channels: int = setting(128, ge=1)  # 1x1 reduction of the tap before pooling
+    fc_dim: int = setting(1024, ge=1)         # the head's fully connected width
+    num_fc: int = setting(1, ge=1, le=2)      # fully connected layers in the head
+    fc_rank: int = setting(256, ge=0)         # first FC factorised through this rank (0: a full FC)
+    norm: str = setting("bn", choices=("bn", "gn", "none"))  # trunk normalisation (bn: batch statistics)
+    sampling_ratio: int = setting(2, ge=0)    # roi_align samples per bin side (0: adaptive)
+    dropout: float = setting(0.0, ge=0, lt=1)  # in the head
+    min_side: int = setting(600, ge=1)        # images resized to this shorter side (Fast R-CNN: 600) ...
+    max_side: int = setting(1000, ge=1)       # ... and at most this longer side
+    chunk: int = setting(512, ge=1)           # proposals per head pass at test time (bounds memory)
+    train_crop: int = setting(0, ge=0)        # train on random crop x crop windows of the resized image (0: whole images)
+
+    @staticmethod
+    def upgrade(data: dict) -> dict:
+        """Early fast checkpoints had the test pyramid here; it is ``test.scales`` now."""
+        if data.get("test_scales", "absent") is None:
+            data.pop("test_scales")
+        elif "test_scales" in data:
+            raise UserError("model.fast.test_scales is a test setting now: write it as test.scales")
+        return data
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
-    """Load ``cls`` from YAML file ``path`` (defaults when None), then apply ``overrides``."""
-    data: dict = {}
-    if path is not None:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise UserError(f"config {path}: no such file")
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            raise UserError(f"config {path}:{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"config {path}: cannot read ({e})") from None
-    cfg = from_dict(cls, data, source=f"config {path}" if path else "config")
-    return apply_overrides(cfg, overrides) if overrides else cfg
+@dataclass
+class ModelConfig:
+    kind: str = setting("rcnn", choices=KINDS)  # rcnn (the paper's: warp every proposal) | fast (shared features)
+    arch: str = setting("googlenet", choices=NETWORKS)  # a backbone network name
+    rcnn: RcnnConfig | None = setting(None)   # model.kind rcnn only (filled with defaults when absent)
+    fast: FastConfig | None = setting(None)   # model.kind fast only (filled with defaults when absent)
+    members: int = setting(6, ge=1)           # ensemble size (paper: 6)
+    aux_logits: bool = setting(True)          # aux heads (training only), loss weight train.aux_weight
+    init: str | None = setting(None)          # train-classifier checkpoint or torchvision state dict
+    bbox_reg: bool = setting(False)           # R-CNN box regression (off in the paper)
+    # torchvision's input re-normalisation (googlenet_bn, inception_v3), which its ImageNet weights
+    # expect; None: train-detector turns it on when model.init is such a file (or a classifier
+    # trained with it) and saves the resolved value
+    transform_input: bool | None = setting(None)
+
+    def __post_init__(self):  # the chosen kind's settings exist, with their defaults
+        if self.kind == "rcnn" and self.rcnn is None:
+            self.rcnn = RcnnConfig()
+        elif self.kind == "fast" and self.fast is None:
+            self.fast = FastConfig()
+
+    @staticmethod
+    def upgrade(data: dict) -> dict:
+        """Configs before model.kind: a flat ``input_size`` / ``context_pad`` is R-CNN's; the
+        chosen kind's sub-section is filled with its defaults when absent."""
+        flat = {k: data.pop(k) for k in ("input_size", "context_pad") if k in data}
+        if flat:
+            if data.get("kind", "rcnn") != "rcnn" or isinstance(data.get("rcnn"), dict) and set(flat) & set(data["rcnn"]):
+                raise UserError(f"model.{next(iter(flat))} is R-CNN's setting: write it as model.rcnn.{next(iter(flat))}")
+            data["rcnn"] = {**flat, **(data.get("rcnn") or {})}
+        kind = data.get("kind", "rcnn")
+        if kind in KINDS and data.get(kind) is None:
+            data[kind] = {}
+        return data
+
+    def cross_check(self, prefix: str) -> None:
+        other = "fast" if self.kind == "rcnn" else "rcnn"
+        if getattr(self, other) is not None:
+            raise UserError(f"{prefix}{other} is set but {prefix}kind is {self.kind}: {prefix}{other} holds settings "
+                            f"of the other kind (remove it, or --set {prefix}{other}=null)")
+        self.__post_init__()
+        if self.kind == "rcnn":
+            try:
+                check_input_size(self.arch, self.rcnn.input_size, self.aux_logits, prefix)
+            except UserError as e:
+                raise UserError(str(e).replace(f"{prefix}input_size", f"{prefix}rcnn.input_size", 1)) from None
+        else:
+            if self.arch not in ("googlenet", "googlenet_bn") and any(t.startswith("inception") for t in self.fast.tap) \
+                    or self.arch == "inception_v3" and not all(t.startswith("Mixed") for t in self.fast.tap):
+                raise UserError(f"{prefix}fast.tap {self.fast.tap}: not stages of {prefix}arch {self.arch}")
+            if self.fast.max_side < self.fast.min_side:
+                raise UserError(f"{prefix}fast.max_side must be >= {prefix}fast.min_side ({self.fast.min_side}), "
+                                f"got {self.fast.max_side}")
 
 
-def save_config(cfg: Any, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML (atomically)."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
-    os.replace(tmp, path)
+@dataclass
+class TrainConfig:
+    epochs: int = setting(10, ge=1)
+    batch_size: int = setting(128, ge=1)      # regions per batch
+    fg_fraction: float = setting(0.25, gt=0, le=1)  # 32 foreground of 128
+    fg_iou: float = setting(0.5, gt=0, le=1)  # IoU >= fg_iou with a gt box: foreground
+    bg_iou_low: float = setting(0.0, ge=0, lt=1)  # background: bg_iou_low <= IoU < fg_iou
+    images_per_batch: int = setting(2, ge=1)
+    max_proposals: int = setting(2000, ge=1)  # per image considered for sampling
+    lr: float = setting(0.01, gt=0)
+    momentum: float = setting(0.9, ge=0, lt=1)
+    weight_decay: float = setting(0.0005, ge=0)
+    lr_steps: list[int] = setting([7], ge=1)  # epochs at which lr *= lr_gamma (increasing)
+    lr_gamma: float = setting(0.1, gt=0, le=1)
+    warmup_steps: int = setting(100, ge=0)    # linear learning-rate warm-up (from scratch, no BN; 0: none)
+    clip_grad_norm: float = setting(10.0, ge=0)  # 0: no clipping
+    aux_weight: float = setting(0.3, ge=0)
+    bbox_weight: float = setting(1.0, ge=0)   # box-regression loss weight (model.bbox_reg)
+    flip: bool = setting(True)
+    seed: int = setting(0, ge=0)
+    val_every: int = setting(2, ge=0)         # epochs between validation mAPs (0: never)
+    val_images: int = setting(0, ge=0)        # validate on the first N val images (0: all)
+    cache_images: int = setting(3000, ge=0)   # keep decoded images in memory for datasets up to this size
+
+    def cross_check(self, prefix: str) -> None:
+        if not self.bg_iou_low < self.fg_iou:
+            raise UserError(f"{prefix}bg_iou_low must be below {prefix}fg_iou ({self.fg_iou}), got {self.bg_iou_low}")
+        if list(self.lr_steps) != sorted(self.lr_steps):
+            raise UserError(f"{prefix}lr_steps must be in increasing order, got {list(self.lr_steps)}")
+
+
+@dataclass
+class TestConfig:
+    protocol: str = setting("voc", choices=PROTOCOLS)  # ilsvrc | voc07 | voc | coco
+    nms_iou: float = setting(0.3, ge=0, le=1)
+    score_thr: float = setting(0.05, ge=0, le=1)
+    max_per_image: int = setting(100, ge=1)
+    max_proposals: int = setting(2000, ge=1)  # per image at inference
+    batch_size: int = setting(128, ge=1)      # regions per forward pass (bounds memory)
+    members: int = setting(0, ge=0)           # score with the first N ensemble members only (0: all)
+    bbox_reg: bool = setting(True)            # apply the model's box regression when it has one
+    scales: list[int] | None = setting(None, min_len=1, ge=1)  # fast kind: test-time image pyramid (shorter
+                                              # sides; each proposal scored at the scale nearest 224^2); None: model.fast.min_side
+
+
+@dataclass
+class DetectorConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+
+    def cross_check(self, prefix: str) -> None:
+        if self.data.format not in FORMATS:
+            raise UserError(f"{prefix}data.format must be one of {', '.join(FORMATS)} for a detector, got "
+                            f"{self.data.format!r} ({self.data.format} is for train-classifier)")
+
+
+def load_detector_config(path=None, overrides=(), data_root: str | None = None) -> DetectorConfig:
+    """Load a detector config; ``data_root`` (the CLI's --data-root) replaces ``data.root``."""
+    cfg = load_config(DetectorConfig, path, overrides)
+    if data_root is not None:
+        cfg.data.root = data_root
+    return cfg
+
+
+@dataclass
+class CropConfig:
+    """How ground-truth boxes of a detection dataset become classification images."""
+
+    margin: float = setting(0.1, ge=0)        # context added on each side, as a fraction of the box's width / height
+    skip_difficult: bool = setting(True)      # leave out boxes marked difficult
+    min_size: float = setting(2.0, ge=0)      # boxes narrower or shorter than this (pixels) are skipped
+
+
+@dataclass
+class ClassifierModelConfig:
+    arch: str = setting("googlenet", choices=NETWORKS)  # a backbone network name
+    input_size: int = setting(224, ge=1)      # S: training crops are S x S; test crops scale by S/224
+    aux_logits: bool = setting(True)          # auxiliary heads during training (loss weight train.aux_weight)
+    dropout: float | None = setting(None, ge=0, lt=1)  # main-head dropout (None: the network's default, 40% for googlenet)
+    init: str | None = setting(None)          # optional torchvision state dict to start from (class layers kept fresh)
+    conv_init: str = setting("default", choices=CONV_INITS)  # from scratch: default (the backbone's own), xavier
+                                              # (the reference Caffe model's), kaiming_fan_in
+
+    def cross_check(self, prefix: str) -> None:
+        check_input_size(self.arch, self.input_size, self.aux_logits, prefix)
+
+
+@dataclass
+class ClassifierTrainConfig:
+    epochs: int = setting(8, ge=1)
+    batch_size: int = setting(64, ge=1)
+    lr: float = setting(0.01, gt=0)
+    momentum: float = setting(0.9, ge=0, lt=1)   # paper: 0.9
+    weight_decay: float = setting(0.0002, ge=0)
+    lr_gamma: float = setting(0.96, gt=0, le=1)  # paper: lr x 0.96 ...
+    lr_step_epochs: float = setting(8, gt=0)     # ... every 8 epochs (applied per step)
+    warmup_epochs: float = setting(0.0, ge=0)    # linear warm-up (not in the paper; helps from scratch without BN)
+    aux_weight: float = setting(0.3, ge=0)       # paper: 0.3
+    polyak_decay: float = setting(0.999, ge=0, lt=1)  # Polyak (EMA) averaging of the weights used for evaluation, per step
+    min_area: float = setting(0.08, gt=0, le=1)  # random crops cover 8% ...
+    max_area: float = setting(1.0, gt=0, le=1)   # ... to 100% of the image area
+    min_aspect: float = setting(0.75, gt=0)      # aspect ratio 3/4 ...
+    max_aspect: float = setting(1.3333333333333333, gt=0)  # ... to 4/3
+    brightness: float = setting(0.4, ge=0)       # photometric distortions (albumentations ColorJitter)
+    contrast: float = setting(0.4, ge=0)
+    saturation: float = setting(0.4, ge=0)
+    hue: float = setting(0.05, ge=0, le=0.5)
+    photometric_p: float = setting(0.8, ge=0, le=1)  # probability of applying the colour jitter
+    flip: bool = setting(True)                   # random horizontal mirror
+    vflip: bool = setting(False)                 # random vertical mirror (not in the paper; fine for microscopy)
+    seed: int = setting(0, ge=0)
+    workers: int = setting(0, ge=0)              # DataLoader worker processes
+    val_every: int = setting(1, ge=0)            # epochs between validation passes (0: never)
+    max_steps_per_epoch: int | None = setting(None, ge=1)  # cap (for quick tests)
+
+    def cross_check(self, prefix: str) -> None:
+        if not self.min_area <= self.max_area:
+            raise UserError(f"{prefix}min_area must be <= {prefix}max_area ({self.max_area}), got {self.min_area}")
+        if not self.min_aspect <= self.max_aspect:
+            raise UserError(f"{prefix}min_aspect must be <= {prefix}max_aspect ({self.max_aspect}), got {self.min_aspect}")
+
+
+@dataclass
+class ClassifierTestConfig:
+    crops: list[int] = setting([1, 10, 144], choices=(1, 10, 144), min_len=1)
+    batch_size: int = setting(256, ge=1)         # crops per forward pass
+
+
+@dataclass
+class ClassifierConfig:
+    """``data.format``: ``imagefolder`` (root/<class>/*.jpg, or root/<split>/<class>/*.jpg) or a
+    detection format (``voc`` ...) whose ground-truth boxes, cropped, become the classes."""
+
+    data: DataConfig = field(default_factory=lambda: DataConfig(train_split="trainval", val_split="test"))
+    crops: CropConfig = field(default_factory=CropConfig)
+    model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
+    train: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    test: ClassifierTestConfig = field(default_factory=ClassifierTestConfig)
+
+
+def load_classifier_config(path=None, overrides=(), data_root: str | None = None) -> ClassifierConfig:
+    """Load a classifier config (YAML + ``--set`` overrides; ``data_root`` replaces data.root)."""
+    cfg = load_config(ClassifierConfig, path, overrides)
+    if data_root is not None:
+        cfg.data.root = data_root
+    return cfg
+
+
+def validate_config(cfg: ClassifierConfig) -> None:
+    """Check a classifier config built or changed in code (loading already checks): one clear
+    error for a setting that cannot work, as declared above."""
+    check_config(cfg)

@@ -2,8 +2,7 @@
 
 :func:`max_same_class_iou` gives, per ground-truth box, its largest IoU with another box of its
 class in the same image; greedy per-class NMS at a threshold t can keep at most one box of a
-pair above t. The command line is ``gt-stats`` (:mod:`detector.cli.gt_stats`);
-``python -m detector.gt_stats --config ...`` runs the same command.
+pair above t. The command line is ``gt-stats`` (:mod:`detector.cli.gt_stats`).
 """
 
 from __future__ import annotations
@@ -28,7 +27,3 @@ def max_same_class_iou(records) -> np.ndarray:
             out.extend(iou.max(1).values.tolist())
     return np.asarray(out)
 
-
-if __name__ == "__main__":  # only detector/cli reads argv
-    from detector.cli.gt_stats import main
-    main()

@@ -1,5 +1,6 @@
-"""R-CNN's region sampling for fine-tuning: label proposals by IoU with the ground truth and
-draw a fixed foreground fraction (32 foreground + 96 background of 128)."""
+"""Region sampling both detector kinds share: label proposals by IoU with the ground truth and
+draw a fixed foreground fraction (R-CNN's 32 foreground + 96 background of 128; Fast R-CNN's
+25% of 64 per image), and each rank's share of an epoch's images."""
 
 from __future__ import annotations
 
@@ -48,14 +49,6 @@ def sample_regions(labels: Tensor, num: int, fg_fraction: float, generator: torc
     if short > 0 and len(picked) > 0:  # tiny images: repeat regions rather than shrink the batch
         picked = torch.cat([picked, picked[torch.randint(len(picked), (short,), generator=generator)]])
     return picked
-
-
-def flip_boxes(boxes: Tensor, width: int) -> Tensor:
-    """Mirror xyxy boxes horizontally in an image of ``width`` pixels."""
-    out = boxes.clone()
-    out[:, 0] = width - boxes[:, 2]
-    out[:, 2] = width - boxes[:, 0]
-    return out
 
 
 def image_shards(n: int, rank: int, world: int, epoch_seed: int) -> np.ndarray:

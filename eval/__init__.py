@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from .coco import evaluate_coco
+from .detection import evaluate_voc_style, flatten
 from .errors import EvalError
 
 PROTOCOLS = ("ilsvrc", "voc07", "voc", "coco")
@@ -41,15 +43,12 @@ def evaluate(protocol: str, gts: list[dict], dets: list[dict], num_classes: int,
     if iou is not None and not (0.0 < float(iou) <= 1.0):
         raise EvalError(f"IoU threshold {iou}: must be in (0, 1]")
     if protocol == "coco":
-        from .coco import evaluate_coco
-        from .detection import flatten
 
         f = flatten(gts, dets, int(num_classes))   # same validation as the other protocols
         out = evaluate_coco(gts, dets, int(num_classes), iou)
         out["npos"] = np.bincount(f.g_lab[~f.g_diff], minlength=num_classes + 1)[1:].tolist()
         mAP = out["stats"]["AP"]
     else:
-        from .detection import evaluate_voc_style
 
         out = evaluate_voc_style(gts, dets, int(num_classes), protocol, iou)
         mAP = None

@@ -187,9 +187,8 @@ def plot_gallery(false_positives: list[dict], missed: list[dict], name: str, cla
     other objects (thin green) and detections (thin orange, at or above ``score_thr``) around them
     when ``gts`` / ``dets`` are given. Returns None when no image could be read."""
     plt = _plt()
-    from matplotlib.patches import (
-        Rectangle,  # matplotlib on first use only (import time)
-    )
+    # matplotlib on first use only (import time)
+    from matplotlib.patches import Rectangle
 
     items = [("fp", it) for it in false_positives if it.get("path")] + [("miss", it) for it in missed if it.get("path")]
     if not items:

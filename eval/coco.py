@@ -21,6 +21,7 @@ STAT_NAMES = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
 
 def to_coco(gts: list[dict], dets: list[dict], num_classes: int):
     """Build pycocotools ``COCO`` objects (ground truth, results) from per-image arrays."""
+    # pycocotools only for --protocol coco (import time)
     from pycocotools.coco import COCO
 
     images, anns, results = [], [], []
@@ -66,7 +67,7 @@ def evaluate_coco(gts: list[dict], dets: list[dict], num_classes: int, iou: floa
     """COCOeval (bbox). ``iou`` None: the standard 0.50:0.95 thresholds and the 12 numbers; a value
     replaces the threshold list with that one IoU (then ``AP`` is the AP at it, and the stats
     that name another threshold are -1 as pycocotools reports absent entries)."""
-    from pycocotools.cocoeval import COCOeval
+    from pycocotools.cocoeval import COCOeval  # as above
 
     gt, dt = to_coco(gts, dets, num_classes)
     out = io.StringIO()

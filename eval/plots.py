@@ -13,10 +13,10 @@ def plot_pr_curves(curves: list[tuple[np.ndarray, np.ndarray]], aps: list[float]
     """One image with every class's precision-recall curve; the ``worst`` lowest-AP classes
     (among those with ground truth) drawn in colour with their AP in the legend, the others grey.
     Few classes (<= ``worst``) are all drawn in colour. Returns ``path``."""
-    import matplotlib
+    import matplotlib  # ~0.5 s to import: only when a plot is asked for
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the Agg backend
 
     valid = [i for i, a in enumerate(aps) if not math.isnan(a)]
     highlight = sorted(valid, key=lambda i: aps[i])[:worst]

@@ -1,37 +1,62 @@
-"""Proposal settings (the ``proposals:`` section of a detector config)."""
+"""Proposal settings (the ``proposals:`` section of a detector config), each field declared with
+its type and range (:func:`backbone.config.setting`), checked when a config is loaded."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from backbone import NETWORKS
+from backbone.config import check_input_size, setting
+
+from .selective_search import BACKENDS, PRESETS
+
+#: the proposal methods (``proposals.method``)
+METHODS = ("ss", "multibox", "ss+multibox")
+
 
 @dataclass
 class MultiBoxConfig:
-    arch: str = "googlenet_bn"       # backbone trunk (BN: trains from scratch in the few epochs a CPU allows)
-    input_size: int = 160            # network input (image resized to SxS; 160 keeps CPU training short)
-    num_priors: int = 400            # K boxes regressed, priors by k-means on training boxes
-    alpha: float = 0.3               # weight of the location loss (alpha/2 * squared error)
-    matching: str = "bipartite"      # bipartite (Hungarian) | greedy
-    epochs: int = 8
-    batch_size: int = 32
-    optimizer: str = "adam"          # adam | sgd (from scratch, Adam converges in the few epochs a CPU allows)
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    seed: int = 0
+    arch: str = setting("googlenet_bn", choices=NETWORKS)  # backbone trunk (BN: trains from scratch in the few epochs a CPU allows)
+    input_size: int = setting(160, ge=1)   # network input (image resized to SxS; 160 keeps CPU training short)
+    num_priors: int = setting(400, ge=1)   # K boxes regressed, priors by k-means on training boxes
+    alpha: float = setting(0.3, ge=0)      # weight of the location loss (alpha/2 * squared error)
+    matching: str = setting("bipartite", choices=("bipartite", "greedy"))  # bipartite (Hungarian) | greedy
+    epochs: int = setting(8, ge=1)
+    batch_size: int = setting(32, ge=1)
+    optimizer: str = setting("adam", choices=("adam", "sgd"))  # adam | sgd (from scratch, Adam converges in the few epochs a CPU allows)
+    lr: float = setting(0.001, gt=0)
+    momentum: float = setting(0.9, ge=0, lt=1)
+    weight_decay: float = setting(0.0005, ge=0)
+    flip: bool = setting(True)             # training augmentation: random horizontal mirror (p 0.5)
+    vflip: bool = setting(False)           # random vertical mirror (p 0.5): for images without up or down (cells)
+    seed: int = setting(0, ge=0)
+
+    def cross_check(self, prefix: str) -> None:
+        check_input_size(self.arch, self.input_size, prefix=prefix)
 
 
 @dataclass
 class ProposalConfig:
-    method: str = "ss+multibox"      # ss | multibox | ss+multibox
-    backend: str = "ours"            # ours | selectivesearch (the PyPI package)
-    preset: str = "fast"             # single | fast | quality
-    superpixel_scale: float = 2.0    # multiplies Felzenszwalb k and min size (paper: 2)
-    working_width: int = 500         # image resized to this width before segmentation
-    min_box_width: float = 20.0      # at the working width
-    max_boxes: int | None = None     # cap on selective search boxes per image (after ranking)
-    multibox_top_k: int = 200        # paper: top 200 MultiBox boxes
-    multibox_checkpoint: str | None = None
-    merge_iou: float = 0.95          # near-duplicates between SS and MultiBox removed above this IoU
-    max_total: int | None = None     # cap on the final proposals per image (after merging); None: no cap
+    method: str = setting("ss+multibox", choices=METHODS)  # ss | multibox | ss+multibox
+    backend: str = setting("ours", choices=BACKENDS)       # ours | selectivesearch (the PyPI package)
+    preset: str = setting("fast", choices=PRESETS)         # single | fast | quality | opencv_fast
+    superpixel_scale: float = setting(2.0, gt=0)   # multiplies Felzenszwalb k and min size (paper: 2)
+    working_width: int = setting(500, ge=0)        # image resized to this width before segmentation (0: kept)
+    min_box_width: float = setting(20.0, ge=0)     # at the working width (0: keep every box)
+    max_boxes: int | None = setting(None, ge=1)    # cap on selective search boxes per image (after ranking)
+    multibox_top_k: int = setting(200, ge=1)       # paper: top 200 MultiBox boxes
+    multibox_checkpoint: str | None = setting(None)
+    merge_iou: float = setting(0.95, ge=0, le=1)   # near-duplicates between SS and MultiBox removed above this IoU
+    max_total: int | None = setting(None, ge=1)    # cap on the final proposals per image (after merging); None: no cap
     multibox: MultiBoxConfig = field(default_factory=MultiBoxConfig)
+
+    # the method, parsed: callers ask these instead of testing the string
+    @property
+    def uses_ss(self) -> bool:
+        """Whether the method runs selective search (``ss``, ``ss+multibox``)."""
+        return "ss" in self.method.split("+")
+
+    @property
+    def uses_multibox(self) -> bool:
+        """Whether the method runs the MultiBox network (``multibox``, ``ss+multibox``)."""
+        return "multibox" in self.method.split("+")

@@ -16,6 +16,10 @@ an Inception trunk regresses K boxes, each an offset from a prior, and K confide
 
 from __future__ import annotations
 
+import os
+from dataclasses import asdict, fields
+
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,13 +27,15 @@ from torch import Tensor, nn
 
 from backbone import build_backbone, extract_features, stage_names
 from backbone.errors import UserError
+from backbone.io import safe_torch_load
+from backbone.multicrop import IMAGENET_MEAN, IMAGENET_STD
 
 from .config import MultiBoxConfig
+from .selective_search import as_rgb_uint8
 
 FORMAT = "multibox-v1"
 OFFSET_SCALE = 0.1
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 GRID = 7
 
 
@@ -100,9 +106,6 @@ class MultiBox(nn.Module):
 def preprocess(images: list[np.ndarray], size: int, device="cpu") -> Tensor:
     """RGB uint8 images ((H, W) grey and RGBA accepted, any size from 1x1) -> (N, 3, size, size)
     normalised float tensor."""
-    import cv2
-
-    from .selective_search import as_rgb_uint8
 
     batch = np.stack([cv2.resize(as_rgb_uint8(im), (size, size), interpolation=cv2.INTER_AREA) for im in images])
     x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255)
@@ -118,6 +121,7 @@ def match(priors: np.ndarray, gt: np.ndarray, method: str = "bipartite") -> tupl
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     cost = ((priors[:, None, :] - gt[None, :, :]) ** 2).sum(2)  # (K, G)
     if method == "bipartite":
+        # scipy.optimize takes ~0.3 s to import: only for bipartite
         from scipy.optimize import linear_sum_assignment
 
         pi, gi = linear_sum_assignment(cost)
@@ -195,8 +199,6 @@ def predict(model: MultiBox, images: list[np.ndarray], top_k: int = 200, batch_s
 
 def checkpoint_dict(model: MultiBox, epoch: int = 0, extra: dict | None = None) -> dict:
     """A plain dict (torch.load weights_only-safe) that :func:`multibox_from_checkpoint` reads."""
-    from dataclasses import asdict
-
     d = {"format": FORMAT, "kind": "multibox", "config": asdict(model.cfg), "epoch": int(epoch),
          "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     if extra:
@@ -206,8 +208,6 @@ def checkpoint_dict(model: MultiBox, epoch: int = 0, extra: dict | None = None) 
 
 def multibox_from_checkpoint(ck: dict, device="cpu", source: str = "MultiBox checkpoint") -> MultiBox:
     """Build the network from a checkpoint dict (as embedded in a detector checkpoint)."""
-    from dataclasses import fields
-
     if not isinstance(ck, dict) or ck.get("format") != FORMAT or "state_dict" not in ck:
         raise UserError(f"{source}: not a MultiBox checkpoint (expected format {FORMAT!r})")
     known = {f.name for f in fields(MultiBoxConfig)}
@@ -225,15 +225,6 @@ def multibox_from_checkpoint(ck: dict, device="cpu", source: str = "MultiBox che
 
 def load_multibox(path, device="cpu") -> MultiBox:
     """Load a MultiBox network from a checkpoint written by ``train_multibox``."""
-    import os
-    import pickle
-    import zipfile
-
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UserError(f"MultiBox checkpoint {path}: no such file")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise UserError(f"MultiBox checkpoint {path}: not a readable checkpoint ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
+    ck = safe_torch_load(path, "MultiBox checkpoint")
     return multibox_from_checkpoint(ck, device=device, source=f"MultiBox checkpoint {path}")

@@ -24,6 +24,7 @@ Presets (R-CNN's ``fast`` mode is the default): see :data:`PRESETS`.
 from __future__ import annotations
 
 import heapq
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -552,9 +553,7 @@ def _selectivesearch_package(work: np.ndarray, superpixel_scale: float) -> list[
     """The PyPI ``selectivesearch`` package at its README settings (scale 500, sigma 0.9,
     min size 10; scale and min size times ``superpixel_scale``). One strategy, so its regions
     keep their hierarchy order for the ranking."""
-    import warnings
-
-    import selectivesearch
+    import selectivesearch  # the optional second backend (and skimage with it): imported only when chosen
 
     with warnings.catch_warnings():  # the package feeds floats to skimage's LBP, which warns each call
         warnings.filterwarnings("ignore", message=".*local_binary_pattern.*")

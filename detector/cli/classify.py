@@ -15,72 +15,18 @@ the crops and over the ensemble members.
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 
-from backbone import NETWORKS, build_backbone
+from backbone import NETWORKS
 from backbone.errors import UserError
-from backbone.multicrop import CROP_COUNTS, IMAGENET_MEAN, IMAGENET_STD, predict_probs
-
-from ..classifier_io import load_classifier
-from ..datasets.crops import to_chw
-from ..images import list_images, load_image
-from .common import add_device_arg, cli_main, resolve_device
-from .eval_classifier import write_json
-
-#: native input size of the torchvision ImageNet weights
-TORCHVISION_INPUT = {"googlenet": 224, "googlenet_bn": 224, "inception_v3": 299}
-
-
-def imagenet_classes(arch: str) -> list[str]:
-    """The 1000 ImageNet class names of torchvision's weight metadata (no download)."""
-    import torchvision.models as tvm
-
-    weights = tvm.Inception_V3_Weights.IMAGENET1K_V1 if arch == "inception_v3" else tvm.GoogLeNet_Weights.IMAGENET1K_V1
-    return list(weights.meta["categories"])
-
-
-def load_members(args, device) -> tuple[list, list[int], list, list, list[str], list[str]]:
-    """-> models, input sizes, means, stds, class names, member names."""
-    if args.model and (args.arch or args.weights):
-        raise UserError("give either --model CKPT... or --arch NAME --weights FILE..., not both")
-    if args.model:
-        models, sizes, means, stds, names = [], [], [], [], []
-        classes = None
-        for path in args.model:
-            model, meta = load_classifier(path, device, aux_logits=False)
-            if classes is None:
-                classes = list(meta["classes"])
-            elif list(meta["classes"]) != classes:
-                raise UserError(f"--model {path}: its classes {meta['classes']} differ from {args.model[0]}'s {classes}; "
-                                "an ensemble needs one class list")
-            models.append(model)
-            sizes.append(int(meta["input_size"]))
-            means.append(tuple(meta["mean"]))
-            stds.append(tuple(meta["std"]))
-            names.append(path)
-        return models, sizes, means, stds, classes, names
-    if args.arch or args.weights:
-        if not args.arch:
-            raise UserError("--weights needs --arch NAME (googlenet_bn or inception_v3 for torchvision's ImageNet "
-                            "weights, googlenet for the paper's network in this project's layout)")
-        if not args.weights:
-            raise UserError("--arch needs --weights FILE (a torchvision ImageNet state dict)")
-        size = args.input_size or TORCHVISION_INPUT.get(args.arch, 224)
-        models = []
-        for w in args.weights:
-            try:
-                models.append(build_backbone(args.arch, 1000, weights=os.path.expanduser(w)).to(device).eval())
-            except UserError as e:
-                if args.arch == "googlenet" and "does not match" in str(e):
-                    raise UserError(f"{e} (torchvision's ImageNet GoogLeNet weights are for --arch googlenet_bn)") from None
-                raise
-        n = len(models)
-        return (models, [size] * n, [IMAGENET_MEAN] * n, [IMAGENET_STD] * n, imagenet_classes(args.arch),
-                list(args.weights))
-    raise UserError("no model given: use --model CKPT [CKPT ...] (train-classifier checkpoints) or "
-                    "--arch NAME --weights FILE [FILE ...] (torchvision ImageNet state dicts)")
+from backbone.multicrop import CROP_COUNTS, predict_probs
+from detector.classification.members import load_members
+from detector.classification.transforms import to_chw
+from detector.cli.common import add_device_arg, cli_main
+from detector.cli.eval_classifier import write_json
+from detector.engine.devices import resolve_device
+from detector.io.images import list_images, load_image
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,9 +59,11 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     files = list_images(args.paths)  # before loading models: bad paths fail fast
-    models, sizes, means, stds, classes, names = load_members(args, device)
+    members = load_members(args.model, args.arch, args.weights, device, args.input_size)
+    classes = members[0].classes
     images = (to_chw(load_image(f)) for f in files)
-    probs = predict_probs(models, images, args.crops, sizes, mean=means, std=stds, batch_size=args.batch_size,
+    probs = predict_probs([m.model for m in members], images, args.crops, [m.input_size for m in members],
+                          mean=[m.mean for m in members], std=[m.std for m in members], batch_size=args.batch_size,
                           device=device, total=len(files)).mean(1)  # ensemble: mean over members
     k = max(1, min(args.top, len(classes)))
     top_p, top_i = probs.topk(k, 1)
@@ -126,7 +74,7 @@ def main(argv=None):
         for p, i in zip(ps, ix):
             print(f"  {p:7.4f}  {classes[i]}")
     if args.json:
-        write_json(args.json, {"models": names, "crops": args.crops, "results": results})
+        write_json(args.json, {"models": [m.name for m in members], "crops": args.crops, "results": results})
     return 0
 
 

@@ -13,9 +13,9 @@ import sys
 import warnings
 from typing import Callable
 
-import torch
 
 from backbone.errors import UserError
+from detector.engine.devices import resolve_device  # noqa: F401  (re-exported for the CLIs)
 
 try:  # eval/ has its own error type (it imports nothing of ours)
     from eval.errors import EvalError as _EvalError
@@ -59,19 +59,6 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
 
     entry.__wrapped__ = fn  # type: ignore[attr-defined]
     return entry
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name}: not a device name (use auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return dev
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

@@ -1,22 +1,134 @@
-"""detect: find objects in images with a trained detector (default: the bundled BCCD model)."""
+"""detect: find objects in images with a trained detector (default: the bundled BCCD model).
+
+Nothing a user had is overwritten: ``--out`` pictures and the ``--json`` file replace only
+files an earlier ``detect`` wrote into that folder, as the folder's manifest
+(:data:`MANIFEST`, the names and SHA-256 of what detect wrote) says; any other existing file is
+refused unless ``--overwrite``, and an input image is never written (not even with
+``--overwrite``). Pictures detect wrote are not read back as inputs when a folder is given.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 import time
+from dataclasses import replace
+
+import cv2
 
 from backbone.errors import UserError
+from backbone.io import atomic_write, check_writable
 
-from .common import add_device_arg, cli_main, resolve_device
+from detector.cli.common import add_device_arg, cli_main
+from detector.engine.devices import resolve_device
+from detector.io.detections import write_detections_json
+from detector.io.images import list_images, load_image
+from detector.model import Detector
+
+#: in every folder detect writes to: which files it wrote there (name -> SHA-256 of the content)
+MANIFEST = ".detect-manifest.json"
 
 
-def draw(image, det, path: str) -> None:
-    """Write ``image`` with labelled boxes to ``path`` (PNG/JPEG by extension)."""
-    import cv2
+def _sha256(path: str) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
 
+
+class Manifest:
+    """The files detect wrote into one folder, as recorded in its :data:`MANIFEST`. A damaged
+    or foreign manifest counts as empty: then nothing there is replaced without --overwrite."""
+
+    def __init__(self, folder: str):
+        self.folder = os.path.abspath(folder)
+        self.path = os.path.join(self.folder, MANIFEST)
+        self.files: dict[str, str] = {}
+        self.dirty = False
+        try:
+            if os.path.isfile(self.path):
+                with open(self.path, encoding="utf-8") as f:
+                    data = json.load(f)
+                files = data.get("files") if isinstance(data, dict) else None
+                if isinstance(files, dict):
+                    self.files = {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)}
+        except (OSError, ValueError, RecursionError):
+            self.files = {}
+
+    def owns(self, path: str) -> bool:
+        """Whether ``path`` (in this folder) is a file detect wrote and nobody changed since."""
+        want = self.files.get(os.path.basename(path))
+        return want is not None and os.path.isfile(path) and not os.path.islink(path) and _sha256(path) == want
+
+    def record(self, path: str) -> None:
+        digest = _sha256(path)
+        if digest is not None:
+            self.files[os.path.basename(path)] = digest
+            self.dirty = True
+
+    def save(self) -> None:
+        if self.dirty:
+            atomic_write(self.path, json.dumps({"written_by": "detect", "files": self.files}, indent=1,
+                                               sort_keys=True) + "\n", what="detect manifest")
+            self.dirty = False
+
+
+class Outputs:
+    """Every file this run writes: checked before any work, written atomically, recorded."""
+
+    def __init__(self, inputs: list[str], overwrite: bool):
+        self.inputs = {os.path.realpath(p): p for p in inputs}
+        self.overwrite = overwrite
+        self.manifests: dict[str, Manifest] = {}
+        self.planned: set[str] = set()
+        self.last_save = time.monotonic()
+
+    def manifest(self, folder: str) -> Manifest:
+        folder = os.path.abspath(folder)
+        if folder not in self.manifests:
+            self.manifests[folder] = Manifest(folder)
+        return self.manifests[folder]
+
+    def check(self, path: str, flag: str) -> str:
+        """Refuse ``path`` when it is an input, the manifest, planned twice, or an existing
+        file detect did not write (unless --overwrite)."""
+        path = os.path.abspath(path)
+        if os.path.basename(path) == MANIFEST:
+            raise UserError(f"{flag} {path}: that name is detect's own record of the files it wrote; choose another")
+        real = os.path.realpath(path)
+        if real in self.inputs:
+            raise UserError(f"{flag} {path}: is the input image {self.inputs[real]}; inputs are never written "
+                            "(choose another output path)")
+        if real in self.planned:
+            raise UserError(f"{flag} {path}: written twice by this run (once as a picture, once as --json)")
+        if os.path.isdir(path):
+            raise UserError(f"{flag} {path}: is a folder, expected a file path")
+        if os.path.lexists(path) and not self.overwrite and not self.manifest(os.path.dirname(path)).owns(path):
+            raise UserError(f"{flag} {path}: exists and was not written by detect (no record of it in "
+                            f"{os.path.join(os.path.dirname(path), MANIFEST)}); use --overwrite to replace it")
+        self.planned.add(real)
+        return path
+
+    def written(self, path: str) -> None:
+        self.manifest(os.path.dirname(os.path.abspath(path))).record(path)
+        if time.monotonic() - self.last_save > 2.0:  # a killed run loses at most 2 s of records
+            self.save()
+
+    def save(self) -> None:
+        for m in self.manifests.values():
+            m.save()
+        self.last_save = time.monotonic()
+
+
+def picture(image, det) -> bytes:
+    """``image`` with labelled boxes drawn, as PNG bytes."""
     img = image[:, :, ::-1].copy()
     palette = [(0, 0, 255), (255, 128, 0), (0, 200, 0), (200, 0, 200), (0, 200, 200), (255, 0, 0), (128, 128, 0)]
     for b, s, l in sorted(zip(det.boxes, det.scores, det.labels), key=lambda t: t[1]):
@@ -28,9 +140,38 @@ def draw(image, det, path: str) -> None:
         ty = max(y1, th + 4)
         cv2.rectangle(img, (x1, ty - th - 4), (x1 + tw + 2, ty), color, -1)
         cv2.putText(img, text, (x1 + 1, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    if not cv2.imwrite(path, img):
-        from backbone.errors import UserError
-        raise UserError(f"cannot write {path}")
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise UserError("cannot encode the picture as PNG")
+    return buf.tobytes()
+
+
+def draw(image, det, path: str) -> None:
+    """Write ``image`` with labelled boxes to ``path`` (PNG), atomically."""
+    atomic_write(path, picture(image, det), what="picture")
+
+
+def input_images(inputs: list[str]) -> list[str]:
+    """The images of ``inputs`` (files as given; folders expanded, without the pictures an
+    earlier detect wrote there, as their folder's manifest records)."""
+    out, seen, manifests = [], set(), {}
+    for arg in inputs:
+        files = list_images([arg])
+        if os.path.isdir(arg):
+            def ours(f):
+                folder = os.path.dirname(os.path.abspath(f))
+                if folder not in manifests:
+                    manifests[folder] = Manifest(folder)
+                return manifests[folder].owns(f)
+            files = [f for f in files if not ours(f)]
+            if not files:
+                raise UserError(f"folder {arg}: no image files in it besides the pictures detect wrote")
+        for f in files:
+            key = os.path.normpath(f)
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+    return out
 
 
 @cli_main
@@ -44,6 +185,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="detector checkpoint (default: the bundled BCCD model)")
     p.add_argument("--out", help="folder for the images with boxes drawn (PNG)")
     p.add_argument("--json", help="write the detections JSON (one object per image) to this file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing files in the way of --out / --json even when detect did not write them "
+                        "(inputs are never written)")
     p.add_argument("--score-thr", type=float, default=0.5,
                    help="minimum score (default 0.5, for boxes a person reads; eval-map --split uses the "
                         "config's test.score_thr, 0.05 in configs/bccd.yaml, as AP needs the low-score tail)")
@@ -52,49 +196,62 @@ def main(argv=None) -> int:
                    help="print seconds per stage for each image: load, proposals, warp, network, postprocess")
     add_device_arg(p)
     args = p.parse_args(argv)
-
-    from ..images import list_images, load_image
-    from ..inference import Detector, resolve_model_path
-
-    images = list_images(args.inputs)
-    detector = Detector.from_checkpoint(resolve_model_path(args.model), resolve_device(args.device))
     if not 0.0 <= args.score_thr <= 1.0:
         raise UserError(f"--score-thr {args.score_thr}: must be between 0 and 1")
-    detector.cfg.test.score_thr = args.score_thr
-    if args.max_per_image is not None:
-        detector.cfg.test.max_per_image = args.max_per_image
+    if args.max_per_image is not None and args.max_per_image < 1:
+        raise UserError(f"--max-per-image {args.max_per_image}: must be >= 1")
+    if args.json:
+        check_writable(args.json, what="--json")
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-    results = []
-    used = set()
-    for path in images:
-        t0 = time.perf_counter()
-        image = load_image(path)
-        t_load = time.perf_counter() - t0
-        det = detector(image)
-        det.seconds["load"] = t_load
-        results.append(det.to_json(path))
-        print(f"{path}: {len(det.boxes)} detections")
-        if len(det.boxes):
-            print(f"  {'label':<12}{'score':>7}  box (x1, y1, x2, y2)")
-            for b, s, name in zip(det.boxes, det.scores, det.names):
-                print(f"  {name:<12}{s:>7.3f}  {b[0]:.0f}, {b[1]:.0f}, {b[2]:.0f}, {b[3]:.0f}")
-        if args.timing:
-            print("  seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in det.seconds.items()))
-        if args.out:
+        check_writable(args.out, what="--out", folder=True)
+
+    images = input_images(args.inputs)
+    outputs = Outputs(images, args.overwrite)
+    pictures = {}
+    if args.out:
+        used = set()
+        for path in images:
             stem = os.path.splitext(os.path.basename(path))[0]
             name, k = stem, 1
             while name in used:  # two inputs with one name: never overwrite our own output
                 k += 1
                 name = f"{stem}_{k}"
             used.add(name)
-            draw(image, det, os.path.join(args.out, name + ".png"))
+            pictures[path] = outputs.check(os.path.join(args.out, name + ".png"), "--out")
     if args.json:
-        d = os.path.dirname(os.path.abspath(args.json))
-        os.makedirs(d, exist_ok=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}", file=sys.stderr)
+        outputs.check(args.json, "--json")
+    detector = Detector.from_checkpoint(args.model, resolve_device(args.device))
+    test = replace(detector.cfg.test, score_thr=args.score_thr)
+    if args.max_per_image is not None:
+        test = replace(test, max_per_image=args.max_per_image)
+    detector = detector.configured(test=test)
+    results = []
+    try:
+        for path in images:
+            t0 = time.perf_counter()
+            image = load_image(path)
+            t_load = time.perf_counter() - t0
+            det = detector(image)
+            det.seconds["load"] = t_load
+            results.append(det.to_json(path))
+            print(f"{path}: {len(det.boxes)} detections")
+            if len(det.boxes):
+                print(f"  {'label':<12}{'score':>7}  box (x1, y1, x2, y2)")
+                for b, s, name in zip(det.boxes, det.scores, det.names):
+                    print(f"  {name:<12}{s:>7.3f}  {b[0]:.0f}, {b[1]:.0f}, {b[2]:.0f}, {b[3]:.0f}")
+            if args.timing:
+                print("  seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in det.seconds.items()))
+            if args.out:
+                draw(image, det, pictures[path])
+                outputs.written(pictures[path])
+        if args.json:
+            write_detections_json(args.json, results)
+            outputs.written(args.json)
+            print(f"wrote {args.json}", file=sys.stderr)
+    finally:
+        outputs.save()
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -19,14 +19,21 @@ import time
 import numpy as np
 import torch
 
+from backbone.config import apply_overrides, from_dict
 from backbone.errors import UserError
+from backbone.io import atomic_write
 from backbone.multicrop import CROP_COUNTS, predict_probs
+from detector.classification.data import (
+    build_classification_set,
+    has_split,
+    split_folder,
+)
+from detector.classification.members import checkpoint_members
+from detector.classification.transforms import to_chw
+from detector.cli.common import add_config_args, add_device_arg, cli_main
+from detector.config import ClassifierConfig, load_classifier_config, validate_config
+from detector.engine.devices import resolve_device
 from eval.classification import topk_accuracy
-
-from ..classifier_io import ClassifierConfig, load_classifier, load_classifier_config, validate_config
-from ..config import apply_overrides, from_dict
-from ..datasets.crops import build_classification_set, to_chw
-from .common import add_config_args, add_device_arg, cli_main, resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,11 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_json(path: str, doc) -> None:
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(doc, indent=1) + "\n", what="--json")
     except OSError as e:
         raise UserError(f"--json {path}: cannot write ({e.strerror or e})") from None
 
@@ -75,15 +78,12 @@ def main(argv=None):
             raise UserError(f"--threads {args.threads}: must be >= 1")
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    members = [load_classifier(p, device, aux_logits=False) for p in args.model]
-    classes = list(members[0][1]["classes"])
-    for path, (_, meta) in zip(args.model, members):
-        if list(meta["classes"]) != classes:
-            raise UserError(f"--model {path}: its classes {meta['classes']} differ from {args.model[0]}'s {classes}")
+    members = checkpoint_members(args.model, device)
+    classes = members[0].classes
     if args.config:
         cfg = load_classifier_config(args.config, args.overrides, args.data_root)
     else:
-        cfg = from_dict(ClassifierConfig, members[0][1].get("config") or {}, source=args.model[0])
+        cfg = from_dict(ClassifierConfig, members[0].config, source=args.model[0])
         if args.overrides:
             cfg = apply_overrides(cfg, args.overrides)
         if args.data_root:
@@ -93,7 +93,6 @@ def main(argv=None):
     crop_counts = args.crops or cfg.test.crops
     batch = args.batch_size or cfg.test.batch_size
     if cfg.data.format == "imagefolder":
-        from ..datasets.imagefolder import has_split, split_folder
 
         if not cfg.data.root:
             raise UserError("data.root is not set (give --data-root or set data.root in the config)")
@@ -111,10 +110,10 @@ def main(argv=None):
           f"{len(members)} model(s), crops {crop_counts}"
           + (f"; every {args.every}-th image only: {len(index)}" if args.every > 1 else "")
           + " (" + ", ".join(f"{c} {n}" for c, n in zip(classes, counts.tolist())) + ")", file=sys.stderr)
-    models = [m for m, _ in members]
-    sizes = [int(meta["input_size"]) for _, meta in members]
-    means = [tuple(meta["mean"]) for _, meta in members]
-    stds = [tuple(meta["std"]) for _, meta in members]
+    models = [m.model for m in members]
+    sizes = [m.input_size for m in members]
+    means = [m.mean for m in members]
+    stds = [m.std for m in members]
     rows = []
     for n in crop_counts:
         t0 = time.time()

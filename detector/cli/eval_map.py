@@ -18,17 +18,31 @@ and the mean; ``--json`` writes the numbers, ``--plots`` a precision-recall PNG.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import warnings
 
 import numpy as np
+import yaml
 
+from backbone.config import save_config
 from backbone.errors import UserError
-
-from .common import add_config_args, add_device_arg, cli_main
+from backbone.io import check_writable, write_json
+from detector.cli.common import add_config_args, add_device_arg, cli_main
+from detector.config import load_detector_config
+from detector.engine.detect_split import detect_split
+from detector.engine.devices import is_main
+from detector.io.datasets import ground_truth
+from detector.io.datasets.ground_truth import read_ground_truth
+from detector.io.detections import (
+    items_to_detections,
+    read_detections,
+    write_detections_json,
+)
+from eval import evaluate
+from eval.analysis import analyze, summary_lines, write_report
+from eval.plots import plot_pr_curves
 
 PROTOCOLS = ("ilsvrc", "voc07", "voc", "coco")
 
@@ -50,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blacklist", metavar="FILE", help="ILSVRC blacklist (lines `image_index WNID`)")
     p.add_argument("--json", metavar="OUT", help="write the numbers as JSON")
     p.add_argument("--plots", metavar="DIR", help="write precision-recall curves as PNG into DIR")
+    p.add_argument("--analyze", metavar="DIR",
+                   help="error analysis into DIR: Hoiem's false-positive types, COCO analyze's PR stack, TIDE's "
+                        "dAP, AP by object size and aspect ratio, a confusion matrix, galleries of the worst false "
+                        "positives and missed objects, the F1-best score threshold; analysis.json, summary.txt, PNGs")
+    p.add_argument("--analyze-all", action="store_true",
+                   help="with --analyze: figures for every class (default: all classes together and the 5 lowest-AP)")
+    p.add_argument("--class-groups", metavar="FILE",
+                   help="with --analyze: YAML/JSON mapping class -> group for the 'similar class' bin "
+                        "(default: COCO's supercategories when the classes are COCO's, else no such bin)")
     g = p.add_argument_group("split mode (run a detector on a dataset split)")
     g.add_argument("--split", help="dataset split to detect and score (e.g. test)")
     g.add_argument("--model", metavar="CKPT", help="detector checkpoint")
@@ -104,23 +127,12 @@ def _write_json(path: str, result: dict, names: list[str], extra: dict) -> None:
     out["classes"] = names
     out["per_class_AP"] = {n: a for n, a in zip(names, result["AP"])}
     out.update(extra)
-    path = os.path.abspath(path)
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(_json_safe(out), f, indent=1)
-            f.write("\n")
-        os.replace(path + ".tmp", path)
-    except OSError as e:
-        raise UserError(f"--json {path}: cannot write ({e.strerror or e})") from None
+    write_json(path, _json_safe(out), what="--json")
 
 
 def score(dataset, dets: list[dict], protocol: str, iou: float | None, args, extra: dict) -> dict:
     """Evaluate, print the table, write --json and --plots."""
-    from eval import evaluate
-    from eval.plots import plot_pr_curves
 
-    from detector.datasets import ground_truth
 
     if protocol != "ilsvrc" and any(r.blacklist for r in dataset.records):
         print(f"eval-map: note: the blacklist only applies to --protocol ilsvrc", file=sys.stderr)
@@ -138,11 +150,36 @@ def score(dataset, dets: list[dict], protocol: str, iou: float | None, args, ext
         except OSError as e:
             raise UserError(f"--plots {args.plots}: cannot write ({e.strerror or e})") from None
         print(f"precision-recall curves: {path}", file=sys.stderr)
+    if args.analyze:
+        gts = ground_truth(dataset)
+        paths = [r.path or None for r in dataset.records]
+        paths = paths if all(paths) else None
+        res = analyze(protocol, gts, dets, list(dataset.classes), iou=iou, class_groups=_class_groups(args.class_groups),
+                      image_paths=paths)
+        written = write_report(res, args.analyze, list(dataset.classes), all_classes=args.analyze_all,
+                               image_paths=paths, gts=gts, dets=dets)
+        print("\n" + "\n".join(summary_lines(res)))
+        print(f"error analysis: {len(written)} files in {args.analyze}", file=sys.stderr)
     return result
 
 
+def _class_groups(path: str | None) -> dict[str, str] | None:
+    """--class-groups FILE: a YAML (or JSON) mapping class name -> group name."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise UserError(f"--class-groups {path}: cannot read ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"--class-groups {path}: not valid YAML/JSON ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise UserError(f"--class-groups {path}: expected a mapping of class names to group names")
+    return data
+
+
 def _run_files(args) -> None:
-    from detector.formats import read_detections, read_ground_truth
 
     if not args.ground_truth or not args.detections:
         raise UserError("give --ground-truth and --detections (or --split with --config)")
@@ -158,21 +195,16 @@ def _run_files(args) -> None:
 
 
 def _run_split(args) -> None:
-    from detector.config import save_config
-    from detector.formats import items_to_detections, write_detections_json
-    from detector.schema import load_detector_config
 
     if args.detections or args.ground_truth:
         raise UserError("--split runs the detector: do not combine it with --ground-truth / --detections")
     if not args.config:
         raise UserError("--split needs --config (the detector config; --model for the checkpoint)")
     cfg = load_detector_config(args.config, args.overrides, args.data_root)
-    from detector.inference import detect_split
 
     timing: dict = {}
     dataset, items = detect_split(cfg, args.split, model_path=args.model, cache_dir=args.cache_dir, device=args.device,
                                   proposals_from_config=args.proposals == "config", timing=timing)
-    from detector.distributed import is_main
     if not is_main():  # under torchrun every rank detects a shard; rank 0 writes and prints
         return
     out_dir = os.path.dirname(os.path.abspath(args.json)) if args.json else os.getcwd()
@@ -197,6 +229,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.iou is not None and not (0.0 < args.iou <= 1.0):
         raise UserError(f"--iou {args.iou}: must be in (0, 1]")
+    for flag, path, folder in (("--json", args.json, False), ("--save-detections", args.save_detections, False),
+                               ("--plots", args.plots, True), ("--analyze", args.analyze, True)):
+        if path:  # before the work: a read-only or wrong output path fails now, not after a split's detection
+            check_writable(path, what=flag, folder=folder)
+    if (args.analyze_all or args.class_groups) and not args.analyze:
+        raise UserError("--analyze-all and --class-groups go with --analyze DIR")
     # reader warnings (dropped / clipped boxes) are printed as one line each once the inputs
     # have been read; when an input is bad, only its error line is printed
     with warnings.catch_warnings(record=True) as caught:
@@ -215,3 +253,7 @@ def _flush_warnings(args) -> None:
         if issubclass(w.category, UserWarning):
             print(f"eval-map: warning: {w.message}", file=sys.stderr)
     args._warnings.clear()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -9,15 +9,22 @@ import json
 import os
 
 from backbone.errors import UserError
+from backbone.io import atomic_write, cache_dir, check_writable, write_json
 
-from .common import add_config_args, add_device_arg, cli_main, resolve_device
-from .propose import add_proposal_args, proposal_config
+from detector.cli.common import add_config_args, add_device_arg, cli_main
+from detector.engine.devices import resolve_device
+from detector.cli.propose import add_proposal_args, proposal_config
+from eval.proposal_recall import proposal_recall, recall_curve
+from detector.io.datasets import load_dataset
+from detector.proposal_cache import ensure_proposals
+
+#: what matplotlib's Agg backend writes (by the --plot extension)
+PLOT_FORMATS = {"png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf", "raw", "rgba"}
 
 CURVE_COUNTS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
 def evaluate_split(ds, boxes, max_boxes=None) -> dict:
-    from eval.proposal_recall import proposal_recall, recall_curve
 
     res = proposal_recall([r.boxes for r in ds.records], [r.labels for r in ds.records], boxes,
                           num_classes=len(ds.classes), max_boxes=max_boxes)
@@ -43,10 +50,10 @@ def format_report(res: dict) -> str:
 
 
 def plot_curve(res: dict, path: str, title: str) -> None:
-    import matplotlib
+    import matplotlib  # ~0.5 s to import: only with --plot
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the Agg backend
 
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
     for key in ("recall@0.5", "recall@0.7"):
@@ -59,9 +66,13 @@ def plot_curve(res: dict, path: str, title: str) -> None:
     ax.legend()
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    fmt = os.path.splitext(path)[1][1:].lower() or "png"
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format=fmt), what="--plot")
+    except ValueError as e:  # matplotlib: an unknown format (extension)
+        raise UserError(f"--plot {path}: cannot write that format ({e})") from None
+    finally:
+        plt.close(fig)
 
 
 @cli_main
@@ -78,8 +89,14 @@ def main(argv=None) -> int:
     add_device_arg(p)
     args = p.parse_args(argv)
     full, cfg = proposal_config(args)
-    from detector.datasets import load_dataset
-    from detector.proposal_runner import ensure_proposals
+    # fail now, not after computing the proposals of the whole split
+    if args.plot:
+        check_writable(args.plot, what="--plot")
+        if (os.path.splitext(args.plot)[1][1:].lower() or "png") not in PLOT_FORMATS:
+            raise UserError(f"--plot {args.plot}: unknown picture format (use one of .{', .'.join(sorted(PLOT_FORMATS))})")
+    if args.json:
+        check_writable(args.json, what="--json")
+    check_writable(args.cache_dir or cache_dir(), what="--cache-dir" if args.cache_dir else "cache folder", folder=True)
 
     ds = load_dataset(full.data, args.split)
     if args.max_images is not None:
@@ -99,9 +116,9 @@ def main(argv=None) -> int:
         plot_curve(res, args.plot, f"{args.split}: {cfg.method} {cfg.backend} {cfg.preset} x{cfg.superpixel_scale:g}")
         print(f"curve: {args.plot}")
     if args.json:
-        tmp = args.json + ".tmp"
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=1)
-        os.replace(tmp, args.json)
+        write_json(args.json, res, what="--json")
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_config_args, cli_main
+from backbone.errors import UserError
+
+from detector.cli.common import add_config_args, cli_main
+from detector.io.datasets import load_dataset
+from detector.gt_stats import max_same_class_iou
+from detector.config import load_detector_config
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -22,14 +27,20 @@ def main(argv=None) -> int:
     add_config_args(p, required=True)
     p.add_argument("--split", default="trainval", help="dataset split (default trainval)")
     args = p.parse_args(argv)
-    from ..datasets import load_dataset
-    from ..gt_stats import max_same_class_iou
-    from ..schema import load_detector_config
 
     cfg = load_detector_config(args.config, args.overrides, args.data_root)
     ds = load_dataset(cfg.data, args.split)
     m = max_same_class_iou(ds.records)
+    if not len(ds.records):
+        raise UserError(f"split {args.split!r} of {ds.root or cfg.data.root}: empty (no images), nothing to count")
+    if not len(m):
+        raise UserError(f"split {args.split!r} of {ds.root or cfg.data.root}: no ground-truth boxes in its "
+                        f"{len(ds.records)} image(s), nothing to count")
     print(f"{args.split}: {len(m)} boxes")
     for t in THRESHOLDS:
         print(f"IoU with another box of the same class > {t}: {(m > t).mean():.1%}")
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -6,8 +6,7 @@ import argparse
 import json
 
 from backbone import NETWORKS, build_backbone, count_macs, count_parameters
-
-from .common import cli_main
+from detector.cli.common import cli_main
 
 AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 
@@ -35,3 +34,7 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

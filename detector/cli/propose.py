@@ -13,12 +13,22 @@ import sys
 import time
 
 from backbone.errors import UserError
+from backbone.io import cache_dir, check_writable, write_json
 
-from .common import add_config_args, add_device_arg, cli_main, resolve_device
+from detector.cli.common import add_config_args, add_device_arg, cli_main
+from detector.engine.devices import resolve_device
+from proposals import METHODS, PRESETS
+from proposals.config import ProposalConfig
+from detector.config import load_detector_config
+from backbone.config import apply_overrides
+from detector.io.images import list_images, load_image
+from proposals import propose
+from proposals.pipeline import get_multibox, validate
+from detector.io.datasets import load_dataset
+from detector.proposal_cache import ensure_proposals
 
 
 def add_proposal_args(p: argparse.ArgumentParser) -> None:
-    from proposals import METHODS, PRESETS
 
     p.add_argument("--method", choices=METHODS, help="proposal method (default: ss for images, the config's for --config)")
     p.add_argument("--preset", choices=list(PRESETS), help="selective search preset (default: fast)")
@@ -32,17 +42,14 @@ def add_proposal_args(p: argparse.ArgumentParser) -> None:
 
 def proposal_config(args):
     """(DetectorConfig or None, ProposalConfig) from --config/--set and the proposal flags."""
-    from proposals.config import ProposalConfig
 
     full = None
     if args.config:
-        from detector.schema import load_detector_config
 
         full = load_detector_config(args.config, args.overrides, data_root=args.data_root)
         cfg = full.proposals
     else:
         if args.overrides:
-            from detector.config import apply_overrides
 
             cfg = apply_overrides(ProposalConfig(method="ss"), [o.removeprefix("proposals.") for o in args.overrides])
         else:
@@ -73,11 +80,14 @@ def main(argv=None) -> int:
     if args.split and not args.config:
         raise UserError("--split needs --config")
     full, cfg = proposal_config(args)
+    if args.json:  # fail now, not after the whole split
+        check_writable(args.json, what="--json")
+    if args.split:
+        check_writable(args.cache_dir or cache_dir(), what="--cache-dir" if args.cache_dir else "cache folder",
+                       folder=True)
     device = resolve_device(args.device)
 
     if args.split:
-        from detector.datasets import load_dataset
-        from detector.proposal_runner import ensure_proposals
 
         ds = load_dataset(full.data, args.split)
         t0 = time.perf_counter()
@@ -91,12 +101,9 @@ def main(argv=None) -> int:
                                     for r, b, s in zip(ds.records, boxes, secs)])
         return 0
 
-    from detector.images import list_images, load_image
-    from proposals import propose
-    from proposals.pipeline import get_multibox, validate
 
     validate(cfg)
-    multibox = get_multibox(cfg, device) if "multibox" in cfg.method else None
+    multibox = get_multibox(cfg, device) if cfg.uses_multibox else None
     items = []
     for path in list_images(args.images):
         image = load_image(path)
@@ -111,8 +118,8 @@ def main(argv=None) -> int:
 
 
 def _write_json(path: str, items: list) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(items, f)
-    os.replace(tmp, path)
+    write_json(path, items, what="--json", indent=None)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -6,7 +6,12 @@ import argparse
 import os
 import sys
 
-from .common import add_config_args, add_device_arg, cli_main, resolve_device
+from backbone.io import check_writable
+from detector.cli.common import add_config_args, add_device_arg, cli_main
+from detector.config import load_detector_config
+from detector.engine.devices import is_main, resolve_device
+from detector.engine.train_detector import train_detector
+from detector.io.checkpoints import load_detector, save_detector
 
 
 @cli_main
@@ -14,12 +19,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="train-detector",
         description="Train the R-CNN detector: MultiBox proposals (--stage multibox), the Inception region "
-                    "classifier ensemble (--stage classifier), or both (--stage all). Resumes a killed run "
-                    "found in --out.",
+                    "classifier ensemble (--stage classifier), or both (--stage all). A run found in --out resumes "
+                    "(its config may differ only in test.* and a larger train.epochs).",
         epilog="example: train-detector --config configs/bccd.yaml --out runs/bccd",
     )
     add_config_args(p)
-    p.add_argument("--out", required=True, help="output folder: config.yaml, metrics.jsonl, curves.png, model.pt")
+    p.add_argument("--out", required=True, help="run folder: run.json, config.yaml, metrics.jsonl, curves.png, "
+                                                "train_state.pt, model.pt, best.pt (when validating), multibox/")
     p.add_argument("--stage", default="all", choices=["multibox", "classifier", "all"],
                    help="what to train: multibox = the MultiBox network only, into OUT/multibox, whatever "
                         "proposals.method says (then set proposals.method=ss+multibox and "
@@ -32,9 +38,8 @@ def main(argv=None) -> int:
     add_device_arg(p)
     args = p.parse_args(argv)
 
-    from ..schema import load_detector_config
-    from ..train import train_detector
-
+    if args.half:
+        check_writable(args.half, what="--half")
     overrides = list(args.overrides)
     if args.members is not None:
         overrides.append(f"model.members={args.members}")
@@ -43,12 +48,14 @@ def main(argv=None) -> int:
     cfg = load_detector_config(args.config, overrides, args.data_root)
     device = resolve_device(args.device)
     path = train_detector(cfg, args.out, device, cache_dir=args.cache_dir, resume=not args.no_resume, stage=args.stage)
-    from ..distributed import is_main
     if is_main():
         if args.half and args.stage != "multibox":
-            from ..checkpoint import load_detector, save_detector
             ck = load_detector(path)
             save_detector(args.half, ck["config"], ck["classes"], ck["members"], ck.get("multibox"), compact=True)
             print(f"train-detector: wrote {args.half}", file=sys.stderr)
         print(path)
     return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -5,8 +5,18 @@ trunk. One trunk pass per image, every proposal pooled from its feature map by
 - :mod:`.model`: :class:`FastRCNN` (trunk, reduction or FPN, roi pooling, box head, predictor)
 - :mod:`.train`: :func:`build_member`, :class:`FastBatcher`, :func:`forward`, :func:`loss`
 - :mod:`.infer`: :func:`score_image` (ensemble probabilities and deltas for one image)
+- :mod:`.kind`: the same pieces read from a detector config, for the engine and ``Detector``
 """
 
+from .kind import (
+           RegionBatcher,
+           build_member,
+           forward,
+           param_groups,
+           region_loss,
+           score_regions,
+)
 from .model import FastOutputs, FastRCNN
 
-__all__ = ["FastRCNN", "FastOutputs"]
+__all__ = ["FastRCNN", "FastOutputs", "RegionBatcher", "build_member", "forward", "param_groups", "region_loss",
+           "score_regions"]

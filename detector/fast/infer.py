@@ -11,8 +11,9 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..io.images import to_tensor_image as _to_tensor_image
 from .model import FastRCNN
-from .train import resize_factor, resize_image, shared_helpers
+from .train import resize_factor, resize_image
 
 #: SPPnet / Fast R-CNN pyramid rule: each proposal is scored at the scale where its area is
 #: closest to 224 x 224 pixels
@@ -55,8 +56,7 @@ def score_image(members: Sequence[FastRCNN], image, boxes: Tensor, *, min_side: 
     are the same in original-image and resized-image pixels, and
     ``{"trunk": s, "head": s}``: seconds summed over members and scales).
     """
-    if to_tensor_image is None:  # ADAPTER default (see detector.fast.train.shared_helpers)
-        to_tensor_image = shared_helpers()["to_tensor_image"]
+    to_tensor_image = to_tensor_image or _to_tensor_image
     if not members:
         raise ValueError("score_image needs at least one member")
     device = torch.device(device)

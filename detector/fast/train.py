@@ -8,13 +8,12 @@ optimizer, schedule, resume and DDP):
   torchvision's ``fastrcnn_loss``).
 
 The shared helpers (region labelling and sampling, flips, image normalisation and loading,
-classifier checkpoints) are passed in; :func:`shared_helpers` is the one place that imports
-them from the rest of ``detector``.
+classifier checkpoints) are the project's (``detector.sampling``, ``detector.boxes``,
+``detector.io.images``, ``detector.classification.init``); tests may pass others in.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -23,12 +22,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.models.detection._utils import BoxCoder
 
+from ..boxes import encode_boxes as _encode_boxes
+from ..boxes import flip_boxes as _flip_boxes
+from ..classification.init import init_weights_file as _init_weights_file
+from ..io.images import load_image as _load_image
+from ..io.images import to_tensor_image as _to_tensor_image
+from ..sampling import label_regions as _label_regions
+from ..sampling import sample_regions as _sample_regions
 from .model import FastOutputs, FastRCNN
-
-#: Fast R-CNN's box-offset scaling (the regression targets' inverse standard deviations)
-BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
 #: model settings of the fast kind and their defaults (the keys :func:`build_member` reads)
 MODEL_DEFAULTS = {
@@ -36,33 +38,6 @@ MODEL_DEFAULTS = {
     "num_fc": 1, "fc_rank": 256, "norm": "bn", "sampling_ratio": 2, "transform_input": False, "dropout": 0.0,
     "canonical_scale": 224.0, "canonical_level": 4, "init": None,
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# ADAPTER (the integration rewires this one function to plain module-level imports): the
-# helpers shared with R-CNN, looked up lazily at their homes in the restructured ``detector``
-# while it moves.
-_SHARED_HELPERS = {
-    "label_regions": "detector.sampling", "sample_regions": "detector.sampling",
-    "flip_boxes": "detector.boxes", "encode_boxes": "detector.boxes",
-    "to_tensor_image": "detector.io.images", "load_image": "detector.io.images",
-    "init_weights_file": "detector.classification.init",
-}
-
-
-def shared_helpers() -> dict:
-    """{helper name: function} for every name in ``_SHARED_HELPERS``; ``encode_boxes`` may be
-    missing (None: torchvision's BoxCoder is used, which it reproduces exactly)."""
-    out = {}
-    for name, module in _SHARED_HELPERS.items():
-        try:
-            out[name] = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            if name != "encode_boxes":
-                raise ImportError(f"detector.fast: the shared helper {name} is not in {module}") from None
-            out[name] = None
-    return out
-# ---------------------------------------------------------------------------------------------
 
 
 def _get(cfg, key: str):
@@ -79,7 +54,7 @@ def build_member(model_cfg, num_classes: int, seed: int, *, init_weights_file: C
     model_cfg: a mapping or an object with the keys of :data:`MODEL_DEFAULTS` (missing or None:
     the default). ``init``: a ``train-classifier`` checkpoint or a torchvision state dict of
     ``arch``, loaded into the trunk; ``init_weights_file(path, arch) -> state dict`` reads it
-    (default: the project's reader, see :func:`shared_helpers`)."""
+    (default: :func:`detector.classification.init.init_weights_file`)."""
     torch.manual_seed(seed)
     kw = {k: _get(model_cfg, k) for k in MODEL_DEFAULTS if k not in ("arch", "init")}
     arch = _get(model_cfg, "arch")
@@ -89,7 +64,7 @@ def build_member(model_cfg, num_classes: int, seed: int, *, init_weights_file: C
     model = FastRCNN(arch, num_classes, tap=tap, **kw)
     init = _get(model_cfg, "init")
     if init:
-        reader = init_weights_file or shared_helpers()["init_weights_file"]
+        reader = init_weights_file or _init_weights_file
         model.load_trunk(reader(init, arch), source=str(init))
     return model
 
@@ -155,14 +130,11 @@ class FastBatcher:
                  device="cpu", label_regions=None, sample_regions=None, flip_boxes=None, to_tensor_image=None,
                  load_image=None, encode_boxes=None, max_proposals: int | None = None, crop: int | None = None,
                  crop_tolerance: float = 4.0, cache_images: int = 3000):
-        if None in (label_regions, sample_regions, flip_boxes, to_tensor_image, load_image):
-            helpers = shared_helpers()
-            label_regions = label_regions or helpers["label_regions"]
-            sample_regions = sample_regions or helpers["sample_regions"]
-            flip_boxes = flip_boxes or helpers["flip_boxes"]
-            to_tensor_image = to_tensor_image or helpers["to_tensor_image"]
-            load_image = load_image or helpers["load_image"]
-            encode_boxes = encode_boxes or helpers["encode_boxes"]
+        label_regions = label_regions or _label_regions
+        sample_regions = sample_regions or _sample_regions
+        flip_boxes = flip_boxes or _flip_boxes
+        to_tensor_image = to_tensor_image or _to_tensor_image
+        load_image = load_image or _load_image
         if len(records) != len(proposals):
             raise ValueError(f"{len(records)} records but {len(proposals)} proposal arrays")
         self.records = records
@@ -174,9 +146,7 @@ class FastBatcher:
         self.device = torch.device(device)
         self.label_regions, self.sample_regions, self.flip_boxes = label_regions, sample_regions, flip_boxes
         self.to_tensor_image, self.load_image = to_tensor_image, load_image
-        # offsets of matched gt boxes from rois; default torchvision's BoxCoder, which the
-        # project's ``detector.boxes.encode_boxes`` reproduces exactly
-        self.encode_boxes = encode_boxes or BoxCoder(BOX_CODER_WEIGHTS).encode_single
+        self.encode_boxes = encode_boxes or _encode_boxes  # offsets of matched gt boxes from rois
         self.cache: dict | None = {} if len(records) <= cache_images else None
 
     def image(self, i: int) -> Tensor:

@@ -1,7 +1,6 @@
 """backbone.engine: the loss with aux heads, the 0.96-every-8-epochs schedule, Polyak
 averaging, the training loop, resume and atomic checkpoint writes."""
 
-import os
 
 import pytest
 import torch
@@ -9,8 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from backbone import build_backbone
+from backbone.io import atomic_save
 from backbone.engine import (
-    atomic_save, averaged_module, classification_loss, evaluate, make_averaged_model, make_optimizer,
+    averaged_module, classification_loss, evaluate, make_averaged_model, make_optimizer,
     make_scheduler, restore_training_state, train_one_epoch, training_state,
 )
 
@@ -150,20 +150,3 @@ def test_resume_continues_exactly(tmp_path):
     assert lr_full == lr_res == pytest.approx(0.05 * 0.5 ** 3)
     for k in full:
         torch.testing.assert_close(full[k], resumed[k])
-
-
-def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
-    path = tmp_path / "ck.pt"
-    atomic_save({"a": torch.ones(2)}, path)
-
-    def broken(obj, f, *a, **k):
-        with open(f, "wb") as fh:
-            fh.write(b"half")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", broken)
-    with pytest.raises(OSError):
-        atomic_save({"a": torch.zeros(2)}, path)
-    monkeypatch.undo()
-    assert torch.load(path, weights_only=True)["a"].tolist() == [1.0, 1.0]
-    assert os.listdir(tmp_path) == ["ck.pt"]  # no temp file left behind

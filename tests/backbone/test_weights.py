@@ -128,7 +128,7 @@ def test_truncated_empty_and_directory(tmp_path):
     (tmp_path / "empty.pth").write_bytes(b"")
     with pytest.raises(UserError, match=r"empty\.pth: empty file"):
         read_state_dict(tmp_path / "empty.pth")
-    with pytest.raises(UserError, match="is a directory"):
+    with pytest.raises(UserError, match="is a folder"):
         read_state_dict(tmp_path)
 
 

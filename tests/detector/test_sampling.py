@@ -1,6 +1,9 @@
+"""detector.sampling: region labelling (ground truth first, IoU thresholds), foreground fraction
+sampling, image shards of the ranks."""
+
 import torch
 
-from detector.sampling import flip_boxes, image_shards, label_regions, sample_regions
+from detector.sampling import image_shards, label_regions, sample_regions
 
 
 def test_label_regions_gt_first_and_thresholds():
@@ -27,9 +30,6 @@ def test_sample_fraction_and_fill():
     assert len(idx) == 64 and (few_bg[idx] == 0).sum() == 5
 
 
-def test_flip_and_shards():
-    b = torch.tensor([[1.0, 2.0, 5.0, 6.0]])
-    assert flip_boxes(b, 10).tolist() == [[5.0, 2.0, 9.0, 6.0]]
-    assert torch.equal(flip_boxes(flip_boxes(b, 10), 10), b)
+def test_image_shards():
     a, c = image_shards(7, 0, 2, 1), image_shards(7, 1, 2, 1)
     assert len(a) == len(c) == 4 and set(a) | set(c) == set(range(7))

@@ -96,7 +96,7 @@ def test_load_multibox_errors(tmp_path):
         load_multibox(tmp_path / "missing.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="not a readable checkpoint"):
+    with pytest.raises(UserError, match="not a readable PyTorch file"):
         load_multibox(bad)
     other = tmp_path / "other.pt"
     torch.save({"format": "something"}, other)

@@ -13,7 +13,8 @@ from torchvision.models.detection._utils import BoxCoder
 from backbone import build_backbone
 from backbone.errors import UserError
 from detector.fast.model import FastRCNN
-from detector.fast.train import BOX_CODER_WEIGHTS, FastBatcher, build_member, forward, loss
+from detector.boxes import BOX_CODER_WEIGHTS
+from detector.fast.train import FastBatcher, build_member, forward, loss
 from detector.sampling import label_regions, sample_regions
 
 from .helpers import blob_image, flip_boxes, to_tensor_image

@@ -1,0 +1,174 @@
+"""File I/O every layer shares: atomic writes, safe ``torch.load``, the cache folder.
+
+- :func:`atomic_write`: write through a temp file in the target folder (flush + fsync), then
+  rename over the target; the temp file is removed on any failure, so a crash or a full disk
+  never leaves a half-written file where a good one was (nor a ``.tmp`` beside it). Text,
+  bytes, or a callback that writes to the open binary file (``torch.save``, ``np.savez``,
+  ``figure.savefig``). :func:`atomic_save` is the ``torch.save`` case, :func:`write_json`
+  and :func:`write_text` the common text cases.
+- :func:`safe_torch_load`: ``torch.load(weights_only=True)`` after a zip CRC check (torch
+  does not check CRCs, so damaged tensor bytes would load silently), with one-line errors.
+- :func:`cache_dir`: ``$GOOGLENET_DET_CACHE``, else ``$XDG_CACHE_HOME/googlenet-det``, else
+  ``~/.cache/googlenet-det``.
+
+Everything a user can get wrong raises :class:`UserError` naming the path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from typing import Any, BinaryIO, Callable
+
+import torch
+
+from .errors import UserError
+
+CACHE_ENV = "GOOGLENET_DET_CACHE"
+
+
+def cache_dir() -> str:
+    """The project's cache folder (proposals, annotation indexes, fallback split files)."""
+    own = os.environ.get(CACHE_ENV)
+    if own:
+        return os.path.abspath(os.path.expanduser(own))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(base), "googlenet-det")
+
+
+def _os_error(path: str, e: OSError, what: str) -> UserError:
+    return UserError(f"{what} {path}: cannot write ({e.strerror or e})")
+
+
+def atomic_write(path: str | os.PathLike, data: "str | bytes | Callable[[BinaryIO], Any]", *,
+                 what: str = "file") -> str:
+    """Write ``data`` (text, bytes, or ``fn(binary file)``) to ``path`` atomically; returns the
+    absolute path. Folders are created. Errors of the file system (read-only folder, full
+    disk, a folder in the way) are one :class:`UserError` naming ``what`` and the path."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path}: is a folder, expected a file path")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise _os_error(path, e, what) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600); give it the usual mode
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise _os_error(path, e, what) from None
+        raise
+    return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike, *, what: str = "checkpoint") -> str:
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: torch.save(obj, f), what=what)
+
+
+def write_text(path: str | os.PathLike, text: str, *, what: str = "file") -> str:
+    return atomic_write(path, text, what=what)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, what: str = "JSON file", indent: int | None = 1) -> str:
+    """``obj`` as JSON (strict: NaN and infinity are refused as a programming error)."""
+    return atomic_write(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n", what=what)
+
+
+def check_writable(path: str | os.PathLike, *, what: str = "output", folder: bool = False) -> str:
+    """Fail now, not after an hour of work, when ``path`` cannot be written: for a file, its
+    folder must be creatable and writable and the path not a folder; for a ``folder``, it must
+    not be a file. Returns the absolute path; creates nothing."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{what} {path}: is a file, expected a folder")
+    if not folder and os.path.isdir(path):
+        raise UserError(f"{what} {path}: is a folder, expected a file path")
+    probe = path if folder else os.path.dirname(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise UserError(f"{what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: folder {probe} is not writable")
+    return path
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message, without terminal colour codes."""
+    text = _ANSI.sub("", str(e)).strip()
+    if text:  # torch's zip reader appends several sentences of advice to its one fact
+        return text.splitlines()[0].split(". This is an internal miniz error")[0].strip()[:300]
+    return "truncated file" if isinstance(e, EOFError) else type(e).__name__
+
+
+def check_zip_crcs(path: str, what: str = "file") -> None:
+    """Raise :class:`UserError` when ``path`` is a zip archive with a damaged member."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as e:  # e.g. a truncated member
+        raise UserError(f"{what} {path}: corrupt ({one_line(e)})") from None
+    if bad is not None:
+        raise UserError(f"{what} {path}: corrupt (bad CRC in {bad})")
+
+
+def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU, after a zip CRC check.
+
+    Missing, empty, a folder, damaged, truncated, or holding Python objects other than tensors
+    and plain data (which are never loaded): one :class:`UserError` line naming ``what``."""
+    path = os.path.expanduser(os.fspath(path))
+    if not os.path.exists(path):
+        raise UserError(f"{what} {path}: no such file")
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path}: is a folder, expected a .pt/.pth file")
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path}: not a regular file")
+    if os.path.getsize(path) == 0:
+        raise UserError(f"{what} {path}: empty file")
+    check_zip_crcs(path, what)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's weights_only message is multi-line advice; the cause is in __context__
+        inner = one_line(e.__context__ or e)
+        if "Unsupported global" in inner or "Unsupported global" in str(e):
+            raise UserError(f"{what} {path}: holds Python objects other than tensors "
+                            "(refused by weights_only loading)") from None
+        raise UserError(f"{what} {path}: not a readable PyTorch file ({inner})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, TypeError,
+            AttributeError, IndexError, MemoryError, OverflowError) as e:
+        raise UserError(f"{what} {path}: not a readable PyTorch file ({one_line(e)})") from None
+
+
+__all__ = ["CACHE_ENV", "cache_dir", "atomic_write", "atomic_save", "write_text", "write_json", "check_writable",
+           "one_line", "check_zip_crcs", "safe_torch_load"]

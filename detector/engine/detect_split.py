@@ -1,0 +1,74 @@
+"""Detection over a whole dataset split with cached proposals (``eval-map --split``), sharded
+over the ranks under ``torchrun``."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from tqdm import tqdm
+
+from backbone.errors import UserError
+
+from ..config import DetectorConfig
+from ..io.datasets import load_dataset
+from ..io.images import load_image
+from ..model import Detector
+from ..proposal_cache import ensure_proposals
+from .devices import (
+    all_gather_list,
+    barrier,
+    dist_info,
+    init_distributed,
+    resolve_device,
+)
+
+
+def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None, cache_dir: str | None = None,
+                 device: str = "auto", detector: Detector | None = None, progress: bool = True,
+                 proposals_from_config: bool = False, timing: dict | None = None):
+    """Run detection over ``split`` of ``cfg.data`` with cached proposals.
+
+    The model's own proposal / network settings come from its checkpoint; ``cfg`` gives the
+    data and the test settings (NMS, threshold, ``test.members``). The ``detector`` given is
+    left unchanged (a configured copy sharing its networks runs). Under ``torchrun`` each rank
+    takes a shard of the images and every rank gets the gathered result.
+    ``proposals_from_config``: use ``cfg.proposals`` (and its MultiBox checkpoint) instead of
+    the checkpoint's. ``timing``: a dict filled with mean seconds per image and stage (load,
+    proposals, the kind's stages, postprocess; ``proposals`` = the time the cached proposals
+    took when they were computed; under torchrun, rank 0's shard). Returns (dataset,
+    detections JSON list, one object per record, in order, ``image`` = record path).
+    """
+    if detector is None:
+        dev = resolve_device(device)
+        init_distributed(dev)
+        detector = Detector.from_checkpoint(model_path, dev)
+    detector = detector.configured(test=cfg.test, members=cfg.test.members,
+                                   **({"proposals": cfg.proposals, "multibox": None} if proposals_from_config else {}))
+    dataset = load_dataset(cfg.data, split)
+    if dataset.classes != detector.classes:
+        missing = [c for c in dataset.classes if c not in detector.classes]
+        if missing or len(dataset.classes) != len(detector.classes):
+            raise UserError(f"model classes {detector.classes} do not match the data's classes {dataset.classes}")
+    rank, world = dist_info()
+    if rank == 0:  # rank 0 fills the cache, the others read it
+        ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir, device=str(detector.device),
+                         multibox=detector.multibox)
+    barrier()
+    props, prop_secs = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir,
+                                        device=str(detector.device), multibox=detector.multibox, with_seconds=True)
+    mine = list(range(rank, len(dataset), world))
+    out = {}
+    for i in tqdm(mine, desc=f"detect {split}", disable=not progress or rank != 0 or not sys.stderr.isatty()):
+        rec = dataset.records[i]
+        t0 = time.perf_counter()
+        image = load_image(rec.path)
+        t_load = time.perf_counter() - t0
+        d = detector(image, proposals=props[i])
+        if timing is not None:
+            d.seconds.update(load=t_load, proposals=float(prop_secs[i]))
+            for k, v in d.seconds.items():
+                timing[k] = timing.get(k, 0.0) + v / len(mine)
+        out[i] = d.to_json(rec.path)  # labels by name: the dataset's order may differ from the model's
+    result = dict(all_gather_list(list(out.items())))
+    return dataset, [result[i] for i in range(len(dataset))]

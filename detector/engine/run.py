@@ -1,0 +1,360 @@
+"""The run folder every training command shares (``train-detector``, its MultiBox stage and
+``train-classifier``): one layout, one resume rule, one log and progress style.
+
+Files in a run folder (``OUT`` = ``--out``; MultiBox's run is ``OUT/multibox``)::
+
+    run.json        what made the run: {"format": 1, "command": "train-detector" | "train-classifier",
+                    "kind": "rcnn" | "multibox" | "classifier", "config": the settings resumes compare}
+    config.yaml     the resolved config
+    metrics.jsonl   one JSON row per trained epoch ("epoch" counts from 1; "loss", "lr", "seconds",
+                    and the validation metric "val_mAP" / "val_top1" when validation ran)
+    curves.png      training loss and the validation metric per epoch
+    train_state.pt  everything needed to continue, saved after every epoch (with the number of
+                    metrics.jsonl rows it covers)
+    model.pt        the final model (MultiBox: multibox.pt), written when training ends
+    best.pt         the model (same format as model.pt) at its best validation, when validation runs
+
+The resume rule (:meth:`RunFolder.check`, before anything is written):
+
+- a run found in ``--out`` (its ``run.json``) resumes; ``resume=False`` (``--no-resume``) refuses it;
+- the run's config must be the same, except ``test.*`` and a larger (or equal) ``train.epochs``
+  (:func:`config_difference`); anything else is refused with the first differing key;
+- a run of another command or kind is refused, and so is a folder holding run files (``model.pt``,
+  ``train_state.pt``, ...) without a ``run.json``: files of unknown origin, or a run folder of an
+  older version (those cannot be resumed);
+- ``--out`` naming a file or an unwritable folder is one error (:func:`backbone.io.check_writable`).
+
+A kill between a ``metrics.jsonl`` row and the state save that follows it leaves one row the
+state does not cover: :meth:`RunFolder.start` trims the log to the state's rows, so the epoch
+run again is logged once. Every file is written atomically (:mod:`backbone.io`).
+
+Progress: tqdm bars on a terminal only (the loops), one line per epoch on stderr,
+``<command>: <message>`` (:meth:`RunFolder.say`, :meth:`RunFolder.log`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any, Callable
+
+import yaml
+
+from backbone.config import save_config, to_dict
+from backbone.errors import UserError
+from backbone.io import (
+    atomic_save,
+    atomic_write,
+    check_writable,
+    safe_torch_load,
+    write_json,
+    write_text,
+)
+
+RUN_FORMAT = 1
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+STATE_FILE = "train_state.pt"
+MODEL_FILE = "model.pt"
+BEST_FILE = "best.pt"
+#: names a run of this version writes, and those of the older layouts (``last.pt``, ``log.jsonl``):
+#: found without a run.json, they are files of unknown origin
+RUN_FILES = (CONFIG_FILE, LOG_FILE, CURVES_FILE, STATE_FILE, MODEL_FILE, BEST_FILE, "multibox.pt", "last.pt",
+             "log.jsonl", "log.png")
+#: config keys a resumed run may change: prefixes free to change, and keys that may only grow
+FREE_PREFIXES = ("test.",)
+MAY_GROW = ("train.epochs",)
+
+
+# --------------------------------------------------------------------------------- configs
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: d}
+
+
+def _plain(obj: Any) -> Any:
+    """A config (dataclass or dict) as plain JSON data (tuples become lists, as they come back)."""
+    if not isinstance(obj, dict):
+        obj = to_dict(obj)
+    return json.loads(json.dumps(obj, default=str))
+
+
+def config_difference(old: dict, new: dict) -> str | None:
+    """``None`` when a run of config ``old`` may resume with ``new`` (they differ only in
+    ``test.*`` and a larger ``train.epochs``), else the first difference, e.g.
+    ``"train.lr 0.01 -> 0.5"``."""
+    a, b = _flatten(_plain(old)), _flatten(_plain(new))
+    for key in sorted(set(a) | set(b)):
+        if key.startswith(FREE_PREFIXES):
+            continue
+        if key not in a or key not in b:
+            return f"{key} {'only in the new config' if key in b else 'missing from the new config'}"
+        va, vb = a[key], b[key]
+        if key in MAY_GROW and isinstance(va, (int, float)) and isinstance(vb, (int, float)):
+            if vb < va:
+                return f"{key} {vb} is fewer than the run's {va} (it may only grow)"
+            continue
+        if va != vb:
+            return f"{key} {va!r} -> {vb!r}"
+    return None
+
+
+def config_compatible(old: dict, new: dict) -> bool:
+    """True when the configs differ only in ``test.*`` and a larger ``train.epochs``."""
+    return config_difference(old, new) is None
+
+
+# --------------------------------------------------------------------------------- the log
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
+def read_log(path: str) -> list[dict]:
+    """The rows of a metrics.jsonl file (a line cut by a crash is skipped)."""
+    rows = []
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+    return rows
+
+
+def plot_curves(rows: list[dict], path: str, *, metric: str | None = None, group: str | None = None,
+                title: str = "") -> None:
+    """Training loss (left) and validation ``metric`` (right) per epoch, one line per value of
+    ``group`` (e.g. the ensemble member) -> PNG at ``path``, written atomically."""
+    # matplotlib costs about 0.5 s to import: only when a curve is drawn
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8))
+    a1, a2 = fig.subplots(1, 2)
+    keys = sorted({r.get(group) for r in rows}, key=lambda k: (k is None, k)) if group else [None]
+    for k in keys:
+        rs = [r for r in rows if group is None or r.get(group) == k]
+        label = f"{group} {k}" if group else "train"
+        pts = [(r["epoch"], r["loss"]) for r in rs if r.get("loss") is not None and "epoch" in r]
+        if pts:
+            a1.plot(*zip(*pts), marker="o", label=label)
+        if metric:
+            vs = [(r["epoch"], r[metric]) for r in rs if r.get(metric) is not None and "epoch" in r]
+            if vs:
+                a2.plot(*zip(*vs), marker="s", label=label if group else "validation")
+    a1.set(xlabel="epoch", ylabel="training loss", title=f"{title} loss".strip())
+    a2.set(xlabel="epoch", ylabel=metric or "", title=f"validation {metric}" if metric else "no validation")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90), what="curves")
+
+
+# --------------------------------------------------------------------------------- the folder
+
+
+def _read_run_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a readable run record ({e}); choose another --out") from None
+    if not isinstance(info, dict) or "command" not in info or "kind" not in info:
+        raise UserError(f"{path}: not a run record (no command and kind); choose another --out")
+    return info
+
+
+def check_owner(out_dir: str, command: str, kind: str | None = None) -> dict | None:
+    """Refuse ``out_dir`` when it holds a run of another command (or ``kind``), or run files
+    without a run.json. Returns the run record found (or None). Reads only."""
+    out = check_writable(out_dir, what="--out", folder=True)
+    if not os.path.isdir(out):
+        return None
+    record = os.path.join(out, RUN_FILE)
+    if os.path.exists(record):
+        info = _read_run_json(record)
+        if info["command"] != command or (kind is not None and info["kind"] != kind):
+            want = f"a {command} run" + (f" of kind {kind!r}" if kind else "")
+            raise UserError(f"--out {out}: holds a {info['command']} run of kind {info['kind']!r}, not {want}; "
+                            "choose another --out")
+        if info.get("format") != RUN_FORMAT:
+            raise UserError(f"--out {out}: run format {info.get('format')!r} is not this version's ({RUN_FORMAT}); "
+                            "choose another --out")
+        return info
+    try:
+        present = sorted(n for n in os.listdir(out) if n in RUN_FILES)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot read the folder ({e.strerror or e})") from None
+    if present:
+        raise UserError(f"--out {out}: holds {', '.join(present)} but no {RUN_FILE}: not a {command} run of this "
+                        "version (files of unknown origin, or a run folder of an older version, which cannot be "
+                        "resumed); choose another --out")
+    return None
+
+
+class RunFolder:
+    """One training run's folder (see the module docstring).
+
+    ``config``: what config.yaml holds (a dataclass or dict); ``compare``: the settings run.json
+    records and a resume compares (default: all of ``config``). ``model_file``: the final
+    model's name. ``metric``/``group``: the row keys :func:`plot_curves` draws. ``write``:
+    False on the ranks of a distributed run that do not write (rank 0 does).
+
+    Use: ``check()`` (refusals, before anything is written), ``start()`` (run.json, config.yaml,
+    the log trimmed to the state), then per epoch ``log(row, message)`` and ``save_state(...)``,
+    and at the end the model through ``model_path`` / ``best_path``."""
+
+    def __init__(self, out_dir: str | os.PathLike, command: str, kind: str, config: Any, *, resume: bool = True,
+                 compare: Any = None, model_file: str = MODEL_FILE, metric: str | None = None,
+                 group: str | None = None, write: bool = True):
+        self.out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
+        self.command, self.kind = command, kind
+        self.config = config
+        self.compare = _plain(config if compare is None else compare)
+        self.resume = resume
+        self.metric, self.group = metric, group
+        self.write = write
+        self.run_path = os.path.join(self.out_dir, RUN_FILE)
+        self.config_path = os.path.join(self.out_dir, CONFIG_FILE)
+        self.log_path = os.path.join(self.out_dir, LOG_FILE)
+        self.curves_path = os.path.join(self.out_dir, CURVES_FILE)
+        self.state_path = os.path.join(self.out_dir, STATE_FILE)
+        self.model_path = os.path.join(self.out_dir, model_file)
+        self.best_path = os.path.join(self.out_dir, BEST_FILE)
+        self.found = False            # a run of this command and kind is in the folder
+        self.config_changed = False   # ... and its config differs (test.*, a larger train.epochs)
+        self.rows: list[dict] = []
+        self._state: dict | None = None
+        self._checked = False
+
+    # -- before anything is written
+
+    def check(self) -> "RunFolder":
+        """Every refusal of the resume rule, reading only; loads the state to resume from."""
+        info = check_owner(self.out_dir, self.command, self.kind)
+        if info is None:
+            self._checked = True
+            return self
+        self.found = True
+        if not self.resume:
+            raise UserError(f"--out {self.out_dir}: already holds a training run ({self.command}, {RUN_FILE}); "
+                            "resume it (drop --no-resume) or choose another --out")
+        diff = config_difference(info.get("config") or {}, self.compare)
+        if diff is not None:
+            raise UserError(f"--out {self.out_dir}: the run there was started with another config ({diff}); "
+                            "a resumed run may change only test.* and raise train.epochs: use another --out "
+                            "to start afresh")
+        self.config_changed = _plain(info.get("config") or {}) != self.compare
+        if os.path.exists(self.state_path):
+            st = safe_torch_load(self.state_path, "training state")
+            if not isinstance(st, dict) or st.get("command") != self.command or st.get("kind") != self.kind \
+                    or not isinstance(st.get("log_rows"), int):
+                raise UserError(f"training state {self.state_path}: not the state of this {self.command} run; "
+                                "choose another --out")
+            self._state = st
+        self._checked = True
+        return self
+
+    def load_state(self) -> dict | None:
+        """The saved state (what :meth:`save_state` got), or None when there is nothing to resume."""
+        return self._state
+
+    # -- writing
+
+    def start(self) -> None:
+        """Write run.json and config.yaml; on a resume trim metrics.jsonl to the rows the state
+        covers (a kill between a row and the state save would repeat that epoch's row)."""
+        if not self._checked:
+            self.check()
+        keep = self._state["log_rows"] if self._state is not None else 0
+        self.rows = read_log(self.log_path)[:keep]
+        if not self.write:
+            return
+        os.makedirs(self.out_dir, exist_ok=True)
+        write_json(self.run_path, {"format": RUN_FORMAT, "command": self.command, "kind": self.kind,
+                                   "config": self.compare}, what="run record")
+        if isinstance(self.config, dict):
+            write_text(self.config_path, yaml.safe_dump(self.config, sort_keys=False), what="config")
+        else:
+            save_config(self.config, self.config_path)
+        if os.path.exists(self.log_path) or self.rows:
+            self._write_log()
+
+    def trim_log(self, n_rows: int) -> list[dict]:
+        """Keep the first ``n_rows`` rows of metrics.jsonl (and redraw the curves)."""
+        self.rows = read_log(self.log_path)[:n_rows]
+        if self.write:
+            self._write_log()
+        return self.rows
+
+    def _write_log(self) -> None:
+        text = "".join(json.dumps(_finite(r)) + "\n" for r in self.rows)
+        write_text(self.log_path, text, what="log")
+        if self.rows:
+            plot_curves(self.rows, self.curves_path, metric=self.metric, group=self.group, title=self.kind)
+        elif os.path.exists(self.curves_path):
+            os.remove(self.curves_path)
+
+    def say(self, message: str) -> None:
+        """One line on stderr, ``<command>: message`` (writing ranks only)."""
+        if self.write:
+            print(f"{self.command}: {message}", file=sys.stderr, flush=True)
+
+    def log(self, row: dict, message: str | None = None) -> None:
+        """Append ``row`` to metrics.jsonl (the file rewritten atomically), redraw curves.png,
+        print ``message``. Call before :meth:`save_state` of the same epoch."""
+        self.rows.append(_finite(dict(row)))
+        if self.write:
+            self._write_log()
+            if message:
+                self.say(message)
+
+    def save_state(self, payload: dict, epochs_done: int | None = None) -> None:
+        """Save ``payload`` (tensors and plain data) as the state to resume from, recording the
+        log rows it covers."""
+        if not self.write:
+            return
+        state = dict(payload)
+        state.update(format=RUN_FORMAT, command=self.command, kind=self.kind, config=self.compare,
+                     log_rows=len(self.rows), epochs_done=epochs_done)
+        atomic_save(state, self.state_path, what="training state")
+        self._state = state
+
+    def save_model(self, write: Callable[[str], Any], *, best: bool = False) -> str:
+        """``write(path)`` for model.pt (or best.pt) on the writing rank; returns the path."""
+        path = self.best_path if best else self.model_path
+        if self.write:
+            write(path)
+        return path
+
+    def save_best(self, write: Callable[[str], Any]) -> str:
+        return self.save_model(write, best=True)
+
+
+__all__ = ["RunFolder", "config_difference", "config_compatible", "check_owner", "plot_curves", "read_log",
+           "RUN_FILE", "CONFIG_FILE", "LOG_FILE", "CURVES_FILE", "STATE_FILE", "MODEL_FILE", "BEST_FILE"]

@@ -1,0 +1,208 @@
+"""COCO instances JSON (``annotations/instances_<split>.json``, images in ``<root>/<split>/``).
+
+Category ids in ascending order become labels 1..C (``Dataset.class_ids`` keeps the ids); with a
+configured class list, the categories are matched by name. COCO boxes ``[x, y, w, h]`` are
+continuous 0-based pixels already: ``x1, y1, x2, y2 = x, y, x + w, y + h``. ``iscrowd``
+becomes ``difficult`` (a region that neither rewards nor penalises; the coco protocol maps it
+back). Images without annotations are kept, with no boxes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import reprlib
+
+import numpy as np
+
+from backbone.errors import UserError
+
+from .common import BoxCleaner, ClassList
+from .records import Dataset, ImageRecord
+from .common import image_size
+
+
+def load_json(path: str, what: str = "JSON file"):
+    """``json.load`` with errors naming the file and line (nesting too deep for the parser and
+    integers of more digits than Python converts are one line too)."""
+    if not os.path.exists(path):
+        raise UserError(f"{what} {path}: no such file")
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path}: not a regular file (a folder, FIFO, socket or device is never read)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} line {e.lineno}: malformed JSON ({e.msg})") from None
+    except RecursionError:
+        raise UserError(f"{path}: malformed JSON (nested too deeply)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({e})") from None
+    except ValueError as e:  # int("1" * 5000): "Exceeds the limit (4300 digits) for integer string conversion"
+        raise UserError(f"{path}: malformed JSON ({str(e).split(':')[0]})") from None
+    except MemoryError:
+        raise UserError(f"{path}: too large to read") from None
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlist, _REPR.maxdict = 3, 60, 60, 40, 6, 4
+
+
+def _short(v) -> str:
+    return _REPR.repr(v)
+
+
+def _number(v) -> float | None:
+    """A JSON number (never a bool or a string) as a float, else None (also for ints too large)."""
+    if type(v) is float:
+        return v
+    if type(v) is int:
+        try:
+            return float(v)
+        except OverflowError:
+            return None
+    return None
+
+
+def _whole(v, strings: bool = False) -> int | None:
+    """A JSON integer (or integral float; with ``strings`` also a string of digits), else None."""
+    if type(v) is int:
+        return v
+    if type(v) is float and math.isfinite(v) and v.is_integer():
+        return int(v)
+    if strings and type(v) is str and v.strip().lstrip("-").isdigit():
+        try:
+            return int(v)
+        except ValueError:  # more digits than int() converts
+            return None
+    return None
+
+
+def _list(data: dict, key: str, path: str, required: bool = True) -> list:
+    v = data.get(key, [] if not required else None)
+    if not isinstance(v, list):
+        raise UserError(f"{path}: {key!r} is not a list" + ("" if key in data else " (missing)"))
+    return v
+
+
+def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = "", split: str = "") -> Dataset:
+    """A :class:`Dataset` from a parsed COCO instances dict (``path`` is named in errors).
+
+    Ids are integers (a string of digits is taken as one), boxes and areas JSON numbers; an
+    image id or category id given twice, or a category name given twice, is an error naming
+    both entries."""
+    if not isinstance(data, dict) or "images" not in data or "categories" not in data:
+        raise UserError(f"{path}: not a COCO instances file (no 'images' / 'categories')")
+    categories, images, annotations = (_list(data, "categories", path), _list(data, "images", path),
+                                       _list(data, "annotations", path, required=False))
+    first_of: dict[int, int] = {}
+    name_of: dict[str, int] = {}
+    cats = []
+    for k, c in enumerate(categories):
+        cid = _whole(c.get("id"), strings=True) if isinstance(c, dict) else None
+        if cid is None:
+            raise UserError(f"{path}: category #{k} lacks an integer 'id' ({_short(c)})")
+        if cid in first_of:
+            raise UserError(f"{path}: categories #{first_of[cid]} and #{k} have the same id {_short(cid)}")
+        first_of[cid] = k
+        name = c.get("name", cid)
+        if not isinstance(name, (str, int)) or isinstance(name, bool):
+            raise UserError(f"{path}: category #{k} (id {_short(cid)}): name {_short(name)} is not a string")
+        name = str(name)
+        if name in name_of:
+            raise UserError(f"{path}: categories #{name_of[name]} and #{k} have the same name {name!r}")
+        name_of[name] = k
+        cats.append((cid, name))
+    cats.sort()
+    cat_ids = [c[0] for c in cats]
+    cat_names = [c[1] for c in cats]
+    if classes is None:
+        names, ids = cat_names, cat_ids
+    else:
+        by_name = dict(zip(cat_names, cat_ids))
+        missing = [n for n in classes.names if n not in by_name]
+        if missing:
+            raise UserError(f"{path}: class {missing[0]!r} of the config is not a category here")
+        names, ids = list(classes.names), [by_name[n] for n in classes.names]
+    label_of = {cid: i + 1 for i, cid in enumerate(ids)}
+    per_image: dict[int, list] = {}
+    for k, a in enumerate(annotations):
+        if not isinstance(a, dict):
+            raise UserError(f"{path}: annotation #{k} is not an object ({_short(a)})")
+        iid, cid = _whole(a.get("image_id"), strings=True), _whole(a.get("category_id"), strings=True)
+        bbox = a.get("bbox")
+        if iid is None or cid is None or "bbox" not in a:
+            raise UserError(f"{path}: annotation #{k} lacks image_id / category_id / a numeric bbox")
+        where = f"{path}: annotation #{k} (id {_short(a.get('id'))})"
+        if not isinstance(bbox, list) or len(bbox) != 4 or any(_number(v) is None for v in bbox):
+            raise UserError(f"{where}: bbox is not 4 numbers (got {_short(bbox)})")
+        bbox = [_number(v) for v in bbox]
+        if not np.all(np.isfinite(bbox)):
+            raise UserError(f"{where}: bbox {_short(a['bbox'])} is not 4 finite numbers")
+        if cid not in label_of:
+            if classes is None or cid not in cat_ids:
+                raise UserError(f"{where}: unknown category id {_short(cid)}")
+            raise UserError(f"{path}: annotation #{k}: category {cat_names[cat_ids.index(cid)]!r} is not in the configured classes")
+        area = a.get("area")
+        if area is None:
+            area = float(bbox[2] * bbox[3])
+        elif _number(area) is None or not math.isfinite(_number(area)):
+            raise UserError(f"{where}: area {_short(area)} is not a finite number")
+        else:
+            area = _number(area)
+        crowd = a.get("iscrowd", 0)
+        if type(crowd) not in (int, float, bool) or crowd not in (0, 1):
+            raise UserError(f"{where}: iscrowd {_short(crowd)} is not 0 or 1")
+        per_image.setdefault(iid, []).append((bbox, label_of[cid], bool(crowd), area))
+    cleaner = BoxCleaner(f"{path}", one_based=False)
+    records = []
+    seen: dict[int, int] = {}
+    for k, im in enumerate(images):
+        iid = _whole(im.get("id"), strings=True) if isinstance(im, dict) else None
+        if iid is None:
+            raise UserError(f"{path}: image #{k} lacks an integer 'id' ({_short(im)})")
+        if iid in seen:
+            raise UserError(f"{path}: images #{seen[iid]} and #{k} have the same id {_short(iid)} "
+                            "(its boxes would be counted twice)")
+        seen[iid] = k
+        size = []
+        for key in ("width", "height"):
+            v = im.get(key)
+            n = 0 if v is None else _whole(v)
+            if n is None or n < 0:
+                raise UserError(f"{path}: image #{k} (id {_short(iid)}): {key} {_short(v)} is not a whole number of pixels")
+            size.append(n)
+        w, h = size
+        file_name = im.get("file_name", "")
+        if not isinstance(file_name, str):
+            raise UserError(f"{path}: image #{k} (id {_short(iid)}): file_name {_short(file_name)} is not a string")
+        objs = per_image.get(iid, [])
+        xywh = np.array([o[0] for o in objs], np.float64).reshape(-1, 4)
+        file_boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        img_path = os.path.abspath(os.path.join(image_dir, file_name)) if image_dir else file_name
+        if (w <= 0 or h <= 0) and image_dir:
+            w, h = image_size(img_path)
+        boxes, keep = cleaner(file_boxes, w, h, f"image id {_short(iid)}")
+        records.append(ImageRecord(image_id=str(iid), path=img_path, width=w, height=h, boxes=boxes,
+                                   labels=np.array([o[1] for o in objs], np.int64)[keep],
+                                   difficult=np.array([o[2] for o in objs], bool)[keep],
+                                   areas=np.array([o[3] for o in objs], np.float64)[keep]))
+    unknown = set(per_image) - set(seen)
+    if unknown:
+        raise UserError(f"{path}: annotations refer to image id {_short(min(unknown))}, which is not in 'images'")
+    cleaner.report()
+    return Dataset(classes=names, records=records, root=image_dir, split=split, class_ids=ids)
+
+
+def read_coco(root: str, split: str, classes: ClassList | None = None,
+              annotations: str = "annotations/instances_{split}.json", images: str = "{split}") -> Dataset:
+    """Read split ``split`` of a COCO-layout dataset (file patterns from the config)."""
+    root = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(root):
+        raise UserError(f"dataset root {root}: no such folder")
+    path = os.path.join(root, annotations.format(split=split))
+    data = load_json(path, "COCO annotations")
+    ds = coco_from_dict(data, path, classes, os.path.join(root, images.format(split=split)), split)
+    ds.root = root
+    return ds

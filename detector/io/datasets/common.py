@@ -1,0 +1,196 @@
+"""What every dataset reader shares: class lists, the one-warning box sanitizer, paths.
+
+Box defects are never fixed silently: each reader feeds its boxes through a
+:class:`BoxCleaner`, which drops degenerate boxes (``xmax <= xmin`` or ``ymax <= ymin`` in the
+file's own numbers, before any conversion), clips boxes that leave the image, and at the end
+emits ONE :class:`DatasetWarning` per dataset with the counts and a few examples (Python's
+``warnings`` module: shown once on stderr by the CLIs, catchable in tests and in code with
+``warnings.catch_warnings``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from backbone.errors import UserError
+
+
+class DatasetWarning(UserWarning):
+    """Boxes were dropped or clipped while reading a dataset (the message has the counts)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# class lists
+
+_MAP_DET_LINE = re.compile(r"^(n\d{8})\s+(\d+)\s+(.+?)\s*$")
+
+
+@dataclass
+class ClassList:
+    """Class names in label order (label i is ``names[i - 1]``) and optional display names.
+
+    For ILSVRC the names are WNIDs (what the annotations and devkit use) and ``display`` the
+    human names from ``map_det.txt``; ``ids`` are the devkit class ids (1-based) of each name.
+    """
+
+    names: list[str]
+    display: list[str] | None = None
+    ids: list[int] | None = None
+
+
+def read_class_file(path: str) -> ClassList:
+    """Read a class file: one name per line, or the ILSVRC ``map_det.txt`` (``WNID id name``).
+
+    ``map_det.txt`` is recognised when every non-empty line has that shape; its classes are
+    ordered by the id column. Blank lines and lines starting with ``#`` are skipped.
+    """
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UserError(f"class file {path}: not a regular file (a folder, FIFO, socket or device is never read)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [(i + 1, ln.strip()) for i, ln in enumerate(f)]
+    except OSError as e:
+        raise UserError(f"class file {path}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"class file {path}: not a UTF-8 text file") from None
+    lines = [(n, ln) for n, ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise UserError(f"class file {path}: no class names in it")
+    matches = [_MAP_DET_LINE.match(ln) for _, ln in lines]
+    if all(matches):
+        rows = sorted((int(m.group(2)), m.group(1), m.group(3)) for m in matches)
+        ids = [r[0] for r in rows]
+        if len(set(ids)) != len(ids):
+            raise UserError(f"class file {path}: a class id appears twice")
+        names = [r[1] for r in rows]
+        if len(set(names)) != len(names):
+            raise UserError(f"class file {path}: a WNID appears twice")
+        return ClassList(names, [r[2] for r in rows], ids)
+    names = [ln for _, ln in lines]
+    seen: dict[str, int] = {}
+    for n, ln in lines:
+        if ln in seen:
+            raise UserError(f"class file {path} line {n}: class {ln!r} already on line {seen[ln]}")
+        seen[ln] = n
+    return ClassList(names)
+
+
+def configured_classes(data, root: str) -> ClassList | None:
+    """The class list the config gives (``data.classes`` or ``data.classes_file``), else None."""
+    if data.classes:
+        names = [str(c) for c in data.classes]
+        if len(set(names)) != len(names):
+            raise UserError(f"data.classes: a class name appears twice ({names})")
+        return ClassList(names)
+    if data.classes_file:
+        return read_class_file(resolve_path(data.classes_file, root))
+    return None
+
+
+def resolve_path(path: str, root: str) -> str:
+    """``path`` as given when it exists (or is absolute), else relative to the dataset root."""
+    path = os.path.expanduser(path)
+    if os.path.isabs(path) or os.path.exists(path) or not root:
+        return os.path.abspath(path)
+    return os.path.abspath(os.path.join(root, path))
+
+
+def read_split_file(path: str) -> list[str]:
+    """Image ids of a split file: the first word of each non-empty line (VOC/ILSVRC layouts)."""
+    if not os.path.exists(path):
+        raise UserError(f"split file {path}: no such file")
+    if not os.path.isfile(path):
+        raise UserError(f"split file {path}: not a regular file (a folder, FIFO, socket or device is never read)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            ids = [ln.split()[0] for ln in f if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"split file {path}: cannot read ({e})") from None
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# box sanitizing with one warning per dataset
+
+
+@dataclass
+class BoxCleaner:
+    """Convert file boxes to our convention, drop degenerate ones, clip, count.
+
+    ``one_based=True`` (VOC, ILSVRC): the file has 1-based inclusive pixels and x1 = xmin - 1,
+    y1 = ymin - 1, x2 = xmax, y2 = ymax. ``one_based=False`` (COCO): the numbers are already
+    continuous 0-based corners.
+    """
+
+    source: str
+    one_based: bool = True
+    dropped: int = 0
+    clipped: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def __call__(self, file_boxes: np.ndarray, width: float, height: float, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """``file_boxes`` (N, 4) xmin, ymin, xmax, ymax as in the file -> (boxes (K, 4), keep (N,) bool)."""
+        b = np.asarray(file_boxes, dtype=np.float64).reshape(-1, 4)
+        keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        for i in np.flatnonzero(~keep):
+            self._note(f"{where}: degenerate box {_fmt(b[i])} dropped")
+        self.dropped += int((~keep).sum())
+        out = b.copy()
+        if self.one_based:
+            out[:, :2] -= 1.0
+        if width > 0 and height > 0:
+            lim = np.array([width, height, width, height], dtype=np.float64)
+            clipped = np.clip(out, 0.0, lim)
+            moved = keep & np.any(clipped != out, axis=1)
+            # a box wholly outside the image clips to nothing: dropped, not kept as a sliver
+            empty = keep & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
+            for i in np.flatnonzero(empty):
+                self._note(f"{where}: box {_fmt(b[i])} outside the {width:g}x{height:g} image dropped")
+            for i in np.flatnonzero(moved & ~empty):
+                self._note(f"{where}: box {_fmt(b[i])} clipped to the {width:g}x{height:g} image")
+            self.dropped += int(empty.sum())
+            self.clipped += int((moved & ~empty).sum())
+            keep &= ~empty
+            out = clipped
+        return out[keep].astype(np.float32), keep
+
+    def _note(self, text: str) -> None:
+        if len(self.examples) < 3:
+            self.examples.append(text)
+
+    def report(self) -> None:
+        """Emit the one warning for this dataset (nothing when every box was clean)."""
+        if not (self.dropped or self.clipped):
+            return
+        msg = (f"{self.source}: {self.dropped} box(es) dropped (degenerate or outside the image), "
+               f"{self.clipped} clipped to the image; e.g. " + "; ".join(self.examples))
+        warnings.warn(msg, DatasetWarning, stacklevel=3)
+
+
+def _fmt(b) -> str:
+    return "[" + " ".join(f"{v:g}" for v in b) + "]"
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) read from the image header only (PIL opens lazily, nothing is decoded:
+    an image too large to decode still has its size read; loading it is refused later, by
+    :func:`detector.io.images.load_image`, with one line)."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UserError(f"image {path}: not a regular file (a folder, FIFO, socket or device is never read)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return int(im.width), int(im.height)
+    except FileNotFoundError:
+        raise UserError(f"image {path}: no such file") from None
+    except Image.DecompressionBombError as e:  # Pillow refuses even the header above 2 x MAX_IMAGE_PIXELS
+        raise UserError(f"image {path}: too large to read safely ({e})") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as e:
+        raise UserError(f"image {path}: cannot read ({e})") from None

@@ -1,0 +1,432 @@
+"""Detection files: read and written here, and only here (``detect``, ``eval-map`` and split
+detection all call this module).
+
+Readers (:func:`read_detections`, the format recognised from content) -> per ground-truth image ``{"boxes", "scores", "labels"}``
+arrays, aligned with the dataset's records, ready for :func:`eval.evaluate`:
+
+- the project's detections JSON (DESIGN.md): ``[{"image": path, "detections": [{"box": [x1, y1,
+  x2, y2], "score": s, "label": name}]}]``, boxes in our convention (0-based, x2 exclusive);
+  ``image`` matches a record by path, else by image id, else by file stem;
+- COCO results JSON ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``;
+- ILSVRC devkit submission lines ``image_index class_id confidence xmin ymin xmax ymax``
+  (1-based inclusive; ``image_index`` is the split file's index column, or the ``.mat``'s ids);
+- a folder of text files, one per image: lines ``class confidence left top right bottom``.
+
+Text files hold inclusive pixels read as VOC's (x1 = left - 1, x2 = right); with
+``box_format="xywh"`` the last numbers are ``left top width height`` and the right edge
+``left + width`` is an inclusive pixel (as Object-Detection-Metrics reads them). An empty
+detections file means no detections (AP 0), not an error. Every other defect raises
+:class:`UserError` naming the file and line (or entry): malformed XML/JSON, an image the ground
+truth lacks, an unknown class name or id, NaN/inf or negative-size boxes.
+
+Writers: :func:`write_detections_json` (and :func:`detections_to_items` from arrays),
+:func:`write_devkit_submission`, :func:`write_coco_results`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import reprlib
+
+import numpy as np
+
+from backbone.errors import UserError
+from backbone.io import atomic_write
+
+from .datasets.coco import load_json
+from .datasets.records import Dataset
+from .sniff import BOX_FORMATS, file_box, is_number, read_lines, sniff, text_files
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlist, _REPR.maxdict = 3, 60, 60, 40, 6, 4
+
+
+def short(v) -> str:
+    """``repr(v)`` cut short (deep nesting, 400-digit numbers and long strings stay one short line)."""
+    return _REPR.repr(v)
+
+
+def number(v) -> float | None:
+    """A JSON number (int or float, never a bool or a string) as a float; None when ``v`` is
+    something else or an integer too large for a float. NaN and infinity pass (checked later,
+    with the box they belong to)."""
+    if type(v) is float:
+        return v
+    if type(v) is int:
+        try:
+            return float(v)
+        except OverflowError:
+            return None
+    return None
+
+
+def whole(v) -> int | None:
+    """A JSON integer (or a float with an integral value), never a bool or a string; else None."""
+    if type(v) is int:
+        return v
+    if type(v) is float and math.isfinite(v) and v.is_integer():
+        return int(v)
+    return None
+
+
+class _Images:
+    """Find a ground-truth record from the ways detection files name images."""
+
+    def __init__(self, gt: Dataset):
+        self.by_id = {r.image_id: i for i, r in enumerate(gt.records)}
+        self.by_path = {os.path.abspath(r.path): i for i, r in enumerate(gt.records) if r.path}
+        stems: dict[str, list[int]] = {}
+        for i, r in enumerate(gt.records):
+            for s in {os.path.splitext(os.path.basename(r.path))[0] if r.path else None,
+                      r.image_id.rsplit("/", 1)[-1]}:
+                if s:
+                    stems.setdefault(s, []).append(i)
+        self.by_stem = {s: v[0] for s, v in stems.items() if len(set(v)) == 1}
+        self.by_index = {(r.devkit_index if r.devkit_index is not None else i + 1): i for i, r in enumerate(gt.records)}
+
+    def find(self, name: str, base: str = "") -> int | None:
+        if name in self.by_id:
+            return self.by_id[name]
+        try:
+            for p in (name, os.path.join(base, name)):
+                i = self.by_path.get(os.path.abspath(os.path.expanduser(p)))
+                if i is not None:
+                    return i
+        except ValueError:  # a NUL byte or an unencodable name (expanduser of "~...") names no file
+            pass
+        return self.by_stem.get(os.path.splitext(os.path.basename(name))[0])
+
+
+def _group(n_images: int, img: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """Flat detections -> one dict per image (input order kept within an image)."""
+    o = np.argsort(img, kind="stable")
+    bounds = np.searchsorted(img[o], np.arange(n_images + 1))
+    out = []
+    for i in range(n_images):
+        s = o[bounds[i]:bounds[i + 1]]
+        out.append({"boxes": boxes[s], "scores": scores[s], "labels": labels[s]})
+    return out
+
+
+def _check_det_boxes(boxes: np.ndarray, scores: np.ndarray, where) -> None:
+    """NaN/inf or negative-size boxes raise, naming ``where(i)`` (file and line/entry)."""
+    bad = np.flatnonzero(~np.isfinite(boxes).all(axis=1) | ~np.isfinite(scores))
+    if bad.size:
+        raise UserError(f"{where(bad[0])}: NaN or infinite number in box {boxes[bad[0]].tolist()} / score {scores[bad[0]]}")
+    bad = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+    if bad.size:
+        raise UserError(f"{where(bad[0])}: box {boxes[bad[0]].tolist()} has a negative size "
+                        f"(is the box format right? --box-format xyxy|xywh)")
+
+
+def read_detections(path: str, gt: Dataset, box_format: str = "xyxy") -> list[dict]:
+    """Detections from ``path`` (format recognised from content), one dict per ``gt`` record."""
+    if box_format not in BOX_FORMATS:
+        raise UserError(f"box format {box_format!r}: use xyxy or xywh")
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path) and not any(os.scandir(path)):
+        kind = "empty"            # an empty folder of per-image files: no detections, AP 0
+    else:
+        kind = sniff(path)
+    if kind == "empty":
+        n = len(gt.records)
+        return _group(n, np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
+    if kind == "json":
+        data = load_json(path, "detections")
+        if isinstance(data, list) and data and isinstance(data[0], dict) and "image_id" in data[0]:
+            return read_coco_results(data, path, gt)
+        return items_to_detections(validate_items(data, path), path, gt)
+    if kind == "devkit":
+        return read_devkit_submission(path, gt)
+    if kind == "text-folder":
+        return read_text_detections(path, gt, box_format)
+    raise UserError(f"detections {path}: not a format eval-map reads (detections JSON, COCO results JSON, "
+                    f"devkit submission lines, or a folder of text files)")
+
+
+def validate_items(data, path: str) -> list[dict]:
+    """Check the shape and types of the project's detections JSON; errors name the entry:
+    ``image`` a path (or an image id), ``box`` a list of 4 numbers, ``score`` a number (not a
+    numeric string, not ``true``), ``label`` a class name or number."""
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a list of {{\"image\": ..., \"detections\": [...]}} objects")
+    for k, item in enumerate(data):
+        if not isinstance(item, dict) or "image" not in item or not isinstance(item.get("detections", []), list):
+            raise UserError(f"{path}: entry #{k} is not {{\"image\": path, \"detections\": [...]}}")
+        image = item["image"]
+        if not (isinstance(image, str) or whole(image) is not None):
+            raise UserError(f"{path}: entry #{k}: image {short(image)} is not a path (or an image id)")
+        for j, d in enumerate(item.get("detections", [])):
+            where = f"{path}: entry #{k} ({short(image)}) detection #{j}"
+            if not isinstance(d, dict) or not {"box", "score", "label"} <= set(d):
+                raise UserError(f"{where} lacks box/score/label")
+            box = d["box"]
+            if not isinstance(box, list) or len(box) != 4 or any(number(v) is None for v in box):
+                raise UserError(f"{where}: box is not 4 numbers (got {short(box)})")
+            if number(d["score"]) is None:
+                raise UserError(f"{where}: score is not a number (got {short(d['score'])})")
+            lab = d["label"]
+            if not (isinstance(lab, str) or whole(lab) is not None):
+                raise UserError(f"{where}: label is not a class name or number (got {short(lab)})")
+    return data
+
+
+def items_to_detections(items: list[dict], path: str, gt: Dataset) -> list[dict]:
+    """The project's detections JSON objects (checked by :func:`validate_items`) -> per-record
+    arrays (labels by name or 1..C). One entry per image: two naming the same image raise."""
+    images = _Images(gt)
+    index = {c: i + 1 for i, c in enumerate(gt.classes)}
+    base = os.path.dirname(path)
+    img, boxes, scores, labels, where = [], [], [], [], []
+    entry_of: dict[int, int] = {}
+    for k, item in enumerate(items):
+        image = item["image"]
+        i = images.find(image if isinstance(image, str) else str(whole(image)), base)
+        if i is None:
+            raise UserError(f"{path}: entry #{k}: image {short(image)} is not in the ground truth")
+        if i in entry_of:
+            first = items[entry_of[i]]["image"]
+            raise UserError(f"{path}: entries #{entry_of[i]} ({short(first)}) and #{k} ({short(image)}) are the same "
+                            f"image {gt.records[i].image_id!r}; give each image once, with all its detections")
+        entry_of[i] = k
+        for j, d in enumerate(item.get("detections", [])):
+            lab = d["label"]
+            if isinstance(lab, str) and lab in index:
+                lab = index[lab]
+            elif whole(lab) is not None and 1 <= whole(lab) <= len(gt.classes):
+                lab = whole(lab)
+            else:
+                raise UserError(f"{path}: entry #{k} ({short(image)}) detection #{j}: unknown class {short(lab)}")
+            boxes.append([number(v) for v in d["box"]])
+            scores.append(number(d["score"]))
+            img.append(i)
+            labels.append(lab)
+            where.append((k, j))
+    boxes_a = np.array(boxes, np.float64).reshape(-1, 4)
+    scores_a = np.array(scores, np.float64)
+    _check_det_boxes(boxes_a, scores_a, lambda q: f"{path}: entry #{where[q][0]} detection #{where[q][1]}")
+    return _group(len(gt.records), np.array(img, np.int64), boxes_a, scores_a, np.array(labels, np.int64))
+
+
+def _label_of_id(gt: Dataset) -> dict[int, int]:
+    ids = gt.class_ids or list(range(1, len(gt.classes) + 1))
+    return {int(c): i + 1 for i, c in enumerate(ids)}
+
+
+_NUMBER_TYPES = {int, float}
+
+
+def read_coco_results(data: list, path: str, gt: Dataset) -> list[dict]:
+    """COCO results JSON (bbox ``[x, y, w, h]`` continuous) -> per-record arrays.
+
+    Columns are gathered at once and checked as arrays; only when a check fails does the
+    entry-by-entry reader below run, to name the first bad entry. Numbers must be JSON
+    numbers (a numeric string or ``true`` is an error, a bbox ``"1234"`` is not 4 numbers)."""
+    images = _Images(gt)
+    lab_of = _label_of_id(gt)
+    try:
+        bbs = [d["bbox"] for d in data]
+        sc = [d["score"] for d in data]
+        ci = [d["category_id"] for d in data]
+        ok = (set(map(type, bbs)) <= {list} and set(map(type, itertools.chain.from_iterable(bbs))) <= _NUMBER_TYPES
+              and set(map(type, sc)) <= _NUMBER_TYPES and set(map(type, ci)) <= {int})
+        if ok:
+            bb = np.array(bbs, np.float64)
+            scores = np.array(sc, np.float64)
+            cid = np.array(ci, np.int64)
+            img = np.array([images.by_id.get(_id_key(d["image_id"]), -1) for d in data], np.int64)
+            lut = np.full(max(lab_of) + 2, -1, np.int64)
+            lut[list(lab_of)] = list(lab_of.values())
+            ok = (bb.shape == (len(data), 4) and (img >= 0).all() and ((cid >= 0) & (cid < len(lut))).all())
+            labels = lut[cid] if ok else None
+            ok = ok and bool((labels > 0).all())
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
+        ok = False
+    if ok:
+        boxes = np.concatenate([bb[:, :2], bb[:, :2] + bb[:, 2:]], axis=1)
+        _check_det_boxes(boxes, scores, lambda q: f"{path}: result #{q}")
+        return _group(len(gt.records), img, boxes, scores, labels)
+    return _read_coco_results_checked(data, path, gt, images, lab_of)
+
+
+def _id_key(iid) -> str | None:
+    """A results file's ``image_id`` as the ground truth's record id (a string), None when it
+    is neither an integer nor a string."""
+    if isinstance(iid, str):
+        return iid
+    w = whole(iid)
+    return None if w is None else str(w)
+
+
+def _read_coco_results_checked(data: list, path: str, gt: Dataset, images, lab_of) -> list[dict]:
+    n = len(data)
+    img = np.empty(n, np.int64)
+    boxes = np.empty((n, 4))
+    scores = np.empty(n)
+    labels = np.empty(n, np.int64)
+    for k, d in enumerate(data):
+        if not isinstance(d, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(d):
+            raise UserError(f"{path}: result #{k} lacks image_id / category_id / bbox / score")
+        iid, cid, bb, sc = d["image_id"], whole(d["category_id"]), d["bbox"], number(d["score"])
+        if sc is None:
+            raise UserError(f"{path}: result #{k}: score is not a number (got {short(d['score'])})")
+        if cid is None:
+            raise UserError(f"{path}: result #{k}: category_id is not an integer (got {short(d['category_id'])})")
+        if not isinstance(bb, list) or len(bb) != 4 or any(number(v) is None for v in bb):
+            raise UserError(f"{path}: result #{k}: bbox is not 4 numbers (got {short(bb)})")
+        key = _id_key(iid)
+        i = None if key is None else images.by_id.get(key)
+        if i is None:
+            raise UserError(f"{path}: result #{k}: image_id {short(iid)} is not in the ground truth")
+        if cid not in lab_of:
+            raise UserError(f"{path}: result #{k}: unknown category id {short(cid)}")
+        bb = [number(v) for v in bb]
+        img[k], labels[k], scores[k] = i, lab_of[cid], sc
+        boxes[k] = (bb[0], bb[1], bb[0] + bb[2], bb[1] + bb[3])
+    _check_det_boxes(boxes, scores, lambda q: f"{path}: result #{q}")
+    return _group(len(gt.records), img, boxes, scores, labels)
+
+
+def read_devkit_submission(path: str, gt: Dataset) -> list[dict]:
+    """Lines ``image_index class_id confidence xmin ymin xmax ymax`` (1-based inclusive)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({e})") from None
+    lines = text.splitlines()
+    tokens = [ln.split() for ln in lines]
+    line_of = np.array([n for n, tok in enumerate(tokens, 1) if tok], np.int64)
+    a = None
+    if all(len(tok) in (0, 7) for tok in tokens):
+        try:
+            a = np.array(text.split(), dtype=np.float64).reshape(-1, 7)   # the fast path: one C call
+        except ValueError:
+            a = None
+    if a is None or len(a) != len(line_of):  # name the first bad line
+        rows = []
+        for n, tok in enumerate(tokens, 1):
+            if not tok:
+                continue
+            v = [_float(t) for t in tok] if len(tok) == 7 else None
+            if v is None or any(x is None for x in v):
+                raise UserError(f"{path} line {n}: expected `image_index class_id confidence xmin ymin xmax ymax`, "
+                                f"got {short(lines[n - 1].strip())}")
+            rows.append(v)
+        a = np.array(rows, np.float64).reshape(-1, 7)
+    ids = a[:, :2]
+    bad = np.flatnonzero(~(np.isfinite(ids) & (np.abs(ids) < 2.0 ** 53)).all(axis=1))
+    if not bad.size:
+        bad = np.flatnonzero((ids != np.round(ids)).any(axis=1))
+    if bad.size:
+        n = int(line_of[bad[0]])
+        raise UserError(f"{path} line {n}: image index and class id must be whole numbers, "
+                        f"got {short(lines[n - 1].strip())}")
+    images = _Images(gt)
+    lab_of = _label_of_id(gt)
+    idx = a[:, 0].astype(np.int64)
+    img = np.array([images.by_index.get(int(v), -1) for v in idx], np.int64)
+    bad = np.flatnonzero(img < 0)
+    if bad.size:
+        raise UserError(f"{path} line {line_of[bad[0]]}: image index {idx[bad[0]]} is not in the ground truth")
+    cls = a[:, 1].astype(np.int64)
+    labels = np.array([lab_of.get(int(c), -1) for c in cls], np.int64)
+    bad = np.flatnonzero(labels < 0)
+    if bad.size:
+        raise UserError(f"{path} line {line_of[bad[0]]}: unknown class id {cls[bad[0]]}")
+    scores = a[:, 2]
+    file_boxes = a[:, 3:7]
+    boxes = file_boxes.copy()
+    boxes[:, :2] -= 1.0
+    _check_det_boxes(boxes, scores, lambda q: f"{path} line {line_of[q]}")
+    return _group(len(gt.records), img, boxes, scores, labels)
+
+
+def _float(t: str) -> float | None:
+    try:
+        return float(t)
+    except ValueError:
+        return None
+
+
+def read_text_detections(folder: str, gt: Dataset, box_format: str = "xyxy") -> list[dict]:
+    """One text file per image, lines ``class confidence left top right bottom``."""
+    images = _Images(gt)
+    index = {c: i + 1 for i, c in enumerate(gt.classes)}
+    img, boxes, scores, labels, where = [], [], [], [], []
+    for image_id, p in text_files(folder).items():
+        i = images.find(image_id)
+        if i is None:
+            raise UserError(f"{p}: image {image_id!r} is not in the ground truth")
+        for n, tok in read_lines(p):
+            if len(tok) < 6:
+                raise UserError(f"{p} line {n}: expected `class confidence left top right bottom`, got {short(' '.join(tok))}")
+            name = " ".join(tok[:-5])
+            if name not in index:
+                raise UserError(f"{p} line {n}: unknown class {short(name)}")
+            try:
+                v = [float(t) for t in tok[-5:]]
+            except ValueError:
+                raise UserError(f"{p} line {n}: expected `class confidence left top right bottom`, got {short(' '.join(tok))}") from None
+            x1, y1, x2, y2 = file_box(v[1:], box_format)
+            img.append(i); labels.append(index[name]); scores.append(v[0])
+            boxes.append((x1 - 1.0, y1 - 1.0, x2, y2)); where.append(f"{p} line {n}")
+    boxes_a = np.array(boxes, np.float64).reshape(-1, 4)
+    scores_a = np.array(scores, np.float64)
+    _check_det_boxes(boxes_a, scores_a, lambda q: where[q])
+    return _group(len(gt.records), np.array(img, np.int64), boxes_a, scores_a, np.array(labels, np.int64))
+
+
+def detections_to_items(dataset: Dataset, dets: list[dict]) -> list[dict]:
+    """Per-record arrays -> the project's detections JSON objects (``image`` = record path)."""
+    items = []
+    for r, d in zip(dataset.records, dets):
+        boxes = np.asarray(d["boxes"], np.float64).reshape(-1, 4)
+        items.append({"image": r.path or r.image_id, "detections": [
+            {"box": [float(v) for v in b], "score": float(s), "label": dataset.classes[int(c) - 1]}
+            for b, s, c in zip(boxes, np.asarray(d["scores"]).reshape(-1), np.asarray(d["labels"]).reshape(-1))]})
+    return items
+
+
+def _atomic_write(path: str, text: str) -> None:
+    atomic_write(path, text, what="detections")
+
+
+def write_detections_json(path: str, items: list[dict]) -> None:
+    """Write the project's detections JSON (one object per image), atomically."""
+    validate_items(items, path)
+    _atomic_write(path, json.dumps(items, indent=1) + "\n")
+
+
+def read_detections_json(path: str) -> list[dict]:
+    """Read and shape-check the project's detections JSON (the raw objects)."""
+    return validate_items(load_json(path, "detections"), path)
+
+
+def write_devkit_submission(path: str, dataset: Dataset, dets: list[dict]) -> None:
+    """ILSVRC devkit lines ``image_index class_id confidence xmin ymin xmax ymax`` (1-based inclusive)."""
+    ids = dataset.class_ids or list(range(1, len(dataset.classes) + 1))
+    out = []
+    for i, (r, d) in enumerate(zip(dataset.records, dets)):
+        idx = r.devkit_index if r.devkit_index is not None else i + 1
+        for b, s, c in zip(np.asarray(d["boxes"]).reshape(-1, 4), np.asarray(d["scores"]).reshape(-1),
+                           np.asarray(d["labels"]).reshape(-1)):
+            out.append(f"{idx} {ids[int(c) - 1]} {float(s):.6g} {b[0] + 1:.6g} {b[1] + 1:.6g} {b[2]:.6g} {b[3]:.6g}\n")
+    _atomic_write(path, "".join(out))
+
+
+def write_coco_results(path: str, dataset: Dataset, dets: list[dict]) -> None:
+    """COCO results JSON; ``image_id`` is the record's id (an int when it is one)."""
+    ids = dataset.class_ids or list(range(1, len(dataset.classes) + 1))
+    out = []
+    for r, d in zip(dataset.records, dets):
+        iid = int(r.image_id) if r.image_id.isdigit() and str(int(r.image_id)) == r.image_id else r.image_id
+        for b, s, c in zip(np.asarray(d["boxes"], np.float64).reshape(-1, 4), np.asarray(d["scores"]).reshape(-1),
+                           np.asarray(d["labels"]).reshape(-1)):
+            out.append({"image_id": iid, "category_id": int(ids[int(c) - 1]),
+                        "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "score": float(s)})
+    _atomic_write(path, json.dumps(out) + "\n")

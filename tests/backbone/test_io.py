@@ -1,0 +1,128 @@
+"""backbone.io: atomic writes, safe torch loading, the cache folder."""
+
+import os
+import stat
+
+import pytest
+import torch
+
+from backbone.errors import UserError
+from backbone.io import atomic_save, atomic_write, cache_dir, check_writable, safe_torch_load, write_json
+
+
+def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    atomic_save({"a": torch.ones(2)}, path)
+
+    def broken(obj, f, *a, **k):
+        f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(UserError, match="cannot write .No space left on device"):
+        atomic_save({"a": torch.zeros(2)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["a"].tolist() == [1.0, 1.0]
+    assert os.listdir(tmp_path) == ["ck.pt"]  # no temp file left behind
+
+
+def test_atomic_write_removes_temp_file_on_any_exception(tmp_path):
+    def boom(f):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "x.bin", boom)
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_text_bytes_and_mode(tmp_path):
+    p = atomic_write(tmp_path / "sub" / "a.txt", "hé")
+    assert open(p, encoding="utf-8").read() == "hé"
+    atomic_write(p, b"\x00\x01")
+    assert open(p, "rb").read() == b"\x00\x01"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o666 & ~umask  # not mkstemp's private 0600
+
+
+def test_write_json_refuses_a_folder_and_nan(tmp_path):
+    with pytest.raises(UserError, match="is a folder"):
+        write_json(tmp_path, {"a": 1})
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "n.json", {"a": float("nan")})
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_is_one_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(UserError, match="cannot write|not writable"):
+            atomic_write(ro / "a.txt", "x")
+        with pytest.raises(UserError, match="not writable"):
+            check_writable(ro / "a.txt")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_check_writable(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(UserError, match="is a file, expected a folder"):
+        check_writable(f, folder=True)
+    with pytest.raises(UserError, match="is a folder, expected a file"):
+        check_writable(tmp_path)
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        check_writable(f / "below" / "x.json")
+    assert check_writable(tmp_path / "new" / "deeper" / "x.json").endswith("x.json")
+    assert not (tmp_path / "new").exists()  # creates nothing
+
+
+def test_safe_torch_load_errors(tmp_path):
+    with pytest.raises(UserError, match="model .*: no such file"):
+        safe_torch_load(tmp_path / "nope.pt", "model")
+    with pytest.raises(UserError, match="is a folder"):
+        safe_torch_load(tmp_path, "model")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(UserError, match="empty file"):
+        safe_torch_load(tmp_path / "empty.pt", "model")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file at all")
+    with pytest.raises(UserError, match="not a readable PyTorch file") as e:
+        safe_torch_load(tmp_path / "junk.pt", "model")
+    assert "\n" not in str(e.value)
+
+
+def test_safe_torch_load_checks_crcs(tmp_path):
+    p = tmp_path / "ck.pt"
+    torch.save({"w": torch.arange(4096, dtype=torch.float32)}, p)
+    raw = bytearray(p.read_bytes())
+    data = raw.find(b"\x00\x00\x80\x3f")  # the float 1.0 inside the tensor bytes
+    raw[data + 2] ^= 0xFF
+    p.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match=r"corrupt \(bad CRC"):
+        safe_torch_load(p, "model")
+
+
+class _Thing:
+    pass
+
+
+def test_safe_torch_load_refuses_pickled_objects(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"obj": _Thing()}, p)  # an instance of a class: refused by weights_only
+    with pytest.raises(UserError, match="holds Python objects other than tensors") as e:
+        safe_torch_load(p, "model")
+    assert "weights_only=False" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cache_dir_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("GOOGLENET_DET_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == str(tmp_path / "xdg" / "googlenet-det")
+    monkeypatch.setenv("GOOGLENET_DET_CACHE", str(tmp_path / "own"))
+    assert cache_dir() == str(tmp_path / "own")
+    monkeypatch.delenv("GOOGLENET_DET_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == os.path.join(os.path.expanduser("~"), ".cache", "googlenet-det")

@@ -1,0 +1,217 @@
+"""eval-map: the published sample numbers, every protocol, split mode (patched and with a tiny
+trained model), class lists of config and model, bad usage. The readers of each file format
+are tested in tests/detector/io/ (test_detections.py, datasets/test_*.py)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from detector.engine.train_detector import train_detector
+from detector.io.datasets import load_dataset
+from tests.detector.helpers import eval_map_error, jittered_proposals, run_eval_map, tiny_config, untrained_detector
+
+
+@pytest.mark.parametrize("protocol, ap", [("voc", 0.2457), ("voc07", 0.2684)])
+def test_published_sample_numbers(sample, tmp_path, capsys, protocol, ap):
+    out_json = tmp_path / "m.json"
+    rc, out, err = run_eval_map(capsys, "--protocol", protocol, "--ground-truth", sample / "groundtruths",
+                        "--detections", sample / "detections", "--iou", "0.3", "--box-format", "xywh",
+                        "--json", out_json, "--plots", tmp_path / "plots")
+    assert rc == 0, err
+    r = json.loads(out_json.read_text())
+    assert abs(r["mAP"] - ap) <= 1e-4
+    assert r["per_class_AP"]["person"] == r["mAP"] and r["npos"] == [15] and r["num_detections"] == [24]
+    assert f"{ap:.4f}" in out and "person" in out
+    assert (tmp_path / "plots" / f"pr_{protocol}.png").stat().st_size > 1000
+    assert "warning" not in err   # no degenerate boxes in the sample when read as xywh
+
+
+def test_wrong_box_format_is_reported_not_silent(sample, tmp_path, capsys):
+    # read as xyxy, the sample's width/height numbers give negative-size detections: an error
+    line = eval_map_error(capsys, "--ground-truth", sample / "groundtruths", "--detections", sample / "detections")
+    assert "00001.txt line 1: box" in line and "negative size" in line and "--box-format" in line
+    # and degenerate ground-truth boxes: dropped, counted in one warning
+    (tmp_path / "d.json").write_text("[]")
+    rc, out, err = run_eval_map(capsys, "--ground-truth", sample / "groundtruths", "--detections", tmp_path / "d.json")
+    assert rc == 0 and err.count("box(es) dropped") == 1 and "12 box(es) dropped" in err
+
+
+def test_coco_protocol_and_all_protocols_run(sample, tmp_path, capsys):
+    for protocol in ("ilsvrc", "coco"):
+        rc, out, err = run_eval_map(capsys, "--protocol", protocol, "--ground-truth", sample / "groundtruths",
+                            "--box-format", "xywh", "--detections", sample / "detections", "--json", tmp_path / "c.json")
+        assert rc == 0, err
+        r = json.loads((tmp_path / "c.json").read_text())
+        assert 0 <= r["mAP"] <= 1
+    assert len(r["stats"]) == 12 and "Average Precision" in out
+
+
+def test_bad_iou_and_missing_ground_truth(tmp_path, capsys):
+    (tmp_path / "d.json").write_text("[]")
+    g = tmp_path / "gt"
+    g.mkdir()
+    (g / "a.txt").write_text("person 1 1 nan 5\n")
+    assert "--iou 1.5" in eval_map_error(capsys, "--ground-truth", g, "--detections", tmp_path / "d.json", "--iou", "1.5")
+    assert "give --ground-truth and --detections" in eval_map_error(capsys, "--detections", tmp_path / "d.json")
+
+
+def test_split_mode_scores_and_saves_detections(test_data, tmp_path, capsys, monkeypatch):
+    import detector.cli.eval_map as inference
+    from detector.io.datasets import load_dataset
+
+    calls = {}
+
+    def fake_detect_split(cfg, split, model_path=None, cache_dir=None, device="auto", **kw):
+        calls.update(split=split, model=model_path, cache=cache_dir, device=device, root=cfg.data.root, proto=cfg.test.protocol)
+        ds = load_dataset(cfg.data, split)
+        items = []
+        for r in ds.records:  # the ground truth itself minus the last box of each image
+            items.append({"image": r.path, "detections": [
+                {"box": b.tolist(), "score": 0.9 - 0.001 * k, "label": ds.classes[l - 1]}
+                for k, (b, l) in enumerate(zip(r.boxes[:-1], r.labels[:-1]))]})
+        return ds, items
+
+    monkeypatch.setattr(inference, "detect_split", fake_detect_split)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data:\n  format: voc\n  root: /nonexistent\n")
+    rc, out, err = run_eval_map(capsys, "--split", "test", "--config", cfg, "--data-root", test_data / "voc-mini",
+                        "--set", "test.protocol=voc07", "--model", "m.pt", "--device", "cpu",
+                        "--json", tmp_path / "out" / "r.json", "--plots", tmp_path / "out")
+    assert rc == 0, err
+    assert calls == {"split": "test", "model": "m.pt", "cache": None, "device": "cpu",
+                     "root": str(test_data / "voc-mini"), "proto": "voc07"}
+    r = json.loads((tmp_path / "out" / "r.json").read_text())
+    assert r["protocol"] == "voc07" and 0.8 < r["mAP"] < 1.0
+    saved = tmp_path / "out" / "detections_test.json"
+    assert saved.is_file() and (tmp_path / "out" / "r.config.yaml").is_file()
+    assert (tmp_path / "out" / "pr_voc07.png").is_file()
+    # re-scoring the saved detections from files gives the same numbers
+    rc, out2, err = run_eval_map(capsys, "--protocol", "voc07", "--ground-truth", test_data / "voc-mini" / "ImageSets" / "Main" / "test.txt",
+                         "--detections", saved, "--json", tmp_path / "r2.json")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "r2.json").read_text())["mAP"] == r["mAP"]
+    # --save-detections and --protocol override
+    rc, out, err = run_eval_map(capsys, "--split", "test", "--config", cfg, "--data-root", test_data / "voc-mini",
+                        "--protocol", "coco", "--save-detections", tmp_path / "mine.json")
+    assert rc == 0 and (tmp_path / "mine.json").is_file() and "Average Precision" in out
+
+
+def test_split_mode_bad_usage(tmp_path, capsys, sample):
+    assert "--split needs --config" in eval_map_error(capsys, "--split", "test")
+    assert "do not combine" in eval_map_error(capsys, "--split", "test", "--config", "x.yaml", "--detections", sample / "detections")
+    assert "config" in eval_map_error(capsys, "--split", "test", "--config", tmp_path / "none.yaml")
+
+
+def test_eval_split_config_classes_differ_from_model(mini, tmp_path, capsys, monkeypatch):
+    from detector.cli.eval_map import main as eval_main
+
+    monkeypatch.chdir(tmp_path)
+    model = untrained_detector(tmp_path / "m.pt", tiny_config(mini))
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(f"data:\n  root: {mini}\n  classes: [Platelets, RBC, WBC, Neutrophil]\n")
+    rc = eval_main(["--split", "test", "--config", str(cfg_path), "--model", model, "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1 and err[0].startswith("eval-map: error:") and "Neutrophil" in err[0]
+    assert not (tmp_path / "detections_test.json").exists()
+
+
+def test_class_absent_from_the_data_trains_and_has_no_ap(mini, tmp_path, capsys, monkeypatch):
+    from detector.cli.eval_map import main as eval_main
+
+    four = "[Platelets,RBC,WBC,Neutrophil]"
+    cfg = tiny_config(mini, **{"data.classes": four, "train.val_every": 1, "proposals.working_width": 200,
+                               "proposals.max_boxes": 60})
+    val = jittered_proposals(load_dataset(cfg.data, "test"))
+    path = train_detector(cfg, str(tmp_path / "run"), torch.device("cpu"), progress=False,
+                          train_proposals=jittered_proposals(load_dataset(cfg.data, "train")), val_proposals=val)
+    # voc-mini holds RBC and WBC only: Platelets and the extra Neutrophil are never seen
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert [a is None for a in row["val_AP"]] == [True, False, False, True]
+    assert row["val_mAP"] == pytest.approx(np.mean(row["val_AP"][1:3]))
+    # eval-map --split with the same four classes: the absent class is n/a, outside the mean
+    monkeypatch.chdir(tmp_path)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(f"data:\n  root: {mini}\n  classes: {four}\ntest:\n  score_thr: 0.0\n")
+    rc = eval_main(["--split", "test", "--config", str(cfg_path), "--model", path, "--cache-dir", str(tmp_path / "cache"),
+                    "--json", "m.json"])
+    assert rc == 0
+    res = json.loads((tmp_path / "m.json").read_text())
+    ap = res["per_class_AP"]
+    assert ap["Neutrophil"] is None and ap["Platelets"] is None and ap["RBC"] is not None and ap["WBC"] is not None
+    assert res["mAP"] == pytest.approx(np.mean([ap["RBC"], ap["WBC"]]))
+    assert "Neutrophil" in capsys.readouterr().out
+
+
+def test_eval_split_with_model(model, test_data, tmp_path, capsys, monkeypatch):
+    from detector.cli.eval_map import main as eval_main
+
+    monkeypatch.chdir(tmp_path)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(f"data:\n  root: {test_data / 'voc-mini'}\n  classes: [Platelets, RBC, WBC]\n"
+                        "proposals:\n  method: ss\n  working_width: 200\n  max_boxes: 60\n"
+                        "test:\n  protocol: voc\n  score_thr: 0.0\n")
+    rc = eval_main(["--split", "test", "--config", str(cfg_path), "--model", model, "--cache-dir", str(tmp_path / "cache"),
+                    "--json", str(tmp_path / "m.json")])
+    assert rc == 0
+    res = json.loads((tmp_path / "m.json").read_text())
+    assert 0.0 <= res["mAP"] <= 1.0
+    # pipeline order, warping timed apart from the network
+    assert list(res["seconds_per_image"]) == ["load", "proposals", "warp", "network", "postprocess"]
+    assert res["seconds_per_image"]["proposals"] > 0  # the time the cached boxes took
+    assert res["seconds_per_image"]["warp"] > 0 and res["seconds_per_image"]["network"] > 0
+    line = [l for l in capsys.readouterr().err.splitlines() if l.startswith("seconds per image:")]
+    assert len(line) == 1 and "warp" in line[0] and "network" in line[0]
+    dets = json.loads((tmp_path / "detections_test.json").read_text())
+    assert len(dets) == 1 and dets[0]["image"].endswith("BloodImage_00001.jpg")
+
+
+def test_eval_split_proposals_from_config(model, test_data, tmp_path, capsys, monkeypatch):
+    """--proposals config scores the same region classifier on the config's proposals."""
+    from detector.cli.eval_map import main as eval_main
+
+    monkeypatch.chdir(tmp_path)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(f"data:\n  root: {test_data / 'voc-mini'}\n  classes: [Platelets, RBC, WBC]\n"
+                        "test:\n  protocol: voc\n  score_thr: 0.0\n")
+    common = ["--split", "test", "--config", str(cfg_path), "--model", model, "--cache-dir", str(tmp_path / "cache")]
+    assert eval_main(common + ["--proposals", "config", "--set", "proposals.method=ss", "--set", "proposals.working_width=160",
+                               "--set", "proposals.max_boxes=7", "--json", "a.json"]) == 0
+    # the cache now holds the config's setting (7 boxes), not the model's (60)
+    cached = [np.load(f) for f in (tmp_path / "cache" / "proposals").glob("*/*.npz")]
+    assert cached and all(len(c["boxes"]) <= 7 for c in cached)
+    assert eval_main(common + ["--json", "b.json"]) == 0
+    assert len(list((tmp_path / "cache" / "proposals").glob("*/*.npz"))) == 2  # the model's setting, computed anew
+
+
+def test_analyze_writes_the_analysis_and_its_summary(test_data, tmp_path, capsys):
+    fix = test_data / "analysis"
+    out = tmp_path / "an"
+    rc, stdout, err = run_eval_map(capsys, "--protocol", "voc", "--ground-truth", fix / "bccd_test_gt.json",
+                                   "--detections", fix / "bccd_test_results.json", "--analyze", out)
+    assert rc == 0, err
+    doc = json.loads((out / "analysis.json").read_text())
+    assert set(doc["tide"]["dAP"]) >= {"Cls", "Loc", "Both", "Dupe", "Bkg", "Miss"}
+    assert doc["mAP"] == pytest.approx(0.8158, abs=5e-5)  # the bundled R-CNN model's test mAP
+    assert "TIDE dAP" in stdout and "all classes" in stdout
+    assert (out / "summary.txt").is_file() and (out / "hoiem_all.png").is_file() and (out / "tide_all.png").is_file()
+    groups = tmp_path / "groups.yaml"
+    groups.write_text("RBC: cell\nWBC: cell\nPlatelets: fragment\n")
+    rc, _, err = run_eval_map(capsys, "--protocol", "voc", "--ground-truth", fix / "bccd_test_gt.json",
+                              "--detections", fix / "bccd_test_results.json", "--analyze", tmp_path / "an2",
+                              "--class-groups", groups)
+    assert rc == 0, err
+    assert json.loads((tmp_path / "an2" / "analysis.json").read_text())["groups"]
+
+
+def test_analyze_bad_usage(test_data, tmp_path, capsys):
+    fix = test_data / "analysis"
+    base = ["--protocol", "voc", "--ground-truth", fix / "bccd_test_gt.json", "--detections", fix / "bccd_test_results.json"]
+    assert "go with --analyze" in eval_map_error(capsys, *base, "--analyze-all")
+    (tmp_path / "file").write_text("x")
+    assert "is a file, expected a folder" in eval_map_error(capsys, *base, "--analyze", tmp_path / "file")
+    bad = tmp_path / "g.yaml"
+    bad.write_text("[1, 2]\n")
+    assert "expected a mapping" in eval_map_error(capsys, *base, "--analyze", tmp_path / "x", "--class-groups", bad)

@@ -1,0 +1,38 @@
+"""gt-stats: the console script on voc-mini, ``python -m``, its entry point (the library:
+tests/detector/test_gt_stats.py)."""
+
+import subprocess
+import sys
+
+from detector.cli.gt_stats import main
+from tests.conftest import ROOT
+
+
+def _config(test_data, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  root: {test_data / 'voc-mini'}\n  classes: [Platelets, RBC, WBC]\n")
+    return cfg
+
+
+def test_cli_on_mini(test_data, tmp_path, capsys):
+    cfg = _config(test_data, tmp_path)
+    assert main(["--config", str(cfg), "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    assert "boxes" in out and "> 0.3" in out
+    assert main(["--config", str(cfg), "--split", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("gt-stats: error: ")
+
+
+def test_python_dash_m_delegates_to_the_cli(test_data, tmp_path):
+    cfg = _config(test_data, tmp_path)
+    run = subprocess.run([sys.executable, "-m", "detector.cli.gt_stats", "--config", str(cfg), "--split", "train"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "train: " in run.stdout and "> 0.7" in run.stdout
+
+
+def test_console_script_declared():
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "gt-stats"]
+    assert ep.value == "detector.cli.gt_stats:main"

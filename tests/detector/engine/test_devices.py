@@ -1,0 +1,39 @@
+"""detector.engine.devices: train-detector and eval-map --split under torchrun with 2 CPU
+processes (gloo)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun not installed")
+def test_torchrun_two_processes(test_data, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"data:\n  root: {test_data / 'voc-mini'}\n  classes: [Platelets, RBC, WBC]\n  train_split: train\n  val_split: test\n"
+        "proposals:\n  method: ss\n  working_width: 160\n  max_boxes: 40\n"
+        "model:\n  arch: googlenet_bn\n  input_size: 32\n  members: 1\n"
+        "train:\n  epochs: 1\n  batch_size: 16\n  images_per_batch: 1\n  val_every: 0\n  warmup_steps: 0\n"
+        "test:\n  protocol: voc\n  score_thr: 0.0\n  max_proposals: 40\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = ["--config", str(cfg), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    run = lambda *a: subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", *a],
+                                    capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    r = run(str(BIN / "train-detector"), *common, "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, "\n".join(l for l in r.stderr.splitlines() if "rror" in l or "train-detector" in l or "eval-map" in l)[-3000:]
+    log = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+    assert len(log) == 1  # one result, written by rank 0
+    r = run(str(BIN / "eval-map"), "--split", "train", *common, "--model", str(tmp_path / "run" / "model.pt"),
+            "--json", str(tmp_path / "m.json"))
+    assert r.returncode == 0, "\n".join(l for l in r.stderr.splitlines() if "rror" in l or "train-detector" in l or "eval-map" in l)[-3000:]
+    assert r.stdout.count("mAP") == 1  # printed once, by rank 0
+    dets = json.loads((tmp_path / "detections_train.json").read_text())
+    assert len(dets) == 2  # both ranks' shards gathered, in order
+    assert 0 <= json.loads((tmp_path / "m.json").read_text())["mAP"] <= 1

@@ -1,0 +1,150 @@
+"""proposals.config: the proposal and MultiBox settings declared and checked; the method parsed."""
+
+from __future__ import annotations
+
+import pytest
+
+from backbone import NETWORKS
+from backbone.config import apply_overrides, check_config, describe, from_dict
+from backbone.errors import UserError
+from proposals import pipeline
+from proposals.config import METHODS, MultiBoxConfig, ProposalConfig
+from proposals.selective_search import BACKENDS, PRESETS
+from tests.backbone.test_config import declared_fields, uncovered_rules
+
+
+def _err(fn, *args, **kw) -> str:
+    with pytest.raises(UserError) as e:
+        fn(*args, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+SCHEMA = [
+    "proposals.method: str one of ss|multibox|ss+multibox",
+    "proposals.backend: str one of ours|selectivesearch",
+    "proposals.preset: str one of single|fast|quality|opencv_fast",
+    "proposals.superpixel_scale: number > 0",
+    "proposals.working_width: int >= 0",
+    "proposals.min_box_width: number >= 0",
+    "proposals.max_boxes: int >= 1, or null",
+    "proposals.multibox_top_k: int >= 1",
+    "proposals.multibox_checkpoint: str or null",
+    "proposals.merge_iou: number in [0, 1]",
+    "proposals.max_total: int >= 1, or null",
+    "proposals.multibox.arch: str one of googlenet|googlenet_bn|inception_v3",
+    "proposals.multibox.input_size: int >= 1",
+    "proposals.multibox.num_priors: int >= 1",
+    "proposals.multibox.alpha: number >= 0",
+    "proposals.multibox.matching: str one of bipartite|greedy",
+    "proposals.multibox.epochs: int >= 1",
+    "proposals.multibox.batch_size: int >= 1",
+    "proposals.multibox.optimizer: str one of adam|sgd",
+    "proposals.multibox.lr: number > 0",
+    "proposals.multibox.momentum: number in [0, 1)",
+    "proposals.multibox.weight_decay: number >= 0",
+    "proposals.multibox.flip: bool",
+    "proposals.multibox.vflip: bool",
+    "proposals.multibox.seed: int >= 0",
+]
+
+
+def test_schema_declarations():
+    """Each key's type and rule. A new setting is declared with backbone.config.setting and
+    listed here."""
+    assert describe(ProposalConfig, "proposals.") == SCHEMA
+
+
+def test_every_field_is_declared():
+    plain = [key for key, _, rules in declared_fields(ProposalConfig) if rules is None]
+    assert not plain, f"declare these with backbone.config.setting: {plain}"
+
+
+def test_choices_are_the_implementations():
+    f = {k: r for k, _, r in declared_fields(ProposalConfig)}
+    assert f["method"].choices == METHODS and pipeline.METHODS is METHODS
+    assert f["backend"].choices == BACKENDS and f["preset"].choices == tuple(PRESETS)
+    assert f["multibox.arch"].choices == tuple(NETWORKS)
+
+
+# one value breaking each declared rule (the next test checks that every rule has one)
+RULES = [
+    ('method=nope', "method must be one of ss, multibox, ss+multibox, got 'nope'"),
+    ('backend=nope', "backend must be one of ours, selectivesearch, got 'nope'"),
+    ('preset=nope', "preset must be one of single, fast, quality, opencv_fast, got 'nope'"),
+    ('superpixel_scale=0.0', 'superpixel_scale must be > 0, got 0.0'),
+    ('working_width=-1', 'working_width must be >= 0, got -1'),
+    ('min_box_width=-0.5', 'min_box_width must be >= 0, got -0.5'),
+    ('max_boxes=0', 'max_boxes must be >= 1 or null, got 0'),
+    ('multibox_top_k=0', 'multibox_top_k must be >= 1, got 0'),
+    ('merge_iou=-0.5', 'merge_iou must be in [0, 1], got -0.5'),
+    ('merge_iou=1.5', 'merge_iou must be in [0, 1], got 1.5'),
+    ('max_total=0', 'max_total must be >= 1 or null, got 0'),
+    ('multibox.arch=nope', "multibox.arch must be one of googlenet, googlenet_bn, inception_v3, got 'nope'"),
+    ('multibox.input_size=0', 'multibox.input_size must be >= 1, got 0'),
+    ('multibox.num_priors=0', 'multibox.num_priors must be >= 1, got 0'),
+    ('multibox.alpha=-0.5', 'multibox.alpha must be >= 0, got -0.5'),
+    ('multibox.matching=nope', "multibox.matching must be one of bipartite, greedy, got 'nope'"),
+    ('multibox.epochs=0', 'multibox.epochs must be >= 1, got 0'),
+    ('multibox.batch_size=0', 'multibox.batch_size must be >= 1, got 0'),
+    ('multibox.optimizer=nope', "multibox.optimizer must be one of adam, sgd, got 'nope'"),
+    ('multibox.lr=0.0', 'multibox.lr must be > 0, got 0.0'),
+    ('multibox.momentum=-0.5', 'multibox.momentum must be in [0, 1), got -0.5'),
+    ('multibox.momentum=1.0', 'multibox.momentum must be in [0, 1), got 1.0'),
+    ('multibox.weight_decay=-0.5', 'multibox.weight_decay must be >= 0, got -0.5'),
+    ('multibox.seed=-1', 'multibox.seed must be >= 0, got -1'),
+]
+
+
+@pytest.mark.parametrize("item,problem", RULES, ids=[r[0] for r in RULES])
+def test_each_rule_refuses_a_value_breaking_it(item, problem):
+    assert _err(apply_overrides, ProposalConfig(), [item]) == f"--set {item}: {problem}"
+    # inside a detector config the keys carry the section
+    from detector.config import DetectorConfig
+
+    assert _err(apply_overrides, DetectorConfig(), ["proposals." + item]) == f"--set proposals.{item}: proposals.{problem}"
+
+
+def test_every_declared_rule_has_a_case():
+    assert uncovered_rules(ProposalConfig, [r[0] for r in RULES]) == []
+
+
+def test_defaults_and_sentinels_pass():
+    check_config(ProposalConfig())
+    cfg = from_dict(ProposalConfig, {"max_boxes": None, "max_total": None, "working_width": 0, "min_box_width": 0,
+                                     "merge_iou": 1, "multibox": {"alpha": 0, "momentum": 0}})
+    assert cfg.max_total is None and cfg.merge_iou == 1.0
+
+
+@pytest.mark.parametrize("method,ss,mb", [("ss", True, False), ("multibox", False, True), ("ss+multibox", True, True)])
+def test_the_method_parsed(method, ss, mb):
+    cfg = ProposalConfig(method=method)
+    assert (cfg.uses_ss, cfg.uses_multibox) == (ss, mb)
+
+
+def test_multibox_input_size_fits_its_network():
+    assert _err(from_dict, MultiBoxConfig, {"input_size": 14}, prefix="proposals.multibox.") == (
+        "config: proposals.multibox.input_size 14: proposals.multibox.arch googlenet_bn needs at least 15 px")
+    assert "needs at least 31 px" in _err(apply_overrides, ProposalConfig(),
+                                          ["multibox.arch=googlenet", "multibox.input_size=30"])
+    from_dict(MultiBoxConfig, {"arch": "inception_v3", "input_size": 75})  # no aux head in MultiBox
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"method": "edgeboxes"}, "proposals.method must be one of ss, multibox, ss+multibox, got 'edgeboxes'"),
+    ({"max_total": 0}, "proposals.max_total must be >= 1 or null, got 0"),
+    ({"max_total": -3}, "proposals.max_total must be >= 1 or null, got -3"),
+    ({"max_total": 2.5}, "proposals.max_total must be an integer or null, got 2.5"),
+    ({"max_total": "ten"}, "proposals.max_total must be an integer or null, got 'ten'"),
+    ({"max_total": True}, "proposals.max_total must be an integer or null, got true"),
+    ({"superpixel_scale": 0}, "proposals.superpixel_scale must be > 0, got 0"),
+    ({"preset": "slow"}, "proposals.preset must be one of single, fast, quality, opencv_fast, got 'slow'"),
+])
+def test_pipeline_validate_checks_configs_built_in_code(changes, expected):
+    """What ``propose``, the proposal cache and the propose CLI's flags go through."""
+    assert _err(pipeline.validate, ProposalConfig(**changes)) == expected
+    pipeline.validate(ProposalConfig(max_total=10))
+    import numpy as np
+
+    pipeline.validate(ProposalConfig(max_total=np.int64(10)))

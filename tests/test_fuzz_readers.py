@@ -346,6 +346,39 @@ def check_text_folders(files):
 test_text_folders, test_text_folders_slow = fuzz(text_folders(), 300)(check_text_folders)
 
 
+CLASS_FILE = "n02672831 1 accordion\nn02691156 2 airplane\n"
+BLACKLIST = "1 n02672831\n2 2\n"
+SPLIT = "a 1\nb 2\n"
+
+
+@st.composite
+def small_text_files(draw):
+    base = draw(st.sampled_from([CLASS_FILE, "cat\ndog\n", BLACKLIST, SPLIT]))
+    if draw(st.integers(0, 7)) == 0:
+        return base, draw(st.binary(max_size=80))
+    return base, maybe_bytes(draw, draw(token_edits(base)).encode("utf-8", "surrogatepass"))
+
+
+def check_small_text_files(value):
+    """Class files (plain or map_det.txt), ILSVRC blacklists and split files."""
+    from detector.io.datasets.common import read_class_file, read_split_file
+    from detector.io.datasets.ilsvrc import read_blacklist, read_split_with_index
+
+    base, content = value
+    with folder() as d:
+        p = write(os.path.join(d, "f.txt"), content)
+        if base in (CLASS_FILE, "cat\ndog\n"):
+            result_or_user_error(read_class_file, p)
+        elif base == BLACKLIST:
+            result_or_user_error(read_blacklist, p, ClassList(["n02672831", "n02691156"], None, [1, 2]))
+        else:
+            result_or_user_error(read_split_with_index, p)
+            result_or_user_error(read_split_file, p)
+
+
+test_small_text_files, test_small_text_files_slow = fuzz(small_text_files(), 300)(check_small_text_files)
+
+
 # ---------------------------------------------------------------------------------------------
 # VOC XML
 

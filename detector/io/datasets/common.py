@@ -28,7 +28,7 @@ class DatasetWarning(UserWarning):
 # ---------------------------------------------------------------------------------------------
 # class lists
 
-_MAP_DET_LINE = re.compile(r"^(n\d{8})\s+(\d+)\s+(.+?)\s*$")
+_MAP_DET_LINE = re.compile(r"^(n[0-9]{8})\s+([0-9]+)\s+(.+?)\s*$")
 
 
 @dataclass
@@ -64,6 +64,9 @@ def read_class_file(path: str) -> ClassList:
         raise UserError(f"class file {path}: no class names in it")
     matches = [_MAP_DET_LINE.match(ln) for _, ln in lines]
     if all(matches):
+        for (n, _), m in zip(lines, matches):
+            if len(m.group(2)) > 18:
+                raise UserError(f"class file {path} line {n}: class id {m.group(2)[:20]}... is too large")
         rows = sorted((int(m.group(2)), m.group(1), m.group(3)) for m in matches)
         ids = [r[0] for r in rows]
         if len(set(ids)) != len(ids):

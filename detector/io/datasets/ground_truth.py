@@ -16,7 +16,9 @@ Ground truth (:func:`read_ground_truth`) -> a :class:`Dataset`:
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import resource
 import pickle
 import select
 import signal
@@ -230,9 +232,6 @@ def _loadmat_forked(path: str):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 2)           # no crash report or reader warnings on the user's terminal
             try:
-                import faulthandler
-                import resource
-
                 faulthandler.disable()
 
                 with open("/proc/self/statm") as f:

@@ -69,7 +69,7 @@ def read_blacklist(path: str, classes: ClassList) -> dict[int, set[int]]:
         cls = parts[1]
         if cls in by_name:
             label = by_name[cls]
-        elif cls.isascii() and cls.isdigit() and int(cls) in by_id:
+        elif cls.isascii() and cls.isdigit() and len(cls) <= 18 and int(cls) in by_id:
             label = by_id[int(cls)]
         else:
             raise UserError(f"blacklist {path} line {n}: unknown class {cls!r}")

@@ -4,6 +4,7 @@ tests/detector/cli/conftest.py), odd images, bad input."""
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -74,3 +75,12 @@ def test_checkpoint_of_other_network_is_clear_error(model, tmp_path, capsys):
     Image.new("RGB", (64, 64)).save(tmp_path / "ok.png")
     assert detect_main([str(tmp_path / "ok.png"), "--model", str(tmp_path / "other.pt")]) == 2
     assert "does not fit its config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [["--max-per-image", "-1"], ["--max-per-image", "0"], ["--score-thr", "1.5"]])
+def test_detect_bad_thresholds_are_one_line_before_any_work(flag, tmp_path, capsys):
+    from detector.cli.detect import main
+
+    assert main(["examples/BloodImage_00007.jpg", *flag, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("detect: error: ") and not (tmp_path / "o").exists()

@@ -55,3 +55,21 @@ def test_bad_checkpoints(tmp_path):
     torch.save(ck, tmp_path / "future.pt")
     with pytest.raises(UserError, match="newer"):
         read_classifier(tmp_path / "future.pt")
+
+
+def test_detector_checkpoint_member_not_a_state_dict_and_bad_types(tmp_path):
+    import torch
+
+    from backbone.errors import UserError
+    from detector.io.checkpoints import load_detector
+
+    base = {"format_version": 2, "kind": "detector", "detector_kind": "rcnn", "config": {}, "classes": ["a"]}
+    for members, match in (([[1, 2, 3]], "member 0 is not a state dict"), ([{"w": 3}], "member 0 is not a state dict"),
+                           ("nope", "wrong type"), ([], "no trained members")):
+        p = tmp_path / "m.pt"
+        torch.save({**base, "members": members}, p)
+        with pytest.raises(UserError, match=match):
+            load_detector(str(p))
+    torch.save({**base, "format_version": 99, "members": [{}]}, p)
+    with pytest.raises(UserError, match="checkpoint format 99 is not supported"):
+        load_detector(str(p))

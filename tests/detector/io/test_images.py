@@ -239,3 +239,23 @@ def test_16bit_rgb_png(tmp_path):
     out = load_image(p)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out[0, 0], [128, 0, 255])
+
+
+def test_links_to_itself_and_fifos_are_visited_once_and_never_opened(tmp_path):
+    import os
+    import shutil
+
+    from detector.io.images import list_images, walk_images
+
+    d = tmp_path / "d"
+    d.mkdir()
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "data", "proposals", "BloodImage_00000.jpg")
+    shutil.copy(src, d / "a.jpg")
+    os.symlink(".", d / "self1")
+    os.symlink(".", d / "self2")
+    os.symlink("a.jpg", d / "b.jpg")   # a second name of one image
+    os.mkfifo(d / "x.jpg")             # would block a reader forever
+    assert walk_images(str(d)) == [str(d / "a.jpg")]
+    assert list_images([str(d)]) == [str(d / "a.jpg")]
+    with pytest.raises(UserError, match="not a regular file"):
+        list_images([str(d / "x.jpg")])

@@ -38,7 +38,7 @@ from backbone.io import atomic_write
 
 from .datasets.coco import load_json
 from .datasets.records import Dataset
-from .sniff import BOX_FORMATS, file_box, is_number, read_lines, sniff, text_files
+from .sniff import number, BOX_FORMATS, file_box, is_number, read_lines, sniff, text_files
 
 
 _REPR = reprlib.Repr()
@@ -48,20 +48,6 @@ _REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlist, _
 def short(v) -> str:
     """``repr(v)`` cut short (deep nesting, 400-digit numbers and long strings stay one short line)."""
     return _REPR.repr(v)
-
-
-def number(v) -> float | None:
-    """A JSON number (int or float, never a bool or a string) as a float; None when ``v`` is
-    something else or an integer too large for a float. NaN and infinity pass (checked later,
-    with the box they belong to)."""
-    if type(v) is float:
-        return v
-    if type(v) is int:
-        try:
-            return float(v)
-        except OverflowError:
-            return None
-    return None
 
 
 def whole(v) -> int | None:

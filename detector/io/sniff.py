@@ -119,3 +119,17 @@ def file_box(v, box_format):
     """left, top, right|w, bottom|h (inclusive pixels) -> xmin, ymin, xmax, ymax as in a VOC file."""
     l, t, a, b = v
     return (l, t, l + a, t + b) if box_format == "xywh" else (l, t, a, b)
+
+
+def number(v) -> float | None:
+    """A JSON number (int or float, never a bool or a string) as a float; None when ``v`` is
+    something else or an integer too large for a float. NaN and infinity pass (checked later,
+    with the box they belong to)."""
+    if type(v) is float:
+        return v
+    if type(v) is int:
+        try:
+            return float(v)
+        except OverflowError:
+            return None
+    return None

@@ -18,6 +18,7 @@ import numpy as np
 
 from backbone.errors import UserError
 
+from ..sniff import number
 from .common import BoxCleaner, ClassList
 from .records import Dataset, ImageRecord
 from .common import image_size
@@ -51,18 +52,6 @@ _REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlist, _
 
 def _short(v) -> str:
     return _REPR.repr(v)
-
-
-def _number(v) -> float | None:
-    """A JSON number (never a bool or a string) as a float, else None (also for ints too large)."""
-    if type(v) is float:
-        return v
-    if type(v) is int:
-        try:
-            return float(v)
-        except OverflowError:
-            return None
-    return None
 
 
 def _whole(v, strings: bool = False) -> int | None:
@@ -135,9 +124,9 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
         if iid is None or cid is None or "bbox" not in a:
             raise UserError(f"{path}: annotation #{k} lacks image_id / category_id / a numeric bbox")
         where = f"{path}: annotation #{k} (id {_short(a.get('id'))})"
-        if not isinstance(bbox, list) or len(bbox) != 4 or any(_number(v) is None for v in bbox):
+        if not isinstance(bbox, list) or len(bbox) != 4 or any(number(v) is None for v in bbox):
             raise UserError(f"{where}: bbox is not 4 numbers (got {_short(bbox)})")
-        bbox = [_number(v) for v in bbox]
+        bbox = [number(v) for v in bbox]
         if not np.all(np.isfinite(bbox)):
             raise UserError(f"{where}: bbox {_short(a['bbox'])} is not 4 finite numbers")
         if cid not in label_of:
@@ -147,10 +136,10 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
         area = a.get("area")
         if area is None:
             area = float(bbox[2] * bbox[3])
-        elif _number(area) is None or not math.isfinite(_number(area)):
+        elif number(area) is None or not math.isfinite(number(area)):
             raise UserError(f"{where}: area {_short(area)} is not a finite number")
         else:
-            area = _number(area)
+            area = number(area)
         crowd = a.get("iscrowd", 0)
         if type(crowd) not in (int, float, bool) or crowd not in (0, 1):
             raise UserError(f"{where}: iscrowd {_short(crowd)} is not 0 or 1")

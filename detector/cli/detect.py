@@ -93,7 +93,9 @@ class Outputs:
     def manifest(self, folder: str) -> Manifest:
         folder = os.path.abspath(folder)
         if folder not in self.manifests:
-            self.manifests[folder] = Manifest(folder)
+            m = self.manifests[folder] = Manifest(folder)
+            if os.path.isdir(m.path):
+                raise UserError(f"{m.path}: is a folder; detect keeps its record of the files it wrote there")
         return self.manifests[folder]
 
     def check(self, path: str, flag: str) -> str:
@@ -110,7 +112,8 @@ class Outputs:
             raise UserError(f"{flag} {path}: written twice by this run (once as a picture, once as --json)")
         if os.path.isdir(path):
             raise UserError(f"{flag} {path}: is a folder, expected a file path")
-        if os.path.lexists(path) and not self.overwrite and not self.manifest(os.path.dirname(path)).owns(path):
+        manifest = self.manifest(os.path.dirname(path))
+        if os.path.lexists(path) and not self.overwrite and not manifest.owns(path):
             raise UserError(f"{flag} {path}: exists and was not written by detect (no record of it in "
                             f"{os.path.join(os.path.dirname(path), MANIFEST)}); use --overwrite to replace it")
         self.planned.add(real)

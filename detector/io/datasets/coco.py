@@ -19,7 +19,7 @@ import numpy as np
 from backbone.errors import UserError
 
 from ..sniff import number
-from .common import BoxCleaner, ClassList
+from .common import MAX_SIDE, BoxCleaner, ClassList
 from .records import Dataset, ImageRecord
 from .common import image_size
 
@@ -159,8 +159,9 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
         for key in ("width", "height"):
             v = im.get(key)
             n = 0 if v is None else _whole(v)
-            if n is None or n < 0:
-                raise UserError(f"{path}: image #{k} (id {_short(iid)}): {key} {_short(v)} is not a whole number of pixels")
+            if n is None or not 0 <= n <= MAX_SIDE:
+                raise UserError(f"{path}: image #{k} (id {_short(iid)}): {key} {_short(v)} is not a whole number of "
+                                f"pixels (0..{MAX_SIDE})")
             size.append(n)
         w, h = size
         file_name = im.get("file_name", "")

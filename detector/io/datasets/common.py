@@ -21,6 +21,11 @@ from PIL import Image, UnidentifiedImageError
 from backbone.errors import UserError
 
 
+#: the largest image side believed in an annotation (PNG stops at 2^31 - 1; a larger number is
+#: a damaged file)
+MAX_SIDE = 2 ** 31 - 1
+
+
 class DatasetWarning(UserWarning):
     """Boxes were dropped or clipped while reading a dataset (the message has the counts)."""
 
@@ -144,6 +149,11 @@ class BoxCleaner:
         for i in np.flatnonzero(~keep):
             self._note(f"{where}: degenerate box {_fmt(b[i])} dropped")
         self.dropped += int((~keep).sum())
+        huge = keep & (np.abs(b) > MAX_SIDE).any(axis=1)   # beyond any image (and float32's range)
+        for i in np.flatnonzero(huge):
+            self._note(f"{where}: box {_fmt(b[i])} outside any image dropped")
+        self.dropped += int(huge.sum())
+        keep &= ~huge
         out = b.copy()
         if self.one_based:
             out[:, :2] -= 1.0

@@ -24,7 +24,7 @@ import numpy as np
 from backbone.errors import UserError
 
 from ._xml import parse_xml
-from .common import BoxCleaner, ClassList, image_size, read_split_file
+from .common import MAX_SIDE, BoxCleaner, ClassList, image_size, read_split_file
 from .records import Dataset, ImageRecord
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG", ".bmp", ".tif", ".tiff")
@@ -72,6 +72,8 @@ def parse_voc_annotation(path: str) -> VocAnnotation:
     if size is not None and size.find("width") is not None and size.find("height") is not None:
         width = int(round(_number(size, "width", path)))
         height = int(round(_number(size, "height", path)))
+        if not (abs(width) <= MAX_SIDE and abs(height) <= MAX_SIDE):
+            raise UserError(f"{path} line {size.line}: <size> {width} x {height} is not a plausible image size")
     filename = (root.findtext("filename") or "").strip() or None
     objects = []
     for obj in root.iter("object"):

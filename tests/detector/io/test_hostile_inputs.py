@@ -277,6 +277,7 @@ def _coco(**image):
     (float("inf"), r"image #0 \(id 1\): width inf is not a whole number"),   # 1e400 in the file
     (-3, r"width -3 is not a whole number"),
     (True, r"width True is not a whole number"),
+    (10 ** 400, r"width 1000.* is not a whole number of pixels \(0\.\.2147483647\)"),
 ])
 def test_coco_width_not_a_number(width, match):
     with pytest.raises(UserError, match=match):

@@ -5,6 +5,12 @@ files an earlier ``detect`` wrote into that folder, as the folder's manifest
 (:data:`MANIFEST`, the names and SHA-256 of what detect wrote) says; any other existing file is
 refused unless ``--overwrite``, and an input image is never written (not even with
 ``--overwrite``). Pictures detect wrote are not read back as inputs when a folder is given.
+
+``--format`` writes the ``--json`` detections in another tool's format: ``coco`` (COCO results
+JSON, images numbered in input order from 1, category id = label, the mapping in
+``<name>.ids.json``), ``txt`` (``--json`` is a folder: one file per image, ``class score x1 y1 x2
+y2`` in 1-based inclusive pixels, as Cartucho/mAP reads); ``eval-map --detections`` reads both.
+A ``txt`` folder holding files detect did not write there is refused unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -18,13 +24,14 @@ import time
 from dataclasses import replace
 
 import cv2
+import numpy as np
 
 from backbone.errors import UserError
 from backbone.io import atomic_write, check_writable
-
 from detector.cli.common import add_device_arg, cli_main
 from detector.engine.devices import resolve_device
-from detector.io.detections import write_detections_json
+from detector.io.datasets.records import Dataset, ImageRecord
+from detector.io.detections import FORMATS, ids_path, text_files_of, write_detections
 from detector.io.images import list_images, load_image
 from detector.model import Detector
 
@@ -154,6 +161,50 @@ def draw(image, det, path: str) -> None:
     atomic_write(path, picture(image, det), what="picture")
 
 
+def unique_names(images: list[str]) -> dict[str, str]:
+    """Each input's output name: its file stem, ``stem_2``, ``stem_3``, ... for repeated stems."""
+    used, names = set(), {}
+    for path in images:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, k = stem, 1
+        while name in used:  # two inputs with one name: never overwrite our own output
+            k += 1
+            name = f"{stem}_{k}"
+        used.add(name)
+        names[path] = name
+    return names
+
+
+def plan_detections(outputs: Outputs, path: str, fmt: str, dataset: Dataset) -> list[str]:
+    """Check every file the ``--json`` detections of format ``fmt`` write (a txt folder: each
+    file, and no other file in it unless --overwrite); the paths, to record once written."""
+    if fmt == "txt":
+        files = text_files_of(path, dataset)
+        if os.path.isdir(path) and not outputs.overwrite:
+            mine = set(files)
+            for root, dirs, names in os.walk(path):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for f in names:
+                    p = os.path.join(root, f)
+                    if f != MANIFEST and p not in mine and not outputs.manifest(root).owns(p):
+                        raise UserError(f"--json {path}: the folder holds {os.path.relpath(p, path)}, which detect did "
+                                        f"not write; use another folder, or --overwrite to write beside it")
+        return [outputs.check(f, "--json") for f in files]
+    planned = [outputs.check(path, "--json")]
+    if fmt == "coco":
+        planned.append(outputs.check(ids_path(path), "--json (the ids mapping)"))
+    return planned
+
+
+def to_arrays(item: dict, classes: list[str]) -> dict:
+    """One detections JSON object -> ``{"boxes", "scores", "labels"}`` arrays (every format is
+    written from these, so they all hold the numbers of the JSON)."""
+    d = item["detections"]
+    return {"boxes": np.array([x["box"] for x in d], np.float64).reshape(-1, 4),
+            "scores": np.array([x["score"] for x in d], np.float64),
+            "labels": np.array([classes.index(x["label"]) + 1 for x in d], np.int64)}
+
+
 def input_images(inputs: list[str]) -> list[str]:
     """The images of ``inputs`` (files as given; folders expanded, without the pictures an
     earlier detect wrote there, as their folder's manifest records)."""
@@ -187,7 +238,13 @@ def main(argv=None) -> int:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--model", help="detector checkpoint (default: the bundled BCCD model)")
     p.add_argument("--out", help="folder for the images with boxes drawn (PNG)")
-    p.add_argument("--json", help="write the detections JSON (one object per image) to this file")
+    p.add_argument("--json", metavar="PATH", help="write the detections to this file (one JSON object per image; "
+                   "another tool's format with --format; with --format txt a folder)")
+    p.add_argument("--format", choices=FORMATS, default="json",
+                   help="format of --json: json (the project's, default), coco (COCO results JSON plus "
+                        "<name>.ids.json: images numbered in input order, category id = label), txt (a folder, "
+                        "one file per image: class score x1 y1 x2 y2, 1-based inclusive, as Cartucho/mAP reads); "
+                        "devkit needs ILSVRC devkit ids: use eval-map --split --format devkit")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing files in the way of --out / --json even when detect did not write them "
                         "(inputs are never written)")
@@ -203,27 +260,30 @@ def main(argv=None) -> int:
         raise UserError(f"--score-thr {args.score_thr}: must be between 0 and 1")
     if args.max_per_image is not None and args.max_per_image < 1:
         raise UserError(f"--max-per-image {args.max_per_image}: must be >= 1")
+    if args.format != "json" and not args.json:
+        raise UserError(f"--format {args.format} is the format of --json PATH: give --json")
+    if args.format == "devkit":
+        raise UserError("--format devkit needs the ILSVRC devkit's image indexes and class ids, which images given "
+                        "to detect do not have; use eval-map --split S --format devkit on an ILSVRC dataset, "
+                        "or --format coco, txt or json")
     if args.json:
-        check_writable(args.json, what="--json")
+        check_writable(args.json, what="--json", folder=args.format == "txt")
     if args.out:
         check_writable(args.out, what="--out", folder=True)
 
     images = input_images(args.inputs)
     outputs = Outputs(images, args.overwrite)
     pictures = {}
+    names = unique_names(images)
     if args.out:
-        used = set()
         for path in images:
-            stem = os.path.splitext(os.path.basename(path))[0]
-            name, k = stem, 1
-            while name in used:  # two inputs with one name: never overwrite our own output
-                k += 1
-                name = f"{stem}_{k}"
-            used.add(name)
-            pictures[path] = outputs.check(os.path.join(args.out, name + ".png"), "--out")
-    if args.json:
-        outputs.check(args.json, "--json")
+            pictures[path] = outputs.check(os.path.join(args.out, names[path] + ".png"), "--out")
     detector = Detector.from_checkpoint(args.model, resolve_device(args.device))
+    dataset = Dataset(classes=list(detector.classes), records=[
+        ImageRecord(image_id=names[p], path=p, width=0, height=0, boxes=np.zeros((0, 4)), labels=[], difficult=[])
+        for p in images])
+    if args.json:
+        planned = plan_detections(outputs, args.json, args.format, dataset)
     test = replace(detector.cfg.test, score_thr=args.score_thr)
     if args.max_per_image is not None:
         test = replace(test, max_per_image=args.max_per_image)
@@ -237,6 +297,8 @@ def main(argv=None) -> int:
             det = detector(image)
             det.seconds["load"] = t_load
             results.append(det.to_json(path))
+            rec = dataset.records[len(results) - 1]
+            rec.height, rec.width = image.shape[:2]
             print(f"{path}: {len(det.boxes)} detections")
             if len(det.boxes):
                 print(f"  {'label':<12}{'score':>7}  box (x1, y1, x2, y2)")
@@ -248,9 +310,11 @@ def main(argv=None) -> int:
                 draw(image, det, pictures[path])
                 outputs.written(pictures[path])
         if args.json:
-            write_detections_json(args.json, results)
-            outputs.written(args.json)
-            print(f"wrote {args.json}", file=sys.stderr)
+            write_detections(args.json, args.format, dataset, [to_arrays(r, dataset.classes) for r in results])
+            for f in planned:
+                outputs.written(f)
+            print(f"wrote {args.json}" + (f" ({len(planned)} files)" if args.format == "txt" else "")
+                  + (f" and {planned[1]}" if args.format == "coco" else ""), file=sys.stderr)
     finally:
         outputs.save()
     return 0

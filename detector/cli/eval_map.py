@@ -9,7 +9,11 @@ Split mode (runs the detector, then scores it and saves its detections for re-sc
 
     eval-map --split test --config C [--model CKPT] [--data-root D] [--set k=v ...]
              [--cache-dir D] [--device auto] [--protocol P] [--json OUT] [--plots DIR]
-             [--save-detections FILE]
+             [--save-detections FILE] [--format json|coco|txt|devkit]
+    eval-map --split test --model RUN/model.pt [--data-root D]   (the data of the model's config)
+
+Detections of classes the ground truth does not have are left out with one warning
+(``--strict``: an error), as the VOC devkit, pycocotools and Cartucho/mAP do.
 
 Formats are recognised from content (see :mod:`detector.formats`). Prints a per-class AP table
 and the mean; ``--json`` writes the numbers, ``--plots`` a precision-recall PNG.
@@ -26,19 +30,23 @@ import warnings
 import numpy as np
 import yaml
 
-from backbone.config import save_config
+from backbone.config import apply_overrides, from_dict, save_config
 from backbone.errors import UserError
 from backbone.io import check_writable, write_json
 from detector.cli.common import add_config_args, add_device_arg, cli_main
-from detector.config import load_detector_config
+from detector.config import DetectorConfig, load_detector_config
 from detector.engine.detect_split import detect_split
 from detector.engine.devices import is_main
-from detector.io.datasets import ground_truth
+from detector.io.checkpoints import load_detector
+from detector.io.datasets import ground_truth, load_dataset
 from detector.io.datasets.ground_truth import read_ground_truth
 from detector.io.detections import (
+    FORMATS,
+    check_format,
     items_to_detections,
     read_detections,
-    write_detections_json,
+    text_files_of,
+    write_detections,
 )
 from eval import evaluate
 from eval.analysis import analyze, summary_lines, write_report
@@ -62,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box-format", choices=("xyxy", "xywh"), default="xyxy",
                    help="text files: left top right bottom (xyxy, default) or left top width height (xywh)")
     p.add_argument("--blacklist", metavar="FILE", help="ILSVRC blacklist (lines `image_index WNID`)")
+    p.add_argument("--strict", action="store_true",
+                   help="detections of classes the ground truth does not have are an error (default: left out, "
+                        "counted in one warning)")
     p.add_argument("--json", metavar="OUT", help="write the numbers as JSON")
     p.add_argument("--plots", metavar="DIR", help="write precision-recall curves as PNG into DIR")
     p.add_argument("--analyze", metavar="DIR",
@@ -77,7 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", help="dataset split to detect and score (e.g. test)")
     g.add_argument("--model", metavar="CKPT", help="detector checkpoint")
     g.add_argument("--save-detections", metavar="FILE",
-                   help="where to save the split's detections (default: <dir of --json or .>/detections_<split>.json)")
+                   help="where to save the split's detections (default: <dir of --json or .>/detections_<split>.json, "
+                        "a folder detections_<split> with --format txt, detections_<split>.txt with devkit)")
+    g.add_argument("--format", choices=FORMATS, default="json",
+                   help="format of the saved detections: json (the project's, default), coco (COCO results JSON; "
+                        "without a COCO ground truth the ids mapping goes to *.ids.json beside it), txt (a folder, "
+                        "one file per image: class score x1 y1 x2 y2, 1-based inclusive, as Cartucho/mAP reads), "
+                        "devkit (ILSVRC submission lines; needs the devkit's ids)")
     g.add_argument("--proposals", choices=("model", "config"), default="model",
                    help="proposal settings: the checkpoint's (default) or --config's proposals section "
                         "(with --set proposals.KEY=VALUE), e.g. to score one region classifier on other proposals")
@@ -135,7 +152,7 @@ def score(dataset, dets: list[dict], protocol: str, iou: float | None, args, ext
 
 
     if protocol != "ilsvrc" and any(r.blacklist for r in dataset.records):
-        print(f"eval-map: note: the blacklist only applies to --protocol ilsvrc", file=sys.stderr)
+        print("eval-map: note: the blacklist only applies to --protocol ilsvrc", file=sys.stderr)
     result = evaluate(protocol, ground_truth(dataset), dets, len(dataset.classes), iou=iou, return_curves=True)
     names = list(dataset.display_names or dataset.classes)
     if dataset.display_names:
@@ -184,7 +201,7 @@ def _run_files(args) -> None:
     if not args.ground_truth or not args.detections:
         raise UserError("give --ground-truth and --detections (or --split with --config)")
     gt = read_ground_truth(args.ground_truth, args.classes, args.box_format, args.blacklist)
-    dets = read_detections(args.detections, gt, args.box_format)
+    dets = read_detections(args.detections, gt, args.box_format, strict=args.strict)
     _flush_warnings(args)
     n = sum(len(d["scores"]) for d in dets)
     if n == 0:
@@ -198,30 +215,74 @@ def _run_split(args) -> None:
 
     if args.detections or args.ground_truth:
         raise UserError("--split runs the detector: do not combine it with --ground-truth / --detections")
-    if not args.config:
-        raise UserError("--split needs --config (the detector config; --model for the checkpoint)")
-    cfg = load_detector_config(args.config, args.overrides, args.data_root)
+    cfg = split_config(args)
+    if args.format in ("devkit", "txt"):  # before the work: a format this data cannot have fails now
+        check_format(args.format, load_dataset(cfg.data, args.split))
 
     timing: dict = {}
     dataset, items = detect_split(cfg, args.split, model_path=args.model, cache_dir=args.cache_dir, device=args.device,
                                   proposals_from_config=args.proposals == "config", timing=timing)
     if not is_main():  # under torchrun every rank detects a shard; rank 0 writes and prints
         return
-    out_dir = os.path.dirname(os.path.abspath(args.json)) if args.json else os.getcwd()
-    save_path = args.save_detections or os.path.join(out_dir, f"detections_{args.split}.json")
-    write_detections_json(save_path, items)
-    print(f"detections: {save_path}", file=sys.stderr)
+    save_path = _save_path(args)
+    dets = items_to_detections(items, save_path, dataset)
+    if args.format == "txt":
+        _check_text_folder(save_path, dataset)
+    written = write_detections(save_path, args.format, dataset, dets)
+    print(f"detections: {save_path}" + (f" (ids: {written[1]})" if args.format == "coco" and len(written) > 1 else ""),
+          file=sys.stderr)
     if timing:
         print("seconds per image: " + ", ".join(f"{k} {v:.3f}" for k, v in timing.items())
               + f" (total {sum(timing.values()):.3f})", file=sys.stderr)
     if args.json:
         save_config(cfg, os.path.splitext(os.path.abspath(args.json))[0] + ".config.yaml")
-    dets = items_to_detections(items, save_path, dataset)
     _flush_warnings(args)
     score(dataset, dets, args.protocol or cfg.test.protocol, args.iou, args,
-          {"split": args.split, "config": os.path.abspath(args.config), "model": args.model,
+          {"split": args.split, "config": os.path.abspath(args.config) if args.config else None, "model": args.model,
            "detections": save_path, "num_images": len(dataset.records),
            "seconds_per_image": timing or None})
+
+
+def split_config(args) -> DetectorConfig:
+    """The config of ``--split``: ``--config``'s, else the one inside ``--model``'s checkpoint (its
+    data: root, format, classes; either kind), with ``--set`` and ``--data-root`` applied."""
+    if args.config:
+        return load_detector_config(args.config, args.overrides, args.data_root)
+    if not args.model:
+        raise UserError("--split needs --config (the detector config) or --model (a checkpoint, whose config gives the data)")
+    cfg = from_dict(DetectorConfig, load_detector(args.model)["config"], source=f"model {args.model}'s config")
+    if args.overrides:
+        cfg = apply_overrides(cfg, args.overrides)
+    if args.data_root is not None:
+        cfg.data.root = args.data_root
+    if not cfg.data.root:
+        raise UserError(f"model {args.model}: its config names no data.root; give --data-root (or --config)")
+    return cfg
+
+
+def _save_path(args) -> str:
+    if args.save_detections:
+        return os.path.abspath(args.save_detections)
+    out_dir = os.path.dirname(os.path.abspath(args.json)) if args.json else os.getcwd()
+    ext = {"json": ".json", "coco": ".json", "txt": "", "devkit": ".txt"}[args.format]
+    return os.path.join(out_dir, f"detections_{args.split}{ext}")
+
+
+def _check_text_folder(folder: str, dataset) -> None:
+    """A text folder of detections holds this split's files only: an existing folder holding
+    other files is refused (they would be read back as detections); this split's are replaced."""
+    if not os.path.isdir(folder):
+        return
+    mine = set(text_files_of(folder, dataset))
+    others = [os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs if os.path.join(r, f) not in mine]
+    if others:
+        raise UserError(f"--save-detections {folder}: the folder holds other files ({short_list(others, folder)}); "
+                        f"choose a new or empty folder")
+
+
+def short_list(paths: list[str], base: str) -> str:
+    names = sorted(os.path.relpath(p, base) for p in paths)
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 @cli_main
@@ -229,7 +290,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.iou is not None and not (0.0 < args.iou <= 1.0):
         raise UserError(f"--iou {args.iou}: must be in (0, 1]")
-    for flag, path, folder in (("--json", args.json, False), ("--save-detections", args.save_detections, False),
+    txt = args.format == "txt"
+    if args.format != "json" and not args.split:
+        raise UserError("--format is the format of the detections --split saves; --detections files are recognised from content")
+    for flag, path, folder in (("--json", args.json, False), ("--save-detections", args.save_detections, txt),
                                ("--plots", args.plots, True), ("--analyze", args.analyze, True)):
         if path:  # before the work: a read-only or wrong output path fails now, not after a split's detection
             check_writable(path, what=flag, folder=folder)

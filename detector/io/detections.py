@@ -19,8 +19,14 @@ detections file means no detections (AP 0), not an error. Every other defect rai
 :class:`UserError` naming the file and line (or entry): malformed XML/JSON, an image the ground
 truth lacks, an unknown class name or id, NaN/inf or negative-size boxes.
 
-Writers: :func:`write_detections_json` (and :func:`detections_to_items` from arrays),
-:func:`write_devkit_submission`, :func:`write_coco_results`.
+Detections of classes the ground truth lacks raise with ``strict``, else they are left out and
+counted in one :class:`UnknownClassWarning` (as the VOC devkit, pycocotools and Cartucho/mAP do).
+
+Writers (:func:`write_detections`, one of :data:`FORMATS`): :func:`write_detections_json` (and
+:func:`detections_to_items` from arrays), :func:`write_devkit_submission` (needs the devkit's
+ids: :func:`check_format`), :func:`write_coco_results` (the ground truth's ids when it is a COCO
+one, else images numbered from 1 and category id = label, the mapping in ``*.ids.json``, joined
+back when read), :func:`write_text_detections` (a folder of Cartucho/mAP files, read back exactly).
 """
 
 from __future__ import annotations
@@ -30,16 +36,25 @@ import json
 import math
 import os
 import reprlib
+import warnings
+from collections import Counter
+from decimal import Decimal, InvalidOperation
 
 import numpy as np
 
 from backbone.errors import UserError
-from backbone.io import atomic_write
+from backbone.io import atomic_write, write_json
 
 from .datasets.coco import load_json
 from .datasets.records import Dataset
-from .sniff import number, BOX_FORMATS, file_box, is_number, read_lines, sniff, text_files
-
+from .sniff import (
+    BOX_FORMATS,
+    file_box,
+    number,
+    read_lines,
+    sniff,
+    text_files,
+)
 
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlist, _REPR.maxdict = 3, 60, 60, 40, 6, 4
@@ -57,6 +72,32 @@ def whole(v) -> int | None:
     if type(v) is float and math.isfinite(v) and v.is_integer():
         return int(v)
     return None
+
+
+class UnknownClassWarning(UserWarning):
+    """Detections of classes the ground truth does not have were left out (eval-map prints it)."""
+
+
+class _Unknown:
+    """Detections of classes the ground truth lacks: an error naming the first (``strict``), else
+    counted and left out, with one :class:`UnknownClassWarning` naming the classes and counts
+    (as the VOC devkit, pycocotools and Cartucho/mAP leave them out)."""
+
+    def __init__(self, path: str, strict: bool):
+        self.path, self.strict, self.counts = path, strict, Counter()
+
+    def add(self, name, where: str, what: str = "class") -> None:
+        if self.strict:
+            raise UserError(f"{where}: unknown {what} {short(name)}")
+        self.counts[name if isinstance(name, str) else f"{what} {name}"] += 1
+
+    def warn(self) -> None:
+        if self.counts:
+            n = sum(self.counts.values())
+            names = ", ".join(f"{k} ({v})" for k, v in sorted(self.counts.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+            warnings.warn(UnknownClassWarning(
+                f"{self.path}: {n} detection(s) of classes the ground truth does not have left out: {names} "
+                f"(--strict makes this an error)"), stacklevel=3)
 
 
 class _Images:
@@ -109,8 +150,9 @@ def _check_det_boxes(boxes: np.ndarray, scores: np.ndarray, where) -> None:
                         f"(is the box format right? --box-format xyxy|xywh)")
 
 
-def read_detections(path: str, gt: Dataset, box_format: str = "xyxy") -> list[dict]:
-    """Detections from ``path`` (format recognised from content), one dict per ``gt`` record."""
+def read_detections(path: str, gt: Dataset, box_format: str = "xyxy", strict: bool = True) -> list[dict]:
+    """Detections from ``path`` (format recognised from content), one dict per ``gt`` record.
+    Detections of classes ``gt`` lacks raise (``strict``) or are left out with one warning."""
     if box_format not in BOX_FORMATS:
         raise UserError(f"box format {box_format!r}: use xyxy or xywh")
     path = os.path.abspath(os.path.expanduser(path))
@@ -124,12 +166,15 @@ def read_detections(path: str, gt: Dataset, box_format: str = "xyxy") -> list[di
     if kind == "json":
         data = load_json(path, "detections")
         if isinstance(data, list) and data and isinstance(data[0], dict) and "image_id" in data[0]:
-            return read_coco_results(data, path, gt)
-        return items_to_detections(validate_items(data, path), path, gt)
+            ids = ids_path(path)
+            if os.path.isfile(ids):
+                data = _join_ids(data, ids, gt)
+            return read_coco_results(data, path, gt, strict)
+        return items_to_detections(validate_items(data, path), path, gt, strict)
     if kind == "devkit":
-        return read_devkit_submission(path, gt)
+        return read_devkit_submission(path, gt, strict)
     if kind == "text-folder":
-        return read_text_detections(path, gt, box_format)
+        return read_text_detections(path, gt, box_format, strict)
     raise UserError(f"detections {path}: not a format eval-map reads (detections JSON, COCO results JSON, "
                     f"devkit submission lines, or a folder of text files)")
 
@@ -161,10 +206,11 @@ def validate_items(data, path: str) -> list[dict]:
     return data
 
 
-def items_to_detections(items: list[dict], path: str, gt: Dataset) -> list[dict]:
+def items_to_detections(items: list[dict], path: str, gt: Dataset, strict: bool = True) -> list[dict]:
     """The project's detections JSON objects (checked by :func:`validate_items`) -> per-record
     arrays (labels by name or 1..C). One entry per image: two naming the same image raise."""
     images = _Images(gt)
+    unknown = _Unknown(path, strict)
     index = {c: i + 1 for i, c in enumerate(gt.classes)}
     base = os.path.dirname(path)
     img, boxes, scores, labels, where = [], [], [], [], []
@@ -186,7 +232,8 @@ def items_to_detections(items: list[dict], path: str, gt: Dataset) -> list[dict]
             elif whole(lab) is not None and 1 <= whole(lab) <= len(gt.classes):
                 lab = whole(lab)
             else:
-                raise UserError(f"{path}: entry #{k} ({short(image)}) detection #{j}: unknown class {short(lab)}")
+                unknown.add(lab, f"{path}: entry #{k} ({short(image)}) detection #{j}")
+                continue
             boxes.append([number(v) for v in d["box"]])
             scores.append(number(d["score"]))
             img.append(i)
@@ -195,6 +242,7 @@ def items_to_detections(items: list[dict], path: str, gt: Dataset) -> list[dict]
     boxes_a = np.array(boxes, np.float64).reshape(-1, 4)
     scores_a = np.array(scores, np.float64)
     _check_det_boxes(boxes_a, scores_a, lambda q: f"{path}: entry #{where[q][0]} detection #{where[q][1]}")
+    unknown.warn()
     return _group(len(gt.records), np.array(img, np.int64), boxes_a, scores_a, np.array(labels, np.int64))
 
 
@@ -206,7 +254,7 @@ def _label_of_id(gt: Dataset) -> dict[int, int]:
 _NUMBER_TYPES = {int, float}
 
 
-def read_coco_results(data: list, path: str, gt: Dataset) -> list[dict]:
+def read_coco_results(data: list, path: str, gt: Dataset, strict: bool = True) -> list[dict]:
     """COCO results JSON (bbox ``[x, y, w, h]`` continuous) -> per-record arrays.
 
     Columns are gathered at once and checked as arrays; only when a check fails does the
@@ -228,15 +276,22 @@ def read_coco_results(data: list, path: str, gt: Dataset) -> list[dict]:
             lut = np.full(max(lab_of) + 2, -1, np.int64)
             lut[list(lab_of)] = list(lab_of.values())
             ok = (bb.shape == (len(data), 4) and (img >= 0).all() and ((cid >= 0) & (cid < len(lut))).all())
-            labels = lut[cid] if ok else None
-            ok = ok and bool((labels > 0).all())
+            ok = bb.shape == (len(data), 4) and bool((img >= 0).all())
+            labels = lut[np.clip(cid, 0, len(lut) - 1)] if ok else None
+            ok = ok and (not strict or bool(((cid >= 0) & (cid < len(lut))).all() and (labels > 0).all()))
     except (KeyError, TypeError, ValueError, IndexError, OverflowError):
         ok = False
     if ok:
         boxes = np.concatenate([bb[:, :2], bb[:, :2] + bb[:, 2:]], axis=1)
         _check_det_boxes(boxes, scores, lambda q: f"{path}: result #{q}")
-        return _group(len(gt.records), img, boxes, scores, labels)
-    return _read_coco_results_checked(data, path, gt, images, lab_of)
+        known = (cid >= 0) & (cid < len(lut)) & (labels > 0)
+        if not known.all():
+            unknown = _Unknown(path, strict)
+            for c in cid[~known]:
+                unknown.add(_category_name(data, int(c)), path, "category id")
+            unknown.warn()
+        return _group(len(gt.records), img[known], boxes[known], scores[known], labels[known])
+    return _read_coco_results_checked(data, path, gt, images, lab_of, strict)
 
 
 def _id_key(iid) -> str | None:
@@ -248,8 +303,16 @@ def _id_key(iid) -> str | None:
     return None if w is None else str(w)
 
 
-def _read_coco_results_checked(data: list, path: str, gt: Dataset, images, lab_of) -> list[dict]:
+def _category_name(data, cid: int):
+    """An unknown category id, or the class name the ids mapping gave it (see :func:`_join_ids`)."""
+    names = getattr(data, "names", None)
+    return names.get(cid, cid) if names else cid
+
+
+def _read_coco_results_checked(data: list, path: str, gt: Dataset, images, lab_of, strict: bool = True) -> list[dict]:
     n = len(data)
+    unknown = _Unknown(path, strict)
+    keep = np.ones(n, bool)
     img = np.empty(n, np.int64)
     boxes = np.empty((n, 4))
     scores = np.empty(n)
@@ -269,15 +332,20 @@ def _read_coco_results_checked(data: list, path: str, gt: Dataset, images, lab_o
         if i is None:
             raise UserError(f"{path}: result #{k}: image_id {short(iid)} is not in the ground truth")
         if cid not in lab_of:
-            raise UserError(f"{path}: result #{k}: unknown category id {short(cid)}")
+            unknown.add(_category_name(data, cid), f"{path}: result #{k}", "category id")
+            keep[k] = False
+            continue
         bb = [number(v) for v in bb]
         img[k], labels[k], scores[k] = i, lab_of[cid], sc
         boxes[k] = (bb[0], bb[1], bb[0] + bb[2], bb[1] + bb[3])
-    _check_det_boxes(boxes, scores, lambda q: f"{path}: result #{q}")
+    img, boxes, scores, labels = img[keep], boxes[keep], scores[keep], labels[keep]
+    kept = np.flatnonzero(keep)
+    _check_det_boxes(boxes, scores, lambda q: f"{path}: result #{kept[q]}")
+    unknown.warn()
     return _group(len(gt.records), img, boxes, scores, labels)
 
 
-def read_devkit_submission(path: str, gt: Dataset) -> list[dict]:
+def read_devkit_submission(path: str, gt: Dataset, strict: bool = True) -> list[dict]:
     """Lines ``image_index class_id confidence xmin ymin xmax ymax`` (1-based inclusive)."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -322,14 +390,17 @@ def read_devkit_submission(path: str, gt: Dataset) -> list[dict]:
     cls = a[:, 1].astype(np.int64)
     labels = np.array([lab_of.get(int(c), -1) for c in cls], np.int64)
     bad = np.flatnonzero(labels < 0)
-    if bad.size:
-        raise UserError(f"{path} line {line_of[bad[0]]}: unknown class id {cls[bad[0]]}")
+    unknown = _Unknown(path, strict)
+    for q in bad:
+        unknown.add(int(cls[q]), f"{path} line {line_of[q]}", "class id")
     scores = a[:, 2]
     file_boxes = a[:, 3:7]
     boxes = file_boxes.copy()
     boxes[:, :2] -= 1.0
     _check_det_boxes(boxes, scores, lambda q: f"{path} line {line_of[q]}")
-    return _group(len(gt.records), img, boxes, scores, labels)
+    known = labels > 0
+    unknown.warn()
+    return _group(len(gt.records), img[known], boxes[known], scores[known], labels[known])
 
 
 def _float(t: str) -> float | None:
@@ -339,9 +410,12 @@ def _float(t: str) -> float | None:
         return None
 
 
-def read_text_detections(folder: str, gt: Dataset, box_format: str = "xyxy") -> list[dict]:
-    """One text file per image, lines ``class confidence left top right bottom``."""
+def read_text_detections(folder: str, gt: Dataset, box_format: str = "xyxy", strict: bool = True) -> list[dict]:
+    """One text file per image, lines ``class confidence left top right bottom``. With xyxy,
+    ``left - 1`` and ``top - 1`` are computed in decimal, so that the files
+    :func:`write_text_detections` writes read back exactly."""
     images = _Images(gt)
+    unknown = _Unknown(folder, strict)
     index = {c: i + 1 for i, c in enumerate(gt.classes)}
     img, boxes, scores, labels, where = [], [], [], [], []
     for image_id, p in text_files(folder).items():
@@ -352,19 +426,35 @@ def read_text_detections(folder: str, gt: Dataset, box_format: str = "xyxy") -> 
             if len(tok) < 6:
                 raise UserError(f"{p} line {n}: expected `class confidence left top right bottom`, got {short(' '.join(tok))}")
             name = " ".join(tok[:-5])
-            if name not in index:
-                raise UserError(f"{p} line {n}: unknown class {short(name)}")
             try:
                 v = [float(t) for t in tok[-5:]]
             except ValueError:
                 raise UserError(f"{p} line {n}: expected `class confidence left top right bottom`, got {short(' '.join(tok))}") from None
+            if name not in index:
+                unknown.add(name, f"{p} line {n}")
+                continue
             x1, y1, x2, y2 = file_box(v[1:], box_format)
+            if box_format == "xyxy":
+                x1, y1 = _minus_one(tok[-4], x1), _minus_one(tok[-3], y1)
+            else:
+                x1, y1 = x1 - 1.0, y1 - 1.0
             img.append(i); labels.append(index[name]); scores.append(v[0])
-            boxes.append((x1 - 1.0, y1 - 1.0, x2, y2)); where.append(f"{p} line {n}")
+            boxes.append((x1, y1, x2, y2)); where.append(f"{p} line {n}")
     boxes_a = np.array(boxes, np.float64).reshape(-1, 4)
     scores_a = np.array(scores, np.float64)
     _check_det_boxes(boxes_a, scores_a, lambda q: where[q])
+    unknown.warn()
     return _group(len(gt.records), np.array(img, np.int64), boxes_a, scores_a, np.array(labels, np.int64))
+
+
+def _minus_one(token: str, value: float) -> float:
+    """``token - 1`` rounded once (decimal), so ``repr(x)`` written as ``x + 1`` reads back as ``x``."""
+    if not math.isfinite(value):
+        return value - 1.0
+    try:
+        return float(Decimal(token) - 1)
+    except (InvalidOperation, ValueError):
+        return value - 1.0
 
 
 def detections_to_items(dataset: Dataset, dets: list[dict]) -> list[dict]:
@@ -405,14 +495,179 @@ def write_devkit_submission(path: str, dataset: Dataset, dets: list[dict]) -> No
     _atomic_write(path, "".join(out))
 
 
-def write_coco_results(path: str, dataset: Dataset, dets: list[dict]) -> None:
-    """COCO results JSON; ``image_id`` is the record's id (an int when it is one)."""
-    ids = dataset.class_ids or list(range(1, len(dataset.classes) + 1))
+#: the formats :func:`write_detections` writes (``json`` = the project's detections JSON)
+FORMATS = ("json", "coco", "txt", "devkit")
+
+
+def ids_path(path: str) -> str:
+    """The sibling ids mapping of a COCO results file: ``out.json`` -> ``out.ids.json``."""
+    root, ext = os.path.splitext(path)
+    return (root if ext.lower() == ".json" else path) + ".ids.json"
+
+
+def _coco_ids(dataset: Dataset) -> tuple[list[int], list[int]] | None:
+    """The image and category ids of a COCO ground truth (integer record ids and class ids), else None."""
+    if not dataset.class_ids or any(r.devkit_index is not None for r in dataset.records):
+        return None
+    image_ids = [whole(int(r.image_id)) if r.image_id.isdigit() and str(int(r.image_id)) == r.image_id else None
+                 for r in dataset.records]
+    if any(i is None for i in image_ids) or len(set(image_ids)) != len(image_ids):
+        return None
+    return image_ids, [int(c) for c in dataset.class_ids]
+
+
+def coco_results(dataset: Dataset, dets: list[dict]) -> tuple[list[dict], dict | None]:
+    """COCO results (``bbox`` x y w h) and, when ``dataset`` is no COCO ground truth, the ids
+    mapping (images numbered in input order from 1 -> file and image id; category id = label
+    -> class name); else None (the ground truth's own ids are used)."""
+    ids = _coco_ids(dataset)
+    if ids is None:
+        image_ids = list(range(1, len(dataset.records) + 1))
+        cat_ids = list(range(1, len(dataset.classes) + 1))
+        mapping = {"images": {str(k): {"file": r.path, "image_id": r.image_id} for k, r in zip(image_ids, dataset.records)},
+                   "categories": {str(c): name for c, name in zip(cat_ids, dataset.classes)}}
+    else:
+        (image_ids, cat_ids), mapping = ids, None
     out = []
-    for r, d in zip(dataset.records, dets):
-        iid = int(r.image_id) if r.image_id.isdigit() and str(int(r.image_id)) == r.image_id else r.image_id
+    for iid, d in zip(image_ids, dets):
         for b, s, c in zip(np.asarray(d["boxes"], np.float64).reshape(-1, 4), np.asarray(d["scores"]).reshape(-1),
                            np.asarray(d["labels"]).reshape(-1)):
-            out.append({"image_id": iid, "category_id": int(ids[int(c) - 1]),
+            out.append({"image_id": iid, "category_id": int(cat_ids[int(c) - 1]),
                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "score": float(s)})
+    return out, mapping
+
+
+def write_coco_results(path: str, dataset: Dataset, dets: list[dict]) -> list[str]:
+    """COCO results JSON with the ground truth's ids when ``dataset`` is a COCO one, else images
+    numbered from 1, category ids = labels, and the mapping in :func:`ids_path` (``*.ids.json``),
+    which :func:`read_detections` joins back. Returns the files written."""
+    out, mapping = coco_results(dataset, dets)
+    written = []
+    if mapping is not None:  # the mapping first: a results file never lies without it
+        written.append(write_json(ids_path(path), mapping, what="detections ids"))
     _atomic_write(path, json.dumps(out) + "\n")
+    return [os.path.abspath(path)] + written
+
+
+class _Results(list):
+    """COCO results whose category ids were joined back from an ids mapping (``names``: id -> class)."""
+
+    names: dict
+
+
+def _join_ids(data: list, path: str, gt: Dataset) -> list:
+    """Results of a non-COCO ground truth, numbered by :func:`write_coco_results`, with the
+    ground truth's ids put back from the mapping at ``path``."""
+    m = load_json(path, "detections ids")
+    images_m = m.get("images") if isinstance(m, dict) else None
+    cats_m = m.get("categories") if isinstance(m, dict) else None
+    if not isinstance(images_m, dict) or not isinstance(cats_m, dict):
+        raise UserError(f"{path}: expected {{\"images\": {{id: {{\"file\", \"image_id\"}}}}, \"categories\": {{id: name}}}}")
+    images = _Images(gt)
+    gt_ids = gt.class_ids or list(range(1, len(gt.classes) + 1))
+    cat_of_name = {c: int(i) for c, i in zip(gt.classes, gt_ids)}
+    img_of: dict[str, str] = {}
+    for k, v in images_m.items():
+        v = v if isinstance(v, dict) else {}
+        i = None
+        for name in (v.get("image_id"), v.get("file")):
+            if isinstance(name, str) and i is None:
+                i = images.find(name)
+        img_of[k] = gt.records[i].image_id if i is not None else f"{v.get('file') or v.get('image_id') or k}"
+    out = _Results()
+    out.names = {}
+    free = max(list(cat_of_name.values()) + [0]) + 1  # ids for classes the ground truth lacks
+    cat_of: dict[str, int] = {}
+    for k, name in cats_m.items():
+        if name in cat_of_name:
+            cat_of[k] = cat_of_name[name]
+        else:
+            cat_of[k], free = free, free + 1
+            out.names[cat_of[k]] = name
+    for d in data:
+        if isinstance(d, dict):
+            key = _id_key(d.get("image_id"))
+            cid = whole(d.get("category_id"))
+            d = dict(d, image_id=img_of.get(key, d.get("image_id")),
+                     category_id=cat_of.get(str(cid), d.get("category_id")) if cid is not None else d.get("category_id"))
+        out.append(d)
+    return out
+
+
+def text_names(dataset: Dataset) -> list[str]:
+    """The file name (without ``.txt``) of each record in a text folder: the image's file stem when
+    it names that image alone, else the record's id; both read back by :func:`read_text_detections`."""
+    images = _Images(dataset)
+    names = []
+    for i, r in enumerate(dataset.records):
+        stem = os.path.splitext(os.path.basename(r.path))[0] if r.path else ""
+        parts = r.image_id.split("/")
+        if stem and not stem.startswith(".") and images.find(stem) == i:
+            names.append(stem)
+        elif r.image_id and not os.path.isabs(r.image_id) and all(p and p not in (".", "..") and not p.startswith(".")
+                                                                   for p in parts):
+            names.append(r.image_id)
+        else:
+            raise UserError(f"image {r.path or r.image_id!r}: no file name in a text folder reads back as this image "
+                            f"(its name is not unique among the images); use --format json or coco")
+    return names
+
+
+def text_lines(dataset: Dataset, det: dict) -> str:
+    """One image's lines ``class score x1 y1 x2 y2``, 1-based inclusive pixels (VOC's; our
+    0-based ``x1`` is ``x1 + 1``, added in decimal: :func:`read_text_detections` reads it back exactly)."""
+    out = []
+    for b, s, c in zip(np.asarray(det["boxes"], np.float64).reshape(-1, 4), np.asarray(det["scores"]).reshape(-1),
+                       np.asarray(det["labels"]).reshape(-1)):
+        x1, y1, x2, y2 = (float(v) for v in b)
+        out.append(f"{dataset.classes[int(c) - 1]} {float(s)!r} {_plus_one(x1)} {_plus_one(y1)} {x2!r} {y2!r}\n")
+    return "".join(out)
+
+
+def _plus_one(v: float) -> str:
+    return str(Decimal(repr(v)) + 1) if math.isfinite(v) else repr(v + 1.0)
+
+
+def text_files_of(folder: str, dataset: Dataset) -> list[str]:
+    """The paths :func:`write_text_detections` writes into ``folder``, one per record."""
+    return [os.path.join(os.path.abspath(folder), *n.split("/")) + ".txt" for n in text_names(dataset)]
+
+
+def write_text_detections(folder: str, dataset: Dataset, dets: list[dict]) -> list[str]:
+    """A folder of text files, one per image (empty when it has no detections), lines of
+    :func:`text_lines`: the layout Cartucho/mAP reads. Each file is written atomically; files
+    already in the folder are left alone (the callers refuse folders holding others)."""
+    paths = text_files_of(folder, dataset)
+    for p, d in zip(paths, dets):
+        _atomic_write(p, text_lines(dataset, d))
+    return paths
+
+
+def check_format(fmt: str, dataset: Dataset) -> None:
+    """Whether ``dataset`` has what format ``fmt`` needs (devkit: class ids and devkit image indexes)."""
+    if fmt not in FORMATS:
+        raise UserError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if fmt == "devkit":
+        lacks = [w for w, ok in (("class ids (an ILSVRC map_det.txt)", bool(dataset.class_ids)),
+                                 ("devkit image indexes (an ILSVRC split file's second column)",
+                                  bool(dataset.records) and all(r.devkit_index is not None for r in dataset.records)))
+                 if not ok]
+        if lacks:
+            raise UserError(f"--format devkit needs the ILSVRC devkit's ids, and this data has no {' and no '.join(lacks)}; "
+                            f"use --format coco, txt or json")
+    if fmt == "txt":
+        text_names(dataset)
+
+
+def write_detections(path: str, fmt: str, dataset: Dataset, dets: list[dict]) -> list[str]:
+    """Write ``dets`` (per-record arrays) in format ``fmt`` (:data:`FORMATS`); the files written."""
+    check_format(fmt, dataset)
+    if fmt == "json":
+        write_detections_json(path, detections_to_items(dataset, dets))
+        return [os.path.abspath(path)]
+    if fmt == "coco":
+        return write_coco_results(path, dataset, dets)
+    if fmt == "txt":
+        return write_text_detections(path, dataset, dets)
+    write_devkit_submission(path, dataset, dets)
+    return [os.path.abspath(path)]

@@ -8,9 +8,19 @@ import random
 import numpy as np
 import pytest
 
+from backbone.errors import UserError
+from detector.io.datasets import ground_truth
 from detector.io.datasets.ground_truth import read_ground_truth
-from detector.io.detections import (detections_to_items, read_detections, write_coco_results, write_detections_json,
-                                    write_devkit_submission)
+from detector.io.detections import (
+    detections_to_items,
+    read_detections,
+    write_coco_results,
+    write_detections,
+    write_detections_json,
+    write_devkit_submission,
+    write_text_detections,
+)
+from eval import evaluate
 from tests.detector.helpers import coco_eval_files, eval_map_error, run_eval_map
 
 
@@ -69,7 +79,8 @@ def test_line_order_of_a_file_does_not_matter(sample, tmp_path, capsys):
 ])
 def test_bad_detections_json(sample, tmp_path, capsys, content, match):
     (tmp_path / "d.json").write_text(content)
-    line = eval_map_error(capsys, "--ground-truth", sample / "groundtruths", "--box-format", "xywh", "--detections", tmp_path / "d.json")
+    line = eval_map_error(capsys, "--ground-truth", sample / "groundtruths", "--box-format", "xywh", "--detections", tmp_path / "d.json",
+                          "--strict")
     assert match in line or __import__("re").search(match, line), line
 
 
@@ -82,7 +93,8 @@ def test_bad_detections_json(sample, tmp_path, capsys, content, match):
 ])
 def test_bad_devkit_lines(sample, tmp_path, capsys, content, match):
     (tmp_path / "dk.txt").write_text(content)
-    line = eval_map_error(capsys, "--ground-truth", sample / "groundtruths", "--box-format", "xywh", "--detections", tmp_path / "dk.txt")
+    line = eval_map_error(capsys, "--ground-truth", sample / "groundtruths", "--box-format", "xywh", "--detections", tmp_path / "dk.txt",
+                          "--strict")
     assert __import__("re").search(match, line), line
 
 
@@ -91,7 +103,7 @@ def test_bad_text_folder_and_coco_results(sample, tmp_path, capsys):
     d.mkdir()
     (d / "00001.txt").write_text("person 0.5 1 1 5 5\ndog 0.5 1 1 5 5\n")
     assert "00001.txt line 2: unknown class 'dog'" in eval_map_error(capsys, "--ground-truth", sample / "groundtruths",
-                                                           "--box-format", "xywh", "--detections", d)
+                                                           "--box-format", "xywh", "--detections", d, "--strict")
     (d / "00001.txt").write_text("person 0.5 1 1 5\n")
     assert "00001.txt line 1: expected `class confidence" in eval_map_error(capsys, "--ground-truth", sample / "groundtruths",
                                                                    "--box-format", "xywh", "--detections", d)
@@ -101,7 +113,7 @@ def test_bad_text_folder_and_coco_results(sample, tmp_path, capsys):
                                                             "--box-format", "xywh", "--detections", d)
     (tmp_path / "c.json").write_text('[{"image_id": "00001", "category_id": 3, "bbox": [1, 1, 4, 4], "score": 0.5}]')
     assert "unknown category id 3" in eval_map_error(capsys, "--ground-truth", sample / "groundtruths", "--box-format", "xywh",
-                                           "--detections", tmp_path / "c.json")
+                                           "--detections", tmp_path / "c.json", "--strict")
 
 
 def test_bad_coco_results(tmp_path, capsys):
@@ -133,3 +145,132 @@ def test_empty_detections_folder_is_ap_zero(tmp_path, capsys, test_data):
                         "--detections", tmp_path / "dets", "--json", tmp_path / "r.json")
     assert rc == 0, err
     assert json.loads((tmp_path / "r.json").read_text())["mAP"] == 0.0 and "no detections" in err
+
+
+def _odd_dets(gt, seed=0):
+    """Detections with float64 boxes that float arithmetic would not round-trip (x1 + 1 - 1 != x1)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, r in enumerate(gt.records):
+        n = 0 if k == 1 else 5  # an image without detections: an empty file
+        xy = rng.uniform(0, 200, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(0.1, 90, (n, 2))], 1)
+        boxes[:1, :2] = 0.1  # 0.1 + 1 - 1 == 0.10000000000000009 in floats
+        out.append({"boxes": boxes, "scores": rng.uniform(0, 1, n), "labels": np.ones(n, np.int64)})
+    return out
+
+
+def test_text_folder_round_trip_is_exact(sample, tmp_path, capsys):
+    gt = _sample_gt(sample)
+    for dets in (read_detections(str(sample / "detections"), gt, "xywh"), _odd_dets(gt)):
+        folder = tmp_path / f"t{len(list(tmp_path.iterdir()))}"
+        paths = write_text_detections(str(folder), gt, dets)
+        assert len(paths) == len(gt.records) and all(p.endswith(".txt") for p in paths)
+        back = read_detections(str(folder), gt)
+        for a, b in zip(dets, back):
+            np.testing.assert_array_equal(a["boxes"], b["boxes"])
+            np.testing.assert_array_equal(a["scores"], b["scores"])
+            np.testing.assert_array_equal(a["labels"], b["labels"])
+    # the lines are Cartucho/mAP's: class score left top right bottom, 1-based inclusive
+    first = (folder / "00001.txt").read_text().splitlines()[0].split()
+    assert first[0] == "person" and first[2:4] == ["1.1", "1.1"]
+    # and the same mAP as the files they came from (the text folder is xyxy, the sample xywh)
+    dets = read_detections(str(sample / "detections"), gt, "xywh")
+    write_text_detections(str(tmp_path / "sample"), gt, dets)
+    aps = [evaluate("voc", ground_truth(gt), d, 1, iou=0.3)["mAP"] for d in (dets, read_detections(str(tmp_path / "sample"), gt))]
+    assert aps[0] == aps[1] == pytest.approx(0.245687, abs=1e-6)
+
+
+def test_coco_results_without_coco_ground_truth_use_the_ids_mapping(sample, tmp_path, capsys):
+    gt = _sample_gt(sample)
+    dets = read_detections(str(sample / "detections"), gt, "xywh")
+    p = tmp_path / "c.json"
+    written = write_coco_results(str(p), gt, dets)
+    ids = json.loads((tmp_path / "c.ids.json").read_text())
+    assert written == [str(p), str(tmp_path / "c.ids.json")]
+    assert ids["categories"] == {"1": "person"} and ids["images"]["1"]["image_id"] == gt.records[0].image_id
+    results = json.loads(p.read_text())
+    assert {r["image_id"] for r in results} <= set(range(1, len(gt.records) + 1))
+    back = read_detections(str(p), gt)
+    for a, b in zip(dets, back):
+        np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-9)
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+    # without the mapping the numbered images are not the ground truth's
+    (tmp_path / "c.ids.json").unlink()
+    assert "is not in the ground truth" in eval_map_error(capsys, "--ground-truth", sample / "groundtruths",
+                                                          "--box-format", "xywh", "--detections", p)
+
+
+def test_coco_results_of_a_coco_ground_truth_keep_its_ids(tmp_path):
+    gt_file, _ = coco_eval_files(tmp_path)
+    gt = read_ground_truth(str(gt_file))
+    dets = [{"boxes": r.boxes.astype(np.float64), "scores": np.ones(len(r.boxes)), "labels": r.labels} for r in gt.records]
+    assert write_coco_results(str(tmp_path / "r.json"), gt, dets) == [str(tmp_path / "r.json")]
+    assert not (tmp_path / "r.ids.json").exists()
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert {str(r["image_id"]) for r in res} <= {r.image_id for r in gt.records}
+    assert {r["category_id"] for r in res} <= set(gt.class_ids)
+
+
+def test_write_detections_formats_and_devkit_without_ids(sample, tmp_path):
+    gt = _sample_gt(sample)
+    dets = read_detections(str(sample / "detections"), gt, "xywh")
+    with pytest.raises(UserError, match="--format devkit needs the ILSVRC devkit's ids.*class ids.*devkit image indexes"):
+        write_detections(str(tmp_path / "k.txt"), "devkit", gt, dets)
+    assert not (tmp_path / "k.txt").exists()
+    for fmt in ("json", "coco", "txt"):
+        out = tmp_path / f"o_{fmt}"
+        write_detections(str(out), fmt, gt, dets)
+        back = read_detections(str(out), gt)
+        assert [len(d["scores"]) for d in back] == [len(d["scores"]) for d in dets]
+
+
+def _with_foreign_class(sample, tmp_path):
+    """The sample's detections plus `refrigerator` lines, a class its ground truth lacks."""
+    d = tmp_path / "dets"
+    d.mkdir()
+    for f in (sample / "detections").iterdir():
+        (d / f.name).write_text(f.read_text())
+    with open(d / "00001.txt", "a") as f:
+        f.write("refrigerator 0.99 1 1 30 30\nrefrigerator 0.5 5 5 30 30\n")
+    with open(d / "00003.txt", "a") as f:
+        f.write("sofa 0.7 1 1 30 30\n")
+    return d
+
+
+def test_unknown_classes_are_left_out_with_one_warning(sample, tmp_path, capsys):
+    d = _with_foreign_class(sample, tmp_path)
+    base = ["--ground-truth", sample / "groundtruths", "--box-format", "xywh", "--iou", "0.3"]
+    rc, _out, err = run_eval_map(capsys, *base, "--detections", d, "--json", tmp_path / "r.json")
+    assert rc == 0, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("eval-map: warning: "), err
+    assert "3 detection(s)" in lines[0] and "refrigerator (2), sofa (1)" in lines[0] and "--strict" in lines[0]
+    assert json.loads((tmp_path / "r.json").read_text())["mAP"] == pytest.approx(0.245687, abs=1e-6)
+    line = eval_map_error(capsys, *base, "--detections", d, "--strict")
+    assert "00001.txt line 4: unknown class 'refrigerator'" in line, line
+    # an image the ground truth lacks stays an error
+    (d / "zzz.txt").write_text("person 0.5 1 1 5 5\n")
+    assert "image 'zzz' is not in the ground truth" in eval_map_error(capsys, *base, "--detections", d)
+
+
+@pytest.mark.parametrize("fmt", ["json", "coco", "devkit"])
+def test_unknown_class_ids_of_every_reader_are_left_out(sample, tmp_path, capsys, fmt):
+    gt = _sample_gt(sample)
+    p = tmp_path / "d"
+    if fmt == "json":
+        p.write_text('[{"image": "00001", "detections": [{"box": [1, 2, 3, 4], "score": 1, "label": "person"},'
+                     ' {"box": [1, 2, 3, 4], "score": 0.5, "label": "cat"}, {"box": [1, 2, 3, 4], "score": 0.5, "label": 7}]}]')
+        want = "cat (1), class 7 (1)"
+    elif fmt == "coco":
+        p.write_text('[{"image_id": "00001", "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.5},'
+                     ' {"image_id": "00001", "category_id": 3, "bbox": [1, 1, 4, 4], "score": 0.5}]')
+        want = "category id 3 (1)"
+    else:
+        p.write_text("1 1 0.5 1 1 10 10\n1 7 0.5 1 1 10 10\n1 7 0.4 1 1 10 10\n")
+        want = "class id 7 (2)"
+    with pytest.warns(UserWarning, match=r"left out: " + __import__("re").escape(want)):
+        dets = read_detections(str(p), gt, strict=False)
+    assert sum(len(d["scores"]) for d in dets) == 1 and dets[0]["labels"].tolist() == [1]
+    with pytest.raises(UserError, match="unknown"):
+        read_detections(str(p), gt, strict=True)

@@ -23,8 +23,9 @@ from backbone.errors import UserError
 from eval import PROTOCOLS
 from proposals.config import ProposalConfig
 
-#: dataset layouts ``data.format`` names (readers in :mod:`detector.io.datasets`)
-FORMATS = ("voc", "ilsvrc", "coco", "folder")
+#: dataset layouts ``data.format`` names (readers in :mod:`detector.io.datasets`); ``auto``: the
+#: layout recognised from the folder's content (:mod:`detector.io.datasets.layout`)
+FORMATS = ("auto", "voc", "ilsvrc", "voc_xml", "yolo", "coco", "folder")
 #: ``data.format`` of a classifier config: a detection format, or class folders
 CLASSIFIER_FORMATS = (*FORMATS, "imagefolder")
 #: ``model.conv_init`` of a classifier trained from scratch
@@ -35,8 +36,10 @@ MAX_CONTEXT_PAD = 112.0
 
 @dataclass
 class DataConfig:
-    format: str = setting("voc", choices=CLASSIFIER_FORMATS)  # voc | ilsvrc | coco | folder (classifier: also imagefolder)
-    root: str = setting("")                   # dataset root (CLI --data-root overrides)
+    format: str = setting("auto", choices=CLASSIFIER_FORMATS)  # auto | voc | ilsvrc | voc_xml | yolo | coco | folder
+                                              # (classifier: also imagefolder); auto: recognised from the content
+    root: str = setting("")                   # dataset root, or a YOLO data.yaml (CLI --data-root / --data override)
+    images: str | None = setting(None)        # voc_xml: one more image folder name looked for beside the XML's folder
     classes: list[str] | None = setting(None, min_len=1)  # class names, label i is classes[i-1]; None: found in the data
     classes_file: str | None = setting(None)  # or a file: one name per line, or ILSVRC map_det.txt
     train_split: str = setting("train")
@@ -177,7 +180,20 @@ class TrainConfig:
     seed: int = setting(0, ge=0)
     val_every: int = setting(2, ge=0)         # epochs between validation mAPs (0: never)
     val_images: int = setting(0, ge=0)        # validate on the first N val images (0: all)
-    cache_images: int = setting(3000, ge=0)   # keep decoded images in memory for datasets up to this size
+    cache_images: int = setting(3000, ge=0)   # keep decoded images in memory for datasets up to this size (per
+                                              # loader worker: each keeps the images it decoded)
+    workers: int = setting(0, ge=0)           # DataLoader worker processes building the batches (decode, sampling,
+                                              # flips, R-CNN's warps); 0: in the main process. 0 by default (tests,
+                                              # small machines): measured on 2 CPU cores, 2 workers hurt the fast kind
+                                              # (58 -> 49 regions/s: they contend with the trunk's threads) and help
+                                              # R-CNN (14 -> 35: its warps leave the main process); a GPU wants 2-8.
+                                              # Results do not depend on it (per-step seeds), so a resume may change it
+    max_steps: int = setting(0, ge=0)         # stop after this many optimizer steps in all (members in order), writing
+                                              # model.pt; a resume with a larger value (or 0: off) trains on
+    checkpoint_every: int = setting(0, ge=0)  # also save a resumable state every N steps inside an epoch (0: epoch ends)
+    reference_world_size: int = setting(1, ge=1)  # the process count train.lr is meant for: under torchrun with W
+                                              # processes the rate is lr x W / reference_world_size (the linear
+                                              # scaling rule: W times the images per step), warm-up as set
 
     def cross_check(self, prefix: str) -> None:
         if not self.bg_iou_low < self.fg_iou:

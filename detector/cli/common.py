@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import warnings
 from typing import Callable
@@ -65,10 +66,33 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default: auto)")
 
 
-def add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """--config, --data-root, --set, --cache-dir: shared by every CLI that reads a config."""
-    p.add_argument("--config", required=required, help="YAML config (see configs/)")
+#: the config ``--data`` applies when no --config is given (packaged; configs/default.yaml links to it)
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.yaml")
+
+
+def add_config_args(p: argparse.ArgumentParser, required: bool = True, data: bool = False) -> None:
+    """--config, --data-root, --set, --cache-dir: shared by every CLI that reads a config
+    (``data=True``: also --data DIR, which makes --config optional; see :func:`config_source`)."""
+    p.add_argument("--config", required=required and not data,
+                   help="YAML config (see configs/)" + (f"; default with --data: {DEFAULT_CONFIG}" if data else ""))
     p.add_argument("--data-root", help="dataset root folder, overriding data.root in the config")
+    if data:
+        p.add_argument("--data", metavar="DIR", help="your dataset: a folder in any layout data.format auto "
+                       "recognises (VOC, loose VOC XML, YOLO, COCO), or a YOLO data.yaml; = --data-root DIR "
+                       "--set data.format=auto, and configs/default.yaml when --config is not given")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config setting, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--cache-dir", help="cache folder for proposals (default: ~/.cache/googlenet-det)")
+
+
+def config_source(args, p: argparse.ArgumentParser) -> tuple[str | None, list[str], str | None]:
+    """(config path, overrides, data root) from --config / --data / --data-root / --set."""
+    overrides = list(args.overrides)
+    data = getattr(args, "data", None)
+    if data is None:
+        if args.config is None:
+            p.error("give --config FILE or --data DIR")
+        return args.config, overrides, args.data_root
+    if args.data_root is not None:
+        p.error("give --data or --data-root, not both")
+    return args.config or DEFAULT_CONFIG, ["data.format=auto", *overrides], os.path.abspath(data)

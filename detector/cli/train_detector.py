@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 
 from backbone.io import check_writable
-from detector.cli.common import add_config_args, add_device_arg, cli_main
+from detector.cli.common import add_config_args, add_device_arg, cli_main, config_source
 from detector.config import load_detector_config
 from detector.engine.devices import is_main, resolve_device
 from detector.engine.train_detector import train_detector
 from detector.io.checkpoints import load_detector, save_detector
+from detector.io.datasets import load_dataset, resolve_data
+from detector.io.datasets.summary import summarize
 
 
 @cli_main
@@ -21,9 +24,10 @@ def main(argv=None) -> int:
         description="Train the R-CNN detector: MultiBox proposals (--stage multibox), the Inception region "
                     "classifier ensemble (--stage classifier), or both (--stage all). A run found in --out resumes "
                     "(its config may differ only in test.* and a larger train.epochs).",
-        epilog="example: train-detector --config configs/bccd.yaml --out runs/bccd",
+        epilog="examples: train-detector --data DIR --out runs/mine (any layout: VOC, loose VOC XML, YOLO, "
+               "COCO; configs/default.yaml applied); train-detector --config configs/bccd.yaml --out runs/bccd",
     )
-    add_config_args(p)
+    add_config_args(p, data=True)
     p.add_argument("--out", required=True, help="run folder: run.json, config.yaml, metrics.jsonl, curves.png, "
                                                 "train_state.pt, model.pt, best.pt (when validating), multibox/")
     p.add_argument("--stage", default="all", choices=["multibox", "classifier", "all"],
@@ -38,14 +42,16 @@ def main(argv=None) -> int:
     add_device_arg(p)
     args = p.parse_args(argv)
 
+    check_writable(args.out, what="--out", folder=True)  # refusals before the data is read
     if args.half:
         check_writable(args.half, what="--half")
-    overrides = list(args.overrides)
+    config, overrides, data_root = config_source(args, p)
     if args.members is not None:
         overrides.append(f"model.members={args.members}")
     if args.init:
         overrides.append(f"model.init={os.path.abspath(args.init)}")
-    cfg = load_detector_config(args.config, overrides, args.data_root)
+    cfg = load_detector_config(config, overrides, data_root)
+    cfg.data = resolve_dataset(cfg.data, is_main())
     device = resolve_device(args.device)
     path = train_detector(cfg, args.out, device, cache_dir=args.cache_dir, resume=not args.no_resume, stage=args.stage)
     if is_main():
@@ -55,6 +61,22 @@ def main(argv=None) -> int:
             print(f"train-detector: wrote {args.half}", file=sys.stderr)
         print(path)
     return 0
+
+
+def resolve_dataset(data, say: bool):
+    """``data`` with its root absolute, the layout named (``auto``: the one found, in one line) and
+    the classes found, so that RUN/config.yaml needs nothing else later; the summary is printed
+    (stderr) when the layout was recognised."""
+    resolved, layout = resolve_data(data)
+    if layout is None:
+        return resolved
+    if say:
+        print(f"train-detector: {layout.line()}", file=sys.stderr)
+    summary = summarize(resolved, load_dataset, layout.line())
+    if say:
+        for line in summary.lines()[1:]:
+            print(f"train-detector: {line}", file=sys.stderr)
+    return replace(resolved, classes=resolved.classes or summary.classes)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -71,6 +71,10 @@ def test_zero_and_null_sentinels_load():
 
 DETECTOR_BAD = [
     ("train.lr=abc", "train.lr must be a number, got 'abc'"),
+    ("train.workers=-1", "train.workers must be >= 0, got -1"),
+    ("train.max_steps=-1", "train.max_steps must be >= 0, got -1"),
+    ("train.checkpoint_every=-2", "train.checkpoint_every must be >= 0, got -2"),
+    ("train.reference_world_size=0", "train.reference_world_size must be >= 1, got 0"),
     ("test.score_thr=abc", "test.score_thr must be a number, got 'abc'"),
     ("model.rcnn.input_size=8", "model.rcnn.input_size 8: model.arch googlenet_bn needs at least 15 px"),
     ("model.arch=inception_v3", "model.rcnn.input_size 64: model.arch inception_v3 needs at least 75 px"),
@@ -94,9 +98,9 @@ DETECTOR_BAD = [
     ("train.fg_iou=0", "train.fg_iou must be in (0, 1], got 0"),
     ("train.momentum=1", "train.momentum must be in [0, 1), got 1"),
     ("test.protocol=pascal", "test.protocol must be one of ilsvrc, voc07, voc, coco, got 'pascal'"),
-    ("data.format=yolo", "data.format must be one of voc, ilsvrc, coco, folder, imagefolder, got 'yolo'"),
+    ("data.format=darknet", "data.format must be one of auto, voc, ilsvrc, voc_xml, yolo, coco, folder, imagefolder, got 'darknet'"),
     ("data.format=imagefolder",
-     "data.format must be one of voc, ilsvrc, coco, folder for a detector, got 'imagefolder' "
+     "data.format must be one of auto, voc, ilsvrc, voc_xml, yolo, coco, folder for a detector, got 'imagefolder' "
      "(imagefolder is for train-classifier)"),
     ("data.classes=[RBC,RBC]", "data.classes must name each class once, got 'RBC' twice"),
     ("data.classes=[RBC,' ']", "data.classes must not hold an empty name, got ['RBC', ' ']"),
@@ -131,7 +135,7 @@ CLASSIFIER_BAD = [
     ("test.crops=[1,5]", "test.crops[1] must be one of 1, 10, 144, got 5"),
     ("test.crops=[]", "test.crops must not be empty, got []"),
     ("crops.margin=-0.1", "crops.margin must be >= 0, got -0.1"),
-    ("data.format=yolo", "data.format must be one of voc, ilsvrc, coco, folder, imagefolder, got 'yolo'"),
+    ("data.format=darknet", "data.format must be one of auto, voc, ilsvrc, voc_xml, yolo, coco, folder, imagefolder, got 'darknet'"),
 ]
 
 
@@ -218,8 +222,9 @@ def test_train_multibox_refuses_bad_settings_before_any_work(tmp_path):
 # -- every field declared, every declaration enforced -----------------------------------------
 
 DETECTOR_SCHEMA = [
-    "data.format: str one of voc|ilsvrc|coco|folder|imagefolder",
+    "data.format: str one of auto|voc|ilsvrc|voc_xml|yolo|coco|folder|imagefolder",
     "data.root: str",
+    "data.images: str or null",
     "data.classes: list[str] non-empty, or null",
     "data.classes_file: str or null",
     "data.train_split: str",
@@ -273,6 +278,10 @@ DETECTOR_SCHEMA = [
     "train.val_every: int >= 0",
     "train.val_images: int >= 0",
     "train.cache_images: int >= 0",
+    "train.workers: int >= 0",
+    "train.max_steps: int >= 0",
+    "train.checkpoint_every: int >= 0",
+    "train.reference_world_size: int >= 1",
     "test.protocol: str one of ilsvrc|voc07|voc|coco",
     "test.nms_iou: number in [0, 1]",
     "test.score_thr: number in [0, 1]",
@@ -284,7 +293,7 @@ DETECTOR_SCHEMA = [
     "test.scales: list[int] each >= 1, non-empty, or null",
 ]
 
-CLASSIFIER_SCHEMA = DETECTOR_SCHEMA[:10] + [
+CLASSIFIER_SCHEMA = DETECTOR_SCHEMA[:11] + [
     "crops.margin: number >= 0",
     "crops.skip_difficult: bool",
     "crops.min_size: number >= 0",
@@ -342,7 +351,7 @@ def test_every_field_is_declared(cls):
 
 # one value breaking each declared rule (the last test checks that every rule has one)
 DETECTOR_RULES = [
-    ('data.format=nope', "data.format must be one of voc, ilsvrc, coco, folder, imagefolder, got 'nope'"),
+    ('data.format=nope', "data.format must be one of auto, voc, ilsvrc, voc_xml, yolo, coco, folder, imagefolder, got 'nope'"),
     ('data.classes=[]', 'data.classes must not be empty, got []'),
     ('model.arch=nope', "model.arch must be one of googlenet, googlenet_bn, inception_v3, got 'nope'"),
     ('model.kind=nope', "model.kind must be one of rcnn, fast, got 'nope'"),
@@ -411,7 +420,7 @@ FAST_RULES = [
 ]
 
 CLASSIFIER_RULES = [
-    ('data.format=nope', "data.format must be one of voc, ilsvrc, coco, folder, imagefolder, got 'nope'"),
+    ('data.format=nope', "data.format must be one of auto, voc, ilsvrc, voc_xml, yolo, coco, folder, imagefolder, got 'nope'"),
     ('data.classes=[]', 'data.classes must not be empty, got []'),
     ('crops.margin=-0.5', 'crops.margin must be >= 0, got -0.5'),
     ('crops.min_size=-0.5', 'crops.min_size must be >= 0, got -0.5'),

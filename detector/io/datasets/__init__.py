@@ -2,10 +2,15 @@
 
 ``load_dataset(cfg.data, split)`` picks the reader from ``data.format``:
 
+- ``auto`` (the default): the layout recognised from the folder's content
+  (:func:`detector.io.datasets.layout.detect_layout`; :func:`resolve_data` names it).
 - ``voc``: PASCAL VOC layout (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/<split>.txt``).
 - ``ilsvrc``: ILSVRC DET layout (``Data/DET/``, ``Annotations/DET/``, ``ImageSets/DET/``,
   ``map_det.txt``, ``data.blacklist``).
 - ``coco``: COCO instances JSON (``data.coco_annotations``, ``data.coco_images``).
+- ``voc_xml``: loose VOC XML files anywhere below the root, images found through
+  ``<filename>`` beside them or in sibling ``images/`` folders (:mod:`.voc_xml`).
+- ``yolo``: ``images/`` + ``labels/`` mirrors, classes from ``data.yaml`` (:mod:`.yolo`).
 - ``folder``: a plain folder of VOC XML files and images; a fixed-seed split is written once
   (see :mod:`detector.datasets.folder` for where).
 
@@ -36,12 +41,16 @@ from .ground_truth import read_ground_truth
 from .ilsvrc import read_ilsvrc
 from .records import Dataset, ImageRecord
 from .voc import parse_voc_annotation, read_voc
-from .common import resolve_path
+from .common import MissingSplit, resolve_path
+from .layout import Layout, detect_layout, resolve_data
+from .voc_xml import read_voc_xml
+from .yolo import read_yolo
 
 
 __all__ = ["Dataset", "ImageRecord", "DatasetWarning", "ClassList", "BoxCleaner", "load_dataset",
            "read_voc", "read_ilsvrc", "read_coco", "read_folder", "parse_voc_annotation",
-           "read_class_file", "ground_truth", "read_ground_truth", "FORMATS"]
+           "read_class_file", "ground_truth", "read_ground_truth", "FORMATS", "read_voc_xml", "read_yolo",
+           "Layout", "detect_layout", "resolve_data", "MissingSplit"]
 
 
 def load_dataset(data, split: str) -> Dataset:
@@ -49,12 +58,13 @@ def load_dataset(data, split: str) -> Dataset:
 
     ``data`` is a :class:`detector.schema.DataConfig`; ``data.root`` must be set.
     """
-    if not data.root:
-        raise UserError("data.root is not set (give --data-root or set data.root in the config)")
-    root = os.path.abspath(os.path.expanduser(data.root))
     fmt = data.format
     if fmt not in FORMATS:
         raise UserError(f"data.format {fmt!r}: unknown (use one of {', '.join(FORMATS)})")
+    data, _ = resolve_data(data)
+    root, fmt = data.root, data.format
+    if fmt == "yolo":
+        return read_yolo(root, split, configured_classes(data, os.path.dirname(root) if os.path.isfile(root) else root))
     if not os.path.isdir(root):
         raise UserError(f"dataset root {root}: no such folder")
     classes = configured_classes(data, root)
@@ -68,6 +78,8 @@ def load_dataset(data, split: str) -> Dataset:
         return read_ilsvrc(root, split, classes, blacklist)
     if fmt == "coco":
         return read_coco(root, split, classes, data.coco_annotations, data.coco_images)
+    if fmt == "voc_xml":
+        return read_voc_xml(root, split, classes, data.images)
     return read_folder(root, split, classes)
 
 

@@ -1,5 +1,12 @@
 """COCO instances JSON (``annotations/instances_<split>.json``, images in ``<root>/<split>/``).
 
+When the configured file is missing (``data.coco_annotations`` left at its default), the
+layout is found: every COCO JSON below the root, each file one split, the split named by the
+file (``instances_val2017.json``) or its folder (``valid/_annotations.coco.json``; ``valid``,
+``val2017`` mean val, ``train2017`` train); one file naming no split is cut by the fixed-seed
+70/15/15 split written once. Its images are beside the JSON, under ``images/`` there, in the
+root's ``<split word>/`` or ``images/`` folder (the first that holds the first image).
+
 Category ids in ascending order become labels 1..C (``Dataset.class_ids`` keeps the ids); with a
 configured class list, the categories are matched by name. COCO boxes ``[x, y, w, h]`` are
 continuous 0-based pixels already: ``x1, y1, x2, y2 = x, y, x + w, y + h``. ``iscrowd``
@@ -19,9 +26,18 @@ import numpy as np
 from backbone.errors import UserError
 
 from ..sniff import number
-from .common import MAX_SIDE, BoxCleaner, ClassList
+from .common import (
+    MAX_SIDE,
+    SPLIT_ALIASES,
+    BoxCleaner,
+    ClassList,
+    MissingSplit,
+    image_size,
+    split_of,
+    walk_files,
+)
+from .folder import fixed_split
 from .records import Dataset, ImageRecord
-from .common import image_size
 
 
 def load_json(path: str, what: str = "JSON file"):
@@ -185,13 +201,101 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
     return Dataset(classes=names, records=records, root=image_dir, split=split, class_ids=ids)
 
 
+DEFAULT_ANNOTATIONS = "annotations/instances_{split}.json"
+
+
+def _split_word(path: str, root: str) -> tuple[str | None, str | None]:
+    """(split, the word naming it) of a COCO file, from its name, else its folders."""
+    stem = os.path.basename(path).rsplit(".", 1)[0]
+    for w in stem.replace("-", "_").replace(".", "_").split("_"):
+        if w.lower() in SPLIT_ALIASES:
+            return SPLIT_ALIASES[w.lower()], w
+    rel = os.path.relpath(path, root).replace(os.sep, "/").split("/")[:-1]
+    for w in rel:
+        if w.lower() in SPLIT_ALIASES:
+            return SPLIT_ALIASES[w.lower()], w
+    return split_of(os.path.relpath(path, root)), None
+
+
+def coco_files(root: str) -> list[str]:
+    """COCO instances files below ``root`` (JSON with an ``"images"`` key near its start)."""
+    out = []
+    for p in walk_files(root, (".json",)):
+        try:
+            with open(p, "rb") as f:
+                head = f.read(1 << 16).decode("utf-8", "replace")
+        except OSError:
+            continue
+        if '"images"' in head:
+            out.append(p)
+    return out
+
+
+def _image_dir(root: str, path: str, word: str | None, data) -> str:
+    here = os.path.dirname(path)
+    cands = [here, os.path.join(here, "images")]
+    if word:
+        cands += [os.path.join(root, word), os.path.join(root, "images", word), os.path.join(os.path.dirname(here), word)]
+    cands.append(os.path.join(root, "images"))
+    images = data.get("images") if isinstance(data, dict) else None
+    first = images[0].get("file_name") if isinstance(images, list) and images and isinstance(images[0], dict) else None
+    if isinstance(first, str):
+        for c in cands:
+            if os.path.isfile(os.path.join(c, first)):
+                return c
+    return here
+
+
+def find_coco(root: str, split: str, classes: ClassList | None, expected: str = "") -> Dataset:
+    """Read split ``split`` of a COCO dataset whose files are found (see the module doc)."""
+    files = coco_files(root)
+    if not files:
+        raise UserError(f"dataset root {root}: no COCO instances JSON found")
+    named = {}
+    for p in files:
+        s, w = _split_word(p, root)
+        if s is not None:
+            if s in named:
+                raise UserError(f"dataset {root}: {named[s][0]} and {p} are both the {s} split")
+            named[s] = (p, w)
+    if named:
+        keys = ["train", "val"] if split == "trainval" else [split]
+        if not all(k in named for k in keys):
+            raise MissingSplit((f"COCO annotations {expected}: no such file; " if expected else "") +
+                               f"dataset {root}: no {split!r} split (its COCO files: "
+                               f"{', '.join(f'{k} {os.path.relpath(v[0], root)}' for k, v in named.items())})")
+        parts = []
+        for k in keys:
+            p, w = named[k]
+            data = load_json(p, "COCO annotations")
+            parts.append(coco_from_dict(data, p, classes, _image_dir(root, p, w, data), split))
+        ds = parts[0]
+        for extra in parts[1:]:
+            ds.records += extra.records
+        ds.root = root
+        return ds
+    if len(files) > 1:
+        raise UserError(f"dataset {root}: {len(files)} COCO files and none names a split "
+                        f"({', '.join(os.path.relpath(p, root) for p in files[:3])}); set data.coco_annotations")
+    data = load_json(files[0], "COCO annotations")
+    ds = coco_from_dict(data, files[0], classes, _image_dir(root, files[0], None, data), split)
+    stems = {os.path.splitext(os.path.basename(r.path))[0]: r for r in ds.records}
+    ids, _ = fixed_split(root, split, sorted(stems))
+    ds.records = [stems[i] for i in ids if i in stems]
+    ds.root = root
+    return ds
+
+
 def read_coco(root: str, split: str, classes: ClassList | None = None,
-              annotations: str = "annotations/instances_{split}.json", images: str = "{split}") -> Dataset:
-    """Read split ``split`` of a COCO-layout dataset (file patterns from the config)."""
+              annotations: str = DEFAULT_ANNOTATIONS, images: str = "{split}") -> Dataset:
+    """Read split ``split`` of a COCO-layout dataset (file patterns from the config; with the
+    default pattern and no such file, the files are found)."""
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
         raise UserError(f"dataset root {root}: no such folder")
     path = os.path.join(root, annotations.format(split=split))
+    if annotations == DEFAULT_ANNOTATIONS and not os.path.exists(path):
+        return find_coco(root, split, classes, path)
     data = load_json(path, "COCO annotations")
     ds = coco_from_dict(data, path, classes, os.path.join(root, images.format(split=split)), split)
     ds.root = root

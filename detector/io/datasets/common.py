@@ -112,7 +112,7 @@ def resolve_path(path: str, root: str) -> str:
 def read_split_file(path: str) -> list[str]:
     """Image ids of a split file: the first word of each non-empty line (VOC/ILSVRC layouts)."""
     if not os.path.exists(path):
-        raise UserError(f"split file {path}: no such file")
+        raise MissingSplit(f"split file {path}: no such file")
     if not os.path.isfile(path):
         raise UserError(f"split file {path}: not a regular file (a folder, FIFO, socket or device is never read)")
     try:
@@ -207,3 +207,62 @@ def image_size(path: str) -> tuple[int, int]:
         raise UserError(f"image {path}: too large to read safely ({e})") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as e:
         raise UserError(f"image {path}: cannot read ({e})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# splits named by folders, and walking a dataset folder
+
+#: folder (or file-name) words that name a split: ``valid`` (Roboflow) and ``val2017`` (COCO) mean val
+SPLIT_ALIASES = {"train": "train", "training": "train", "train2017": "train", "train2014": "train",
+                 "val": "val", "valid": "val", "validation": "val", "val2017": "val", "val2014": "val",
+                 "test": "test", "testing": "test", "test2017": "test", "test2014": "test"}
+
+
+class MissingSplit(UserError):
+    """The dataset has its own splits and ``split`` is not one of them."""
+
+
+def split_of(rel_path: str) -> str | None:
+    """The split a path below the dataset root names through a folder (``train/images/x.jpg``,
+    ``images/val/x.jpg``, ``valid/x.xml``), else None."""
+    for part in rel_path.replace(os.sep, "/").split("/")[:-1]:
+        if part.lower() in SPLIT_ALIASES:
+            return SPLIT_ALIASES[part.lower()]
+    return None
+
+
+def walk_files(root: str, exts: tuple[str, ...]) -> list[str]:
+    """Files below ``root`` whose name ends with one of ``exts`` (case-insensitive), sorted;
+    hidden folders and the written ``splits/`` folder are skipped, symlinked folders not followed."""
+    out = []
+    low = tuple(e.lower() for e in exts)
+    for d, dirs, files in os.walk(root):
+        dirs[:] = sorted(x for x in dirs if not x.startswith(".") and not (d == root and x == "splits"))
+        out.extend(os.path.join(d, f) for f in files if f.lower().endswith(low) and not f.startswith("."))
+    return sorted(out)
+
+
+def own_splits(root: str, paths: list[str]) -> dict[str, list[str]] | None:
+    """``{split: [paths]}`` when EVERY path names a split through a folder, else None
+    (``trainval`` = train + val)."""
+    if not paths:
+        return None
+    by: dict[str, list[str]] = {}
+    for p in paths:
+        s = split_of(os.path.relpath(p, root))
+        if s is None:
+            return None
+        by.setdefault(s, []).append(p)
+    by["trainval"] = sorted(by.get("train", []) + by.get("val", []))
+    return by
+
+
+def check_unique_stems(paths: list[str], what: str) -> None:
+    """Image ids are file stems: two files of one split with the same stem are an error naming both."""
+    seen: dict[str, str] = {}
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        if stem in seen:
+            raise UserError(f"{what}: {seen[stem]} and {p} have the same name {stem!r} in one split "
+                            "(image ids are file names; rename one)")
+        seen[stem] = p

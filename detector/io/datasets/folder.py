@@ -61,12 +61,13 @@ def make_splits(ids: list[str], seed: int = SEED) -> dict[str, list[str]]:
     return out
 
 
-def ensure_splits(root: str) -> str:
-    """The folder holding this dataset's split files, writing them on first use."""
+def ensure_splits(root: str, ids: list[str] | None = None) -> str:
+    """The folder holding this dataset's split files, writing them on first use (from ``ids``,
+    default: the folder layout's annotation ids)."""
     d = _split_dir(root)
     if os.path.isfile(os.path.join(d, "train.txt")):
         return d
-    ids = _annotation_ids(root)
+    ids = _annotation_ids(root) if ids is None else ids
     if not ids:
         raise UserError(f"dataset root {root}: no *.xml annotation files found")
     splits = make_splits(ids)
@@ -76,14 +77,12 @@ def ensure_splits(root: str) -> str:
     return d
 
 
-def read_folder(root: str, split: str, classes: ClassList | None = None) -> Dataset:
-    """Read split ``split`` of a plain folder of VOC XML files and images."""
-    root = os.path.abspath(os.path.expanduser(root))
-    if not os.path.isdir(root):
-        raise UserError(f"dataset root {root}: no such folder")
-    d = ensure_splits(root)
-    ids = read_split_file(os.path.join(d, split + ".txt"))
-    all_ids = _annotation_ids(root)
+def fixed_split(root: str, split: str, all_ids: list[str]) -> tuple[list[str], str]:
+    """The ids of ``split`` from the split files written once for ``root`` (fixed-seed 70/15/15 of
+    ``all_ids``), and the split file's path; ids in no split file are counted in a warning."""
+    d = ensure_splits(root, all_ids)
+    path = os.path.join(d, split + ".txt")
+    ids = read_split_file(path)
     listed = set()
     for name in glob.glob(os.path.join(glob.escape(d), "*.txt")):
         listed.update(read_split_file(name))
@@ -91,11 +90,21 @@ def read_folder(root: str, split: str, classes: ClassList | None = None) -> Data
     if new:
         warnings.warn(f"dataset {root}: {len(new)} annotation file(s) are in no split file of {d} "
                       f"(e.g. {new[0]}); delete the split files to re-split", DatasetWarning, stacklevel=3)
+    return ids, path
+
+
+def read_folder(root: str, split: str, classes: ClassList | None = None) -> Dataset:
+    """Read split ``split`` of a plain folder of VOC XML files and images."""
+    root = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(root):
+        raise UserError(f"dataset root {root}: no such folder")
+    all_ids = _annotation_ids(root)
+    ids, split_path = fixed_split(root, split, all_ids)
     anns = {}
     for image_id in ids:
         p = os.path.join(root, image_id + ".xml")
         if not os.path.isfile(p):
-            raise UserError(f"split file {os.path.join(d, split + '.txt')}: image id {image_id!r} has no annotation {p}")
+            raise UserError(f"split file {split_path}: image id {image_id!r} has no annotation {p}")
         anns[image_id] = parse_voc_annotation(p)
     if classes is None:
         every = list(anns.values()) + [parse_voc_annotation(os.path.join(root, i + ".xml"))

@@ -14,9 +14,9 @@ import os
 
 from backbone.errors import UserError
 
-from .common import BoxCleaner, ClassList, read_class_file
+from .common import BoxCleaner, ClassList, MissingSplit, read_class_file
 from .records import Dataset
-from .voc import VocAnnotation, annotation_to_record, find_image, parse_voc_annotation
+from .voc import VocAnnotation, annotation_to_record, find_image, voc_parser
 
 MAP_DET_PLACES = ("map_det.txt", os.path.join("devkit", "data", "map_det.txt"))
 
@@ -33,7 +33,7 @@ def _lines(path: str, what: str) -> list[str]:
 def read_split_with_index(path: str) -> list[tuple[str, int]]:
     """``(id, image_index)`` per line of an ILSVRC split file (index = line number when absent)."""
     if not os.path.isfile(path):
-        raise UserError(f"split file {path}: no such file")
+        raise MissingSplit(f"split file {path}: no such file")
     out = []
     for n, ln in enumerate(_lines(path, "split file"), 1):
         parts = ln.split()
@@ -106,21 +106,22 @@ def read_ilsvrc(root: str, split: str, classes: ClassList | None = None, blackli
     img_dir = os.path.join(root, "Data", "DET", split)
     cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=True)
     records = []
-    for image_id, idx in entries:
-        xml = os.path.join(ann_dir, image_id + ".xml")
-        path = find_image(img_dir, image_id)
-        if os.path.isfile(xml):
-            ann = parse_voc_annotation(xml)
-        else:
+    with voc_parser(ann_dir) as parse:  # parsed once, from the records index on later runs
+        for image_id, idx in entries:
+            xml = os.path.join(ann_dir, image_id + ".xml")
+            path = find_image(img_dir, image_id)
+            if os.path.isfile(xml):
+                ann = parse(xml)
+            else:
+                if path is None:
+                    raise UserError(f"{os.path.join(root, 'ImageSets', 'DET', split + '.txt')}: image id {image_id!r} has neither an annotation nor an image")
+                ann = VocAnnotation(xml, None, 0, 0, [])
             if path is None:
-                raise UserError(f"{os.path.join(root, 'ImageSets', 'DET', split + '.txt')}: image id {image_id!r} has neither an annotation nor an image")
-            ann = VocAnnotation(xml, None, 0, 0, [])
-        if path is None:
-            raise UserError(f"{xml}: no image for id {image_id!r} in {img_dir}")
-        rec = annotation_to_record(ann, image_id, path, index, cleaner)
-        rec.devkit_index = idx
-        rec.blacklist = frozenset(black.get(idx, ()))
-        records.append(rec)
+                raise UserError(f"{xml}: no image for id {image_id!r} in {img_dir}")
+            rec = annotation_to_record(ann, image_id, path, index, cleaner)
+            rec.devkit_index = idx
+            rec.blacklist = frozenset(black.get(idx, ()))
+            records.append(rec)
     cleaner.report()
     return Dataset(classes=list(classes.names), records=records, root=root, split=split,
                    class_ids=list(classes.ids) if classes.ids else None,

@@ -25,6 +25,7 @@ from backbone.errors import UserError
 
 from ._xml import parse_xml
 from .common import MAX_SIDE, BoxCleaner, ClassList, image_size, read_split_file
+from .index import annotation_parser
 from .records import Dataset, ImageRecord
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG", ".bmp", ".tif", ".tiff")
@@ -89,6 +90,12 @@ def parse_voc_annotation(path: str) -> VocAnnotation:
     return VocAnnotation(path, filename, width, height, objects)
 
 
+def voc_parser(ann_dir: str):
+    """``with voc_parser(ann_dir) as parse:`` :func:`parse_voc_annotation` through the records
+    index of ``ann_dir`` (:mod:`detector.io.datasets.index`)."""
+    return annotation_parser(ann_dir, parse_voc_annotation, VocAnnotation, VocObject)
+
+
 def find_image(image_dir: str, image_id: str, filename: str | None = None) -> str | None:
     """The image file of ``image_id``: ``<id>.jpg`` (or another extension), else the XML's filename."""
     for ext in IMAGE_EXTENSIONS:
@@ -147,18 +154,19 @@ def read_voc(root: str, split: str, classes: ClassList | None = None, *,
         raise UserError(f"dataset root {root}: no {annotations}/ folder (is it a PASCAL VOC layout?)")
     ids = read_split_file(os.path.join(root, split_dir, split + ".txt"))
     anns: dict[str, VocAnnotation] = {}
-    for image_id in ids:
-        p = os.path.join(ann_dir, image_id + ".xml")
-        if not os.path.isfile(p):
-            raise UserError(f"{os.path.join(root, split_dir, split + '.txt')}: image id {image_id!r} has no annotation {p}")
-        anns[image_id] = parse_voc_annotation(p)
-    if classes is None:
-        every = list(anns.values())
-        for p in sorted(glob.glob(os.path.join(glob.escape(ann_dir), "*.xml"))):
-            image_id = os.path.splitext(os.path.basename(p))[0]
-            if image_id not in anns:
-                every.append(parse_voc_annotation(p))
-        classes = classes_found(every)
+    with voc_parser(ann_dir) as parse:  # parsed once, from the records index on later runs
+        for image_id in ids:
+            p = os.path.join(ann_dir, image_id + ".xml")
+            if not os.path.isfile(p):
+                raise UserError(f"{os.path.join(root, split_dir, split + '.txt')}: image id {image_id!r} has no annotation {p}")
+            anns[image_id] = parse(p)
+        if classes is None:
+            every = list(anns.values())
+            for p in sorted(glob.glob(os.path.join(glob.escape(ann_dir), "*.xml"))):
+                image_id = os.path.splitext(os.path.basename(p))[0]
+                if image_id not in anns:
+                    every.append(parse(p))
+            classes = classes_found(every)
     index = {n: i + 1 for i, n in enumerate(classes.names)}
     cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=True)
     records = []

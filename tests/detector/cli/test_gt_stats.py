@@ -36,3 +36,13 @@ def test_console_script_declared():
 
     (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "gt-stats"]
     assert ep.value == "detector.cli.gt_stats:main"
+
+
+def test_data_prints_the_summary_alone(capsys):
+    root = ROOT / "tests" / "data" / "layouts" / "yolo"
+    assert main(["--data", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"data: yolo layout at {root} (data.yaml)\n")
+    assert "images: 5 (train 3, val 1, test 1)" in out and "IoU" not in out
+    assert main(["--data", str(root / "nope.yaml")]) == 2
+    assert "gt-stats: error: dataset " in capsys.readouterr().err

@@ -13,5 +13,5 @@ def test_missing_root_and_unknown_format(tmp_path):
         load_dataset(DataConfig(format="voc", root=str(tmp_path / "absent")), "train")
     with pytest.raises(UserError, match="data.root is not set"):
         load_dataset(DataConfig(format="voc", root=""), "train")
-    with pytest.raises(UserError, match="data.format 'yolo'"):
-        load_dataset(DataConfig(format="yolo", root=str(tmp_path)), "train")
+    with pytest.raises(UserError, match="data.format 'darknet'"):
+        load_dataset(DataConfig(format="darknet", root=str(tmp_path)), "train")

@@ -23,9 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import operator
 import os
 import sys
 import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -42,6 +45,15 @@ from proposals.selective_search import selective_search, strategies
 
 #: bump when the engine's output changes, so older cache entries are not read
 ENGINE_VERSION = 1
+
+#: waiting for the other ranks (torchrun): at least this long (seconds) ...
+MIN_TIMEOUT = 600.0
+#: ... or this many times the expected time of the slowest shard
+TIMEOUT_FACTOR = 10.0
+#: seconds per image assumed by a rank that computed none itself
+PER_IMAGE_GUESS = 10.0
+#: a rank whose heartbeat stopped this long (seconds) is taken for dead
+STALE_AFTER = 120.0
 
 
 def _hash(obj) -> str:
@@ -118,6 +130,67 @@ def _ss_task(args) -> float:
     return dt
 
 
+class CachedProposals(Sequence):
+    """The proposals of a split, read per image from the cache: ``proposals[i]`` is image i's
+    (N, 4) float32 boxes, loaded from its ``.npz`` on access (a copy; the last ``keep`` images
+    are kept), :attr:`seconds` the times they took, read lazily too. Nothing holds a whole
+    split's boxes; pickles as its file list (DataLoader workers)."""
+
+    def __init__(self, paths, keep: int = 8):
+        self.paths = list(paths)
+        self.keep = keep
+        self._lru: OrderedDict[int, tuple[np.ndarray, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i) -> tuple[np.ndarray, float]:
+        """(boxes, seconds) of image ``i``."""
+        i = operator.index(i)
+        if i < 0:
+            i += len(self.paths)
+        if not 0 <= i < len(self.paths):
+            raise IndexError(f"proposal index {i} out of range ({len(self.paths)} images)")
+        got = self._lru.pop(i, None)
+        if got is None:
+            got = _load(self.paths[i])
+            if got is None:
+                raise UserError(f"proposal cache file {self.paths[i]}: missing or damaged (removed meanwhile?); "
+                                "run again to compute it")
+        self._lru[i] = got
+        while len(self._lru) > self.keep:
+            self._lru.popitem(last=False)
+        return got
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.load(i)[0].copy()
+
+    @property
+    def seconds(self) -> _Seconds:
+        return _Seconds(self)
+
+    def __getstate__(self):
+        return {"paths": self.paths, "keep": self.keep}
+
+    def __setstate__(self, state):
+        self.__init__(state["paths"], state["keep"])
+
+
+class _Seconds(Sequence):
+    def __init__(self, props: CachedProposals):
+        self._props = props
+
+    def __len__(self) -> int:
+        return len(self._props)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._props.load(i)[1]
+
+
 def _check_cache_dir(cache_dir: str, dataset) -> None:
     root = os.path.abspath(getattr(dataset, "root", "") or "")
     cd = os.path.abspath(cache_dir)
@@ -126,25 +199,32 @@ def _check_cache_dir(cache_dir: str, dataset) -> None:
 
 
 def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None, workers: int = 2,
-                     device="cpu", multibox=None, with_seconds: bool = False):
+                     device="cpu", multibox=None, with_seconds: bool = False, sync=None,
+                     min_timeout: float = MIN_TIMEOUT, stale_after: float = STALE_AFTER) -> CachedProposals:
     """Proposals for every record of ``dataset`` (aligned with ``dataset.records``), computing
-    and caching the missing ones. ``multibox``: an already loaded network (else
-    ``cfg.multibox_checkpoint`` is loaded when the method needs it). With ``with_seconds``
-    returns ``(boxes, seconds)``, seconds per image being the time its proposals took."""
+    and caching the missing ones; returns a :class:`CachedProposals` (read per image).
+    ``multibox``: an already loaded network (else ``cfg.multibox_checkpoint`` is loaded when the
+    method needs it). With ``with_seconds`` returns ``(boxes, seconds)``, seconds per image
+    being the time its proposals took.
+
+    ``sync``: a :class:`detector.engine.devices.RankSync` under torchrun (every rank calls this
+    with the same arguments): rank r computes images r, r + world, ... (the ones missing from
+    the cache) in its ``workers`` processes, then waits until every rank is done, showing the
+    files of all ranks on rank 0's progress bar. The cache folder must be on a filesystem all
+    ranks share. A rank that failed or whose heartbeat stopped for ``stale_after`` s is named
+    in one :class:`UserError`; so is a wait longer than ``max(min_timeout, TIMEOUT_FACTOR x
+    seconds per image x missing images of the slowest shard / workers)``."""
     validate(cfg)
     strategies(cfg.preset, cfg.superpixel_scale)
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir or _default_cache_dir()))
     _check_cache_dir(cache_dir, dataset)
     records = list(dataset.records)
-    keys = [image_key(r.path) for r in records]
-    results: list = [None] * len(records)
-    ss_times = [0.0] * len(records)
+    names = [image_key(r.path) + ".npz" for r in records]
+    rank, world = (sync.rank, sync.world) if sync is not None else (0, 1)
 
-    use_ss, use_mb = cfg.uses_ss, cfg.uses_multibox
     mb_hash = None
-    if use_mb:
+    if cfg.uses_multibox:
         if multibox is None:
-
             if not cfg.multibox_checkpoint:
                 get_multibox(cfg)  # raises the clear error
             mb_hash = file_hash(cfg.multibox_checkpoint)
@@ -152,68 +232,109 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
         else:
             mb_hash = model_hash(multibox)
     final_dir = os.path.join(cache_dir, "proposals", cache_key(cfg, mb_hash))
+    # the folder of method ss with these settings, uncapped: shared by every MultiBox
+    # checkpoint and max_total
+    ss_dir = os.path.join(cache_dir, "proposals", cache_key(replace(cfg, method="ss", max_total=None)))
     os.makedirs(final_dir, exist_ok=True)
     write_json(os.path.join(final_dir, "settings.json"),
                json.loads(json.dumps({"proposals": asdict(cfg), "multibox_hash": mb_hash}, default=str)),
                what="proposal cache settings")
+    present = set(os.listdir(final_dir))
+    slowest = max((sum(names[i] not in present for i in range(r, len(names), world)) for r in range(world)),
+                  default=0)
+    mine = range(rank, len(records), world)
+    try:
+        todo = [i for i in mine if _load(os.path.join(final_dir, names[i])) is None]
+        spent = _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox,
+                         sync.start_heartbeat if sync is not None else lambda: None)
+        if sync is not None:
+            sync.set_state("done")
+            per_image = spent / len(todo) if todo else PER_IMAGE_GUESS
+            timeout = max(min_timeout, TIMEOUT_FACTOR * per_image * slowest / max(1, workers))
+            expected = set(names)
+            bar = tqdm(total=len(names), desc="proposals, all ranks", unit="img",
+                       disable=rank != 0 or not sys.stderr.isatty())
 
-    todo = []
-    ss_boxes: dict[int, np.ndarray] = {}
-    for i, k in enumerate(keys):
-        got = _load(os.path.join(final_dir, k + ".npz"))
-        if got is not None:
-            results[i] = got
-        else:
-            todo.append(i)
-    if todo and use_ss:
-        # the folder of method ss with these settings, uncapped: shared by every MultiBox
-        # checkpoint and max_total
-        ss_dir = os.path.join(cache_dir, "proposals", cache_key(replace(cfg, method="ss", max_total=None)))
+            def progress():
+                bar.n = len(expected.intersection(os.listdir(final_dir)))
+                bar.refresh()
+
+            try:
+                sync.wait("proposals", timeout, stale_after, on_poll=progress)
+            except UserError as e:
+                e.from_wait = True  # about another rank: this one did its share
+                raise
+            finally:
+                bar.close()
+    except BaseException as e:
+        if sync is not None and not getattr(e, "from_wait", False):
+            try:
+                sync.set_state(f"failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            except UserError:
+                pass  # the store is gone too: the others notice the missing heartbeat
+        raise
+    finally:
+        if sync is not None:
+            sync.stop_heartbeat()
+    boxes = CachedProposals(os.path.join(final_dir, n) for n in names)
+    if with_seconds:
+        return boxes, boxes.seconds
+    return boxes
+
+
+def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, started) -> float:
+    """Compute and save the proposals of images ``todo``; returns the seconds spent. Calls
+    ``started()`` once the worker processes are forked (and before MultiBox)."""
+    t0 = time.perf_counter()
+    if todo and cfg.uses_ss:
         os.makedirs(ss_dir, exist_ok=True)
-        kwargs = dict(preset=cfg.preset, superpixel_scale=cfg.superpixel_scale, working_width=cfg.working_width,
-                      min_box_width=cfg.min_box_width, backend=cfg.backend, max_boxes=cfg.max_boxes)
-        missing = [i for i in todo if _load(os.path.join(ss_dir, keys[i] + ".npz")) is None]
-        tasks = [(records[i].path, os.path.join(ss_dir, keys[i] + ".npz"), kwargs) for i in missing]
+        kwargs = {"preset": cfg.preset, "superpixel_scale": cfg.superpixel_scale, "working_width": cfg.working_width,
+                      "min_box_width": cfg.min_box_width, "backend": cfg.backend, "max_boxes": cfg.max_boxes}
+        missing = [i for i in todo if _load(os.path.join(ss_dir, names[i])) is None]
+        tasks = [(records[i].path, os.path.join(ss_dir, names[i]), kwargs) for i in missing]
         bar = tqdm(total=len(tasks), desc="selective search", unit="img", disable=not sys.stderr.isatty())
-        if workers > 1 and len(tasks) > 1:
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(min(workers, len(tasks))) as pool:
-                for _ in pool.imap_unordered(_ss_task, tasks):
+        try:
+            if workers > 1 and len(tasks) > 1:
+                ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+                with ctx.Pool(min(workers, len(tasks))) as pool:
+                    started()
+                    for _ in pool.imap_unordered(_ss_task, tasks):
+                        bar.update()
+            else:
+                started()
+                for t in tasks:
+                    _ss_task(t)
                     bar.update()
-        else:
-            for t in tasks:
-                _ss_task(t)
-                bar.update()
-        bar.close()
-        for i in todo:
-            got = _load(os.path.join(ss_dir, keys[i] + ".npz"))
-            if got is None:
-                raise UserError(f"proposal cache {ss_dir}: cannot read back the boxes of {records[i].path}")
-            ss_boxes[i], ss_times[i] = got
-        if not use_mb:
+        finally:
+            bar.close()
+        if not cfg.uses_multibox and final_dir != ss_dir:  # capped: kept in the folder of these settings too
             for i in todo:
-                results[i] = (combine(ss_boxes[i], None, cfg), ss_times[i])
-                if final_dir != ss_dir:  # capped: kept in the folder of these settings too
-                    _save(os.path.join(final_dir, keys[i] + ".npz"), *results[i])
-            todo = []
-    if todo:  # multibox or ss+multibox
-
+                boxes, secs = _read_back(ss_dir, names[i], records[i])
+                _save(os.path.join(final_dir, names[i]), combine(boxes, None, cfg), secs)
+    started()
+    if todo and cfg.uses_multibox:  # multibox or ss+multibox, batched in this process
         bar = tqdm(total=len(todo), desc="multibox", unit="img", disable=not sys.stderr.isatty())
         for s in range(0, len(todo), 16):
             chunk = todo[s:s + 16]
             images = [load_image(records[i].path) for i in chunk]
-            t0 = time.perf_counter()
+            t1 = time.perf_counter()
             preds = predict(multibox, images, top_k=cfg.multibox_top_k)
-            dt = (time.perf_counter() - t0) / len(chunk)
+            dt = (time.perf_counter() - t1) / len(chunk)
             for i, (mb_boxes, _) in zip(chunk, preds):
-                t1 = time.perf_counter()
-                boxes = combine(ss_boxes.get(i), mb_boxes, cfg)
-                secs = ss_times[i] + dt + (time.perf_counter() - t1)
-                _save(os.path.join(final_dir, keys[i] + ".npz"), boxes, secs)
-                results[i] = (boxes, secs)
+                t2 = time.perf_counter()
+                ss, ss_secs = _read_back(ss_dir, names[i], records[i]) if cfg.uses_ss else (None, 0.0)
+                boxes = combine(ss, mb_boxes, cfg)
+                _save(os.path.join(final_dir, names[i]), boxes, ss_secs + dt + (time.perf_counter() - t2))
             bar.update(len(chunk))
         bar.close()
-    boxes = [r[0] for r in results]
-    if with_seconds:
-        return boxes, [r[1] for r in results]
-    return boxes
+    if cfg.uses_ss and not cfg.uses_multibox and final_dir == ss_dir:
+        for i in todo:
+            _read_back(ss_dir, names[i], records[i])
+    return time.perf_counter() - t0
+
+
+def _read_back(folder: str, name: str, record) -> tuple[np.ndarray, float]:
+    got = _load(os.path.join(folder, name))
+    if got is None:
+        raise UserError(f"proposal cache {folder}: cannot read back the boxes of {record.path}")
+    return got

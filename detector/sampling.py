@@ -1,12 +1,14 @@
 """Region sampling both detector kinds share: label proposals by IoU with the ground truth and
 draw a fixed foreground fraction (R-CNN's 32 foreground + 96 background of 128; Fast R-CNN's
-25% of 64 per image), and each rank's share of an epoch's images."""
+25% of 64 per image), each rank's share of an epoch's images and its steps (the keys
+a training ``DataLoader`` hands its workers)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Sampler
 from torchvision.ops import box_iou
 
 
@@ -58,3 +60,27 @@ def image_shards(n: int, rank: int, world: int, epoch_seed: int) -> np.ndarray:
     per = -(-n // world)
     order = np.concatenate([order, order[: per * world - n]]) if per * world > n else order
     return order[rank::world]
+
+
+def epoch_steps(n: int, rank: int, world: int, epoch_seed: int, images_per_step: int) -> list[list[int]]:
+    """The image indices of each of this rank's steps in an epoch: its :func:`image_shards`
+    share cut into full steps of ``images_per_step`` (a short remainder is dropped)."""
+    order = image_shards(n, rank, world, epoch_seed)
+    return [[int(i) for i in order[s * images_per_step:(s + 1) * images_per_step]]
+            for s in range(len(order) // images_per_step)]
+
+
+class StepSampler(Sampler):
+    """The keys of one epoch's steps from ``start`` on, for a ``DataLoader(batch_size=None)``:
+    ``(key, step, image indices)``, ``key`` passed through (e.g. the seeds that make the
+    step's random generator), so whichever worker builds a step builds the same batch."""
+
+    def __init__(self, steps: list[list[int]], key, start: int = 0):
+        self.steps, self.key, self.start = steps, key, start
+
+    def __iter__(self):
+        for s in range(self.start, len(self.steps)):
+            yield self.key, s, tuple(self.steps[s])
+
+    def __len__(self) -> int:
+        return max(0, len(self.steps) - self.start)

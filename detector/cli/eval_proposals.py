@@ -5,18 +5,16 @@ curve as a PNG."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from backbone.errors import UserError
 from backbone.io import atomic_write, cache_dir, check_writable, write_json
-
 from detector.cli.common import add_config_args, add_device_arg, cli_main
-from detector.engine.devices import resolve_device
 from detector.cli.propose import add_proposal_args, proposal_config
-from eval.proposal_recall import proposal_recall, recall_curve
+from detector.engine.devices import init_distributed, rank_sync, resolve_device
 from detector.io.datasets import load_dataset
 from detector.proposal_cache import ensure_proposals
+from eval.proposal_recall import proposal_recall, recall_curve
 
 #: what matplotlib's Agg backend writes (by the --plot extension)
 PLOT_FORMATS = {"png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf", "raw", "rgba"}
@@ -98,15 +96,19 @@ def main(argv=None) -> int:
         check_writable(args.json, what="--json")
     check_writable(args.cache_dir or cache_dir(), what="--cache-dir" if args.cache_dir else "cache folder", folder=True)
 
+    device = resolve_device(args.device)
+    rank, _world = init_distributed(device)  # under torchrun: every rank computes its share
     ds = load_dataset(full.data, args.split)
     if args.max_images is not None:
         if args.max_images < 1:
             raise UserError(f"--max-images {args.max_images}: must be at least 1")
         ds.records = ds.records[: args.max_images]
     boxes, secs = ensure_proposals(ds, cfg, cache_dir=args.cache_dir, workers=args.workers,
-                                   device=resolve_device(args.device), with_seconds=True)
+                                   device=device, with_seconds=True, sync=rank_sync("eval-proposals"))
+    if rank != 0:  # rank 0 evaluates (reading the boxes per image) and reports
+        return 0
     res = evaluate_split(ds, boxes, args.max_boxes)
-    res["seconds_per_image"] = sum(secs) / max(len(secs), 1)
+    res["seconds_per_image"] = sum(secs) / max(len(secs), 1)  # read one file at a time
     res["split"] = args.split
     res["proposals"] = {k: getattr(cfg, k) for k in ("method", "backend", "preset", "superpixel_scale",
                                                      "working_width", "min_box_width", "multibox_top_k",

@@ -7,25 +7,20 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 import time
 
+from backbone.config import apply_overrides
 from backbone.errors import UserError
 from backbone.io import cache_dir, check_writable, write_json
-
 from detector.cli.common import add_config_args, add_device_arg, cli_main
-from detector.engine.devices import resolve_device
-from proposals import METHODS, PRESETS
-from proposals.config import ProposalConfig
 from detector.config import load_detector_config
-from backbone.config import apply_overrides
-from detector.io.images import list_images, load_image
-from proposals import propose
-from proposals.pipeline import get_multibox, validate
+from detector.engine.devices import init_distributed, rank_sync, resolve_device
 from detector.io.datasets import load_dataset
+from detector.io.images import list_images, load_image
 from detector.proposal_cache import ensure_proposals
+from proposals import METHODS, PRESETS, propose
+from proposals.config import ProposalConfig
+from proposals.pipeline import get_multibox, validate
 
 
 def add_proposal_args(p: argparse.ArgumentParser) -> None:
@@ -89,13 +84,20 @@ def main(argv=None) -> int:
 
     if args.split:
 
+        rank, _world = init_distributed(device)  # under torchrun: every rank computes its share
         ds = load_dataset(full.data, args.split)
         t0 = time.perf_counter()
         boxes, secs = ensure_proposals(ds, cfg, cache_dir=args.cache_dir, workers=args.workers, device=device,
-                                       with_seconds=True)
+                                       with_seconds=True, sync=rank_sync("propose"))
+        if rank != 0:  # rank 0 reports
+            return 0
         n = max(len(boxes), 1)
-        print(f"{args.split}: {len(boxes)} images, {sum(len(b) for b in boxes) / n:.0f} boxes/image, "
-              f"{sum(secs) / n:.2f} s/image when computed; done in {time.perf_counter() - t0:.1f} s")
+        total = seconds = 0.0
+        for i in range(len(boxes)):  # one image at a time: never the whole split in memory
+            b, s = boxes.load(i)
+            total, seconds = total + len(b), seconds + s
+        print(f"{args.split}: {len(boxes)} images, {total / n:.0f} boxes/image, "
+              f"{seconds / n:.2f} s/image when computed; done in {time.perf_counter() - t0:.1f} s")
         if args.json:
             _write_json(args.json, [{"image": r.path, "boxes": b.tolist(), "seconds": s}
                                     for r, b, s in zip(ds.records, boxes, secs)])

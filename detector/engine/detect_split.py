@@ -17,9 +17,9 @@ from ..model import Detector
 from ..proposal_cache import ensure_proposals
 from .devices import (
     all_gather_list,
-    barrier,
     dist_info,
     init_distributed,
+    rank_sync,
     resolve_device,
 )
 
@@ -51,12 +51,10 @@ def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None,
         if missing or len(dataset.classes) != len(detector.classes):
             raise UserError(f"model classes {detector.classes} do not match the data's classes {dataset.classes}")
     rank, world = dist_info()
-    if rank == 0:  # rank 0 fills the cache, the others read it
-        ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir, device=str(detector.device),
-                         multibox=detector.multibox)
-    barrier()
+    # every rank computes its share of the missing proposals; read per image afterwards
     props, prop_secs = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir,
-                                        device=str(detector.device), multibox=detector.multibox, with_seconds=True)
+                                        device=str(detector.device), multibox=detector.multibox, with_seconds=True,
+                                        sync=rank_sync("proposals"))
     mine = list(range(rank, len(dataset), world))
     out = {}
     for i in tqdm(mine, desc=f"detect {split}", disable=not progress or rank != 0 or not sys.stderr.isatty()):

@@ -9,16 +9,17 @@ Files in a run folder (``OUT`` = ``--out``; MultiBox's run is ``OUT/multibox``):
     metrics.jsonl   one JSON row per trained epoch ("epoch" counts from 1; "loss", "lr", "seconds",
                     and the validation metric "val_mAP" / "val_top1" when validation ran)
     curves.png      training loss and the validation metric per epoch
-    train_state.pt  everything needed to continue, saved after every epoch (with the number of
-                    metrics.jsonl rows it covers)
+    train_state.pt  everything needed to continue, saved after every epoch (train-detector: also every
+                    train.checkpoint_every steps inside one), with the number of metrics.jsonl rows it covers
     model.pt        the final model (MultiBox: multibox.pt), written when training ends
     best.pt         the model (same format as model.pt) at its best validation, when validation runs
 
 The resume rule (:meth:`RunFolder.check`, before anything is written):
 
 - a run found in ``--out`` (its ``run.json``) resumes; ``resume=False`` (``--no-resume``) refuses it;
-- the run's config must be the same, except ``test.*`` and a larger (or equal) ``train.epochs``
-  (:func:`config_difference`); anything else is refused with the first differing key;
+- the run's config must be the same, except ``test.*``, a larger (or equal) ``train.epochs`` and
+  the keys the command declares free (:func:`config_difference`); anything else is refused with
+  the first differing key;
 - a run of another command or kind is refused, and so is a folder holding run files (``model.pt``,
   ``train_state.pt``, ...) without a ``run.json``: files of unknown origin, or a run folder of an
   older version (those cannot be resumed);
@@ -89,13 +90,13 @@ def _plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def config_difference(old: dict, new: dict) -> str | None:
+def config_difference(old: dict, new: dict, free: tuple[str, ...] = ()) -> str | None:
     """``None`` when a run of config ``old`` may resume with ``new`` (they differ only in
-    ``test.*`` and a larger ``train.epochs``), else the first difference, e.g.
-    ``"train.lr 0.01 -> 0.5"``."""
+    ``test.*``, the keys ``free`` and a larger ``train.epochs``), else the first difference,
+    e.g. ``"train.lr 0.01 -> 0.5"``."""
     a, b = _flatten(_plain(old)), _flatten(_plain(new))
     for key in sorted(set(a) | set(b)):
-        if key.startswith(FREE_PREFIXES):
+        if key.startswith(FREE_PREFIXES) or key in free:
             continue
         if key not in a or key not in b:
             return f"{key} {'only in the new config' if key in b else 'missing from the new config'}"
@@ -223,7 +224,9 @@ class RunFolder:
     ``config``: what config.yaml holds (a dataclass or dict); ``compare``: the settings run.json
     records and a resume compares (default: all of ``config``). ``model_file``: the final
     model's name. ``metric``/``group``: the row keys :func:`plot_curves` draws. ``write``:
-    False on the ranks of a distributed run that do not write (rank 0 does).
+    False on the ranks of a distributed run that do not write (rank 0 does). ``free``: config
+    keys a resume may change besides ``test.*`` (settings that do not change the result, such
+    as ``train-detector``'s ``train.workers``, ``train.max_steps``, ``train.checkpoint_every``).
 
     Use: ``check()`` (refusals, before anything is written), ``start()`` (run.json, config.yaml,
     the log trimmed to the state), then per epoch ``log(row, message)`` and ``save_state(...)``,
@@ -231,7 +234,7 @@ class RunFolder:
 
     def __init__(self, out_dir: str | os.PathLike, command: str, kind: str, config: Any, *, resume: bool = True,
                  compare: Any = None, model_file: str = MODEL_FILE, metric: str | None = None,
-                 group: str | None = None, write: bool = True):
+                 group: str | None = None, write: bool = True, free: tuple[str, ...] = ()):
         self.out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
         self.command, self.kind = command, kind
         self.config = config
@@ -239,6 +242,7 @@ class RunFolder:
         self.resume = resume
         self.metric, self.group = metric, group
         self.write = write
+        self.free = tuple(free)
         self.run_path = os.path.join(self.out_dir, RUN_FILE)
         self.config_path = os.path.join(self.out_dir, CONFIG_FILE)
         self.log_path = os.path.join(self.out_dir, LOG_FILE)
@@ -264,11 +268,11 @@ class RunFolder:
         if not self.resume:
             raise UserError(f"--out {self.out_dir}: already holds a training run ({self.command}, {RUN_FILE}); "
                             "resume it (drop --no-resume) or choose another --out")
-        diff = config_difference(info.get("config") or {}, self.compare)
+        diff = config_difference(info.get("config") or {}, self.compare, self.free)
         if diff is not None:
             raise UserError(f"--out {self.out_dir}: the run there was started with another config ({diff}); "
-                            "a resumed run may change only test.* and raise train.epochs: use another --out "
-                            "to start afresh")
+                            f"a resumed run may change only test.*{''.join(', ' + k for k in self.free)} and raise "
+                            "train.epochs: use another --out to start afresh")
         self.config_changed = _plain(info.get("config") or {}) != self.compare
         if os.path.exists(self.state_path):
             st = safe_torch_load(self.state_path, "training state")

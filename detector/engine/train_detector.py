@@ -30,6 +30,7 @@ and rewritten whenever a member's validation mAP improves, and at the end.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -55,24 +56,41 @@ from ..io.images import load_image
 from ..kinds import kind_of
 from ..model import Detector
 from ..proposal_cache import ensure_proposals
-from ..sampling import image_shards
-from .devices import barrier, broadcast_object, init_distributed
+from ..sampling import StepSampler, epoch_steps
+from .devices import (
+    all_gather_list,
+    barrier,
+    broadcast_object,
+    dist_info,
+    init_distributed,
+    rank_sync,
+)
 from .run import MODEL_FILE, STATE_FILE, RunFolder, check_owner
 from .train_multibox import FINAL_FILE as MULTIBOX_FILE
 from .train_multibox import multibox_run, train_multibox
 
 COMMAND = "train-detector"
-__all__ = ["train_detector", "lr_at", "build_member", "validate", "resolve_transform_input", "STATE_FILE", "MODEL_FILE"]
+#: settings a resume may change (they do not change the result): see :class:`detector.config.TrainConfig`
+FREE_KEYS = ("train.workers", "train.max_steps", "train.checkpoint_every")
+__all__ = ["MODEL_FILE", "STATE_FILE", "build_member", "lr_at", "lr_scale", "resolve_transform_input", "train_detector",
+           "validate"]
 
 
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
-def lr_at(cfg: DetectorConfig, epoch: int, step: int) -> float:
-    """Step schedule (x lr_gamma at each epoch in lr_steps) with a linear warm-up."""
+def lr_scale(cfg: DetectorConfig, world: int) -> float:
+    """The linear scaling rule: ``world`` processes take ``world`` times the images per step of
+    one, so the rate is ``train.lr x world / train.reference_world_size``."""
+    return world / cfg.train.reference_world_size
+
+
+def lr_at(cfg: DetectorConfig, epoch: int, step: int, scale: float = 1.0) -> float:
+    """Step schedule (x lr_gamma at each epoch in lr_steps) with a linear warm-up, of the rate
+    ``train.lr x scale`` (:func:`lr_scale`)."""
     t = cfg.train
-    lr = t.lr * (t.lr_gamma ** sum(1 for s in t.lr_steps if epoch >= s))
+    lr = t.lr * scale * (t.lr_gamma ** sum(1 for s in t.lr_steps if epoch >= s))
     if t.warmup_steps and step < t.warmup_steps:
         lr *= (step + 1) / t.warmup_steps
     return lr
@@ -91,17 +109,25 @@ def build_member(cfg: DetectorConfig, num_classes: int, seed: int):
 
 
 def validate(cfg: DetectorConfig, classes, members, val_set, val_props, device) -> dict:
-    """VOC-style mAP of ``members`` on the validation images (rank 0 only)."""
+    """VOC-style mAP of ``members`` on the validation images (the first ``train.val_images``),
+    called on every rank: each detects its share (every world-th image), the detections are
+    gathered and rank 0 computes the mAP, which every rank returns."""
+    rank, world = dist_info()
     det = Detector(cfg, classes, members, device=device)
     n = len(val_set) if not cfg.train.val_images else min(cfg.train.val_images, len(val_set))
-    gts, dets = [], []
-    for i in range(n):
-        rec = val_set.records[i]
-        d = det(load_image(rec.path), proposals=val_props[i])
-        gts.append({"boxes": rec.boxes, "labels": rec.labels, "difficult": rec.difficult, "blacklist": rec.blacklist})
-        dets.append({"boxes": d.boxes, "scores": d.scores, "labels": d.labels})
-    res = evaluate(cfg.test.protocol, gts, dets, len(classes))
-    return {"val_mAP": float(res["mAP"]), "val_AP": [None if (isinstance(a, float) and math.isnan(a)) else float(a) for a in res["AP"]]}
+    mine = []
+    for i in range(rank, n, world):
+        d = det(load_image(val_set.records[i].path), proposals=val_props[i])
+        mine.append((i, {"boxes": d.boxes, "scores": d.scores, "labels": d.labels}))
+    dets = [d for _, d in sorted(all_gather_list(mine), key=lambda x: x[0])]
+    result = None
+    if rank == 0:
+        gts = [{"boxes": r.boxes, "labels": r.labels, "difficult": r.difficult, "blacklist": r.blacklist}
+               for r in val_set.records[:n]]
+        res = evaluate(cfg.test.protocol, gts, dets, len(classes))
+        result = {"val_mAP": float(res["mAP"]),
+                  "val_AP": [None if (isinstance(a, float) and math.isnan(a)) else float(a) for a in res["AP"]]}
+    return broadcast_object(result)
 
 
 def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, cache_dir: str | None = None,
@@ -144,7 +170,7 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
     # every refusal before anything is written (this folder, then the MultiBox one)
     kind_name = getattr(cfg.model, "kind", "rcnn")
     rf = RunFolder(out_dir, COMMAND, kind_name, cfg, resume=resume, metric="val_mAP", group="member",
-                   write=main).check()
+                   write=main, free=FREE_KEYS).check()
     if train_mb:
         multibox_run(cfg, mb_dir, cfg.data.train_split, resume=resume).check()
     kind = kind_of(cfg)
@@ -160,19 +186,21 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
     records: list[dict] = list(state["members"]) if state is not None else []
     M, E = cfg.model.members, cfg.train.epochs
     complete = len(records) >= M and all(r["epochs"] >= E for r in records[:M])
-    if complete and os.path.isfile(rf.model_path) and not rf.config_changed:
-        rf.say(f"{out_dir} is already trained ({M} member(s) x {E} epochs): {rf.model_path}")
+    at_max = bool(cfg.train.max_steps) and sum(r.get("steps", 0) for r in records) >= cfg.train.max_steps
+    done = complete or at_max
+    if done and os.path.isfile(rf.model_path) and not rf.config_changed:
+        how = f"{M} member(s) x {E} epochs" if complete else f"train.max_steps {cfg.train.max_steps}"
+        rf.say(f"{out_dir} is already trained ({how}): {rf.model_path}")
         barrier()
         return rf.model_path
 
     val_set = None
-    if not complete:
+    if not done:
         if train_proposals is None:
-            if main:
-                ensure_proposals(train_set, cfg.proposals, cache_dir=cache_dir, device=str(device))
-            barrier()
-            train_proposals = ensure_proposals(train_set, cfg.proposals, cache_dir=cache_dir, device=str(device))
-        if cfg.train.val_every and main:
+            # every rank computes its share, then all read them per image
+            train_proposals = ensure_proposals(train_set, cfg.proposals, cache_dir=cache_dir, device=str(device),
+                                               sync=rank_sync("proposals"))
+        if cfg.train.val_every:  # every rank validates its share
             try:
                 val_set = load_dataset(cfg.data, cfg.data.val_split)
             except UserError as e:
@@ -181,90 +209,118 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
                 raise UserError(f"validation split classes {val_set.classes} differ from training classes {classes}")
             if val_set is not None and val_proposals is None:
                 vs = val_set if not cfg.train.val_images else _head(val_set, cfg.train.val_images)
-                val_proposals = ensure_proposals(vs, cfg.proposals, cache_dir=cache_dir, device=str(device))
+                val_proposals = ensure_proposals(vs, cfg.proposals, cache_dir=cache_dir, device=str(device),
+                                                 sync=rank_sync("val proposals"))
 
-    batcher = kind.RegionBatcher(cfg, train_set, train_proposals, device) if not complete else None
+    workers = cfg.train.workers
+    build_on = device if workers == 0 else torch.device("cpu")  # workers build on the CPU, the main process copies
+    batcher = kind.RegionBatcher(cfg, train_set, train_proposals, build_on) if not done else None
     barrier()
     rf.start()  # run.json, config.yaml; the log trimmed to the rows the state covers
     barrier()
-    if state is not None and not complete:
+    if state is not None and not done:
         m0 = next(i for i in range(M) if i >= len(records) or records[i]["epochs"] < E)
         e0 = records[m0]["epochs"] if m0 < len(records) else 0
-        rf.say(f"resuming member {m0 + 1}/{M} at epoch {e0 + 1}/{E}")
+        s0 = records[m0].get("step", 0) if m0 < len(records) else 0
+        rf.say(f"resuming member {m0 + 1}/{M} at epoch {e0 + 1}/{E}" + (f", after its step {s0}" if s0 else ""))
+    scale = lr_scale(cfg, world)
+    if scale != 1 and not done:
+        rf.say(f"learning rate x {scale:g} for {world} processes (linear scaling, train.reference_world_size "
+               f"{cfg.train.reference_world_size}): train.lr {cfg.train.lr:g} -> {cfg.train.lr * scale:g}")
+    loader, sampler = _step_loader(batcher, workers, device, rank) if not done else (None, None)
 
-    steps_done = 0
+    ipb, max_steps, every = cfg.train.images_per_batch, cfg.train.max_steps, cfg.train.checkpoint_every
+    steps_total = sum(r.get("steps", 0) for r in records)
+    steps_done = 0  # optimizer steps of this call (_stop_after_steps)
+    stopped = done
     for member in range(M):
         rec = records[member] if member < len(records) else None
         first_epoch = rec["epochs"] if rec is not None else 0
-        if first_epoch >= E:
+        if stopped or first_epoch >= E:
             continue
         seed = cfg.train.seed + 1000 * member
         model = build_member(cfg, len(classes), _seed(seed, 0)).to(device)
         if device.type == "cpu":
             model = model.to(memory_format=torch.channels_last)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.SGD(kind.param_groups(model, cfg), lr=cfg.train.lr, momentum=cfg.train.momentum)
-        best = None
+        opt = torch.optim.SGD(kind.param_groups(model, cfg), lr=cfg.train.lr * scale, momentum=cfg.train.momentum)
+        best, first_step, partial, member_steps = None, 0, None, 0
         if rec is not None:
             model.load_state_dict(rec["model"])
             opt.load_state_dict(rec["optimizer"])
-            best = rec.get("best")
+            best, first_step = rec.get("best"), rec.get("step", 0)
+            partial, member_steps = rec.get("partial"), rec.get("steps", 0)
         net = DDP(model) if world > 1 else model
-        per_epoch = len(image_shards(len(train_set), rank, world, 0)) // cfg.train.images_per_batch
+
         for epoch in range(first_epoch, E):
             t_epoch = time.time()
             model.train()
-            torch.manual_seed(_seed(seed, epoch, rank, 1))
-            gen = torch.Generator().manual_seed(_seed(seed, epoch, rank, 2))
-            order = image_shards(len(train_set), rank, world, _seed(seed, epoch))
-            losses, correct, fg_correct, fg_total, total = [], 0, 0, 0, 0
-            bar = tqdm(range(per_epoch), desc=f"member {member + 1}/{M} epoch {epoch + 1}/{E}",
+            sampler.steps = epoch_steps(len(train_set), rank, world, _seed(seed, epoch), ipb)
+            sampler.key, sampler.start = (seed, epoch, rank, 2), first_step
+            per_epoch = len(sampler.steps)
+            acc = dict(partial) if partial else {"losses": [], "correct": 0, "fg_correct": 0, "fg_total": 0,
+                                                 "total": 0, "seconds": 0.0}
+            acc["losses"] = list(acc["losses"])
+            bar = tqdm(loader, total=len(sampler), desc=f"member {member + 1}/{M} epoch {epoch + 1}/{E}",
                        disable=not (progress and main and sys.stderr.isatty()), leave=False)
-            for step in bar:
-                idx = order[step * cfg.train.images_per_batch:(step + 1) * cfg.train.images_per_batch]
-                b = batcher.batch([int(i) for i in idx], gen)
-                if not _all_ranks_agree(b is not None, world, device):
-                    continue  # no regions in these images (on some rank): every rank skips the step
-                y = b.labels
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(cfg, epoch, epoch * per_epoch + step)
-                out = kind.forward(net, b)
-                loss, parts = kind.region_loss(out, b, cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.train.clip_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_grad_norm)
-                opt.step()
-                if not math.isfinite(loss.item()):
-                    raise UserError(f"training diverged (loss {loss.item()}) at member {member + 1} epoch {epoch + 1}: lower train.lr")
-                losses.append(loss.item())
-                pred = out.logits.argmax(1)
-                correct += (pred == y).sum().item()
-                total += len(y)
-                fg = y > 0
-                fg_correct += (pred[fg] == y[fg]).sum().item()
-                fg_total += fg.sum().item()
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-                steps_done += 1
+            cut = False
+            for step, b in bar:
+                # dropout: seeded per step, so that a resume inside the epoch draws what an unbroken run draws
+                torch.manual_seed(_seed(seed, epoch, rank, 1, step))
+                if _all_ranks_agree(b is not None, world, device):  # else no regions (on some rank): all skip it
+                    b = b.to(device, non_blocking=True)
+                    y = b.labels
+                    for g in opt.param_groups:
+                        g["lr"] = lr_at(cfg, epoch, epoch * per_epoch + step, scale)
+                    with _autocast(device):
+                        out = kind.forward(net, b)
+                        loss, _ = kind.region_loss(out, b, cfg)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.train.clip_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_grad_norm)
+                    opt.step()
+                    if not math.isfinite(loss.item()):
+                        raise UserError(f"training diverged (loss {loss.item()}) at member {member + 1} epoch "
+                                        f"{epoch + 1}: lower train.lr")
+                    acc["losses"].append(loss.item())
+                    pred = out.logits.argmax(1)
+                    acc["correct"] += (pred == y).sum().item()
+                    acc["total"] += len(y)
+                    fg = y > 0
+                    acc["fg_correct"] += (pred[fg] == y[fg]).sum().item()
+                    acc["fg_total"] += fg.sum().item()
+                    bar.set_postfix(loss=f"{np.mean(acc['losses'][-20:]):.3f}")
+                    steps_done, steps_total, member_steps = steps_done + 1, steps_total + 1, member_steps + 1
+                stopped = bool(max_steps) and steps_total >= max_steps
+                if step + 1 < per_epoch and (stopped or (every and (step + 1) % every == 0)):
+                    part = dict(acc, seconds=acc["seconds"] + time.time() - t_epoch)
+                    _put(records, member, _member_state(model, opt, epoch, step + 1, part, member_steps, best))
+                    rf.save_state({"members": records}, epochs_done=sum(r["epochs"] for r in records))
+                    barrier()
+                    cut = stopped
                 if _stop_after_steps is not None and steps_done >= _stop_after_steps:
                     raise KeyboardInterrupt
+                if cut:
+                    break
             bar.close()
-            row = {"member": member + 1, "epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
-                   "acc": correct / max(1, total), "fg_acc": fg_correct / max(1, fg_total),
-                   "lr": lr_at(cfg, epoch, 10**9), "seconds": round(time.time() - t_epoch, 1)}
+            first_step, partial = 0, None
+            if cut:
+                rf.say(f"stopped at train.max_steps {max_steps} (member {member + 1}/{M} epoch {epoch + 1}/{E}, "
+                       f"step {step + 1}/{per_epoch}); a resume with a larger train.max_steps trains on")
+                break
+            n_loss = acc["losses"]
+            row = {"member": member + 1, "epoch": epoch + 1, "loss": float(np.mean(n_loss)) if n_loss else None,
+                   "acc": acc["correct"] / max(1, acc["total"]), "fg_acc": acc["fg_correct"] / max(1, acc["fg_total"]),
+                   "lr": lr_at(cfg, epoch, 10**9, scale), "seconds": round(acc["seconds"] + time.time() - t_epoch, 1)}
             improved = False
-            if main and val_set is not None and (epoch + 1 == E or (epoch + 1) % cfg.train.val_every == 0):
+            if val_set is not None and (epoch + 1 == E or (epoch + 1) % cfg.train.val_every == 0):
                 model.eval()
-                row.update(validate(cfg, classes, [model], val_set, val_proposals, device))
+                row.update(validate(cfg, classes, [model], val_set, val_proposals, device))  # on every rank
                 if best is None or row["val_mAP"] > best["val_mAP"]:
                     best = {"val_mAP": row["val_mAP"], "epoch": epoch + 1, "state": inference_state(model.state_dict())}
                     improved = True
-            rec = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                   "optimizer": opt.state_dict(), "epochs": epoch + 1, "best": best}
-            if member < len(records):
-                records[member] = rec
-            else:
-                records.append(rec)
+            _put(records, member, _member_state(model, opt, epoch + 1, 0, None, member_steps, best))
             loss_txt = "n/a (no step)" if row["loss"] is None else f"{row['loss']:.4f}"
             msg = f"member {member + 1}/{M} epoch {epoch + 1}/{E}: loss {loss_txt} acc {row['acc']:.3f} fg_acc {row['fg_acc']:.3f}"
             if "val_mAP" in row:
@@ -274,11 +330,30 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
                 _save_best(rf, cfg, classes, records, M, multibox_obj)
             rf.save_state({"members": records}, epochs_done=sum(r["epochs"] for r in records))
             barrier()
+            if stopped:
+                if epoch + 1 < E or member + 1 < M:
+                    rf.say(f"stopped at train.max_steps {max_steps} (member {member + 1}/{M} after epoch "
+                           f"{epoch + 1}/{E}); a resume with a larger train.max_steps trains on")
+                break
     members = [r["model"] for r in records[:M]]
     rf.save_model(lambda p: save_detector(p, to_dict(cfg), classes, members, multibox=multibox_obj))
     _save_best(rf, cfg, classes, records, M, multibox_obj)
     barrier()
     return rf.model_path
+
+
+def _member_state(model, opt, epochs: int, step: int, partial: dict | None, steps: int, best) -> dict:
+    """A member's resumable state after ``epochs`` whole epochs and ``step`` steps of the next
+    (``partial``: that epoch's running metrics), ``steps`` optimizer steps in all."""
+    return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(),
+            "epochs": epochs, "step": step, "partial": partial, "steps": steps, "best": best}
+
+
+def _put(records: list[dict], member: int, state: dict) -> None:
+    if member < len(records):
+        records[member] = state
+    else:
+        records.append(state)
 
 
 def _save_best(rf: RunFolder, cfg: DetectorConfig, classes, records: list[dict], members: int, multibox) -> None:
@@ -305,6 +380,41 @@ def _all_ranks_agree(ok: bool, world: int, device: torch.device) -> bool:
     flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
+
+
+def _autocast(device: torch.device):
+    """bfloat16 autocast on CUDA (float32 on the CPU, as inference)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """A step's batch from its :class:`StepSampler` key ``((seed parts), step, indices)``: the
+    generator is seeded by the parts and the step alone, so the batch does not depend on the
+    process (main or worker) that builds it. Yields ``(step, batch or None)``."""
+
+    def __init__(self, batcher):
+        self.batcher = batcher
+
+    def __getitem__(self, key):
+        parts, step, indices = key
+        return step, self.batcher.batch(list(indices), torch.Generator().manual_seed(_seed(*parts, step)))
+
+
+def _as_is(item):
+    return item
+
+
+def _step_loader(batcher, workers: int, device: torch.device, rank: int):
+    """The training ``DataLoader`` (``train.workers`` processes, kept across epochs and members;
+    pinned memory on CUDA) and its :class:`StepSampler`, set before each epoch's iteration."""
+    sampler = StepSampler([], None)
+    loader = torch.utils.data.DataLoader(
+        _StepBatches(batcher), sampler=sampler, batch_size=None, collate_fn=_as_is, num_workers=workers,
+        pin_memory=workers > 0 and device.type == "cuda", persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(rank))  # its own generator: the global one seeds dropout
+    return loader, sampler
 
 
 def _head(dataset, n):

@@ -80,6 +80,17 @@ class Batch:
     targets: Tensor                # (sum n_i, 4) BoxCoder targets (zero on background)
     indices: list                  # record indices of the images used
 
+    def pin_memory(self) -> Batch:
+        """In page-locked memory (the ``DataLoader``'s ``pin_memory`` calls this)."""
+        return Batch(self.images.pin_memory(), self.image_sizes, [b.pin_memory() for b in self.boxes],
+                     self.labels.pin_memory(), self.targets.pin_memory(), self.indices)
+
+    def to(self, device, non_blocking: bool = False) -> Batch:
+        def move(t):
+            return t.to(device, non_blocking=non_blocking)
+        return Batch(move(self.images), self.image_sizes, [move(b) for b in self.boxes], move(self.labels),
+                     move(self.targets), self.indices)
+
 
 def resize_factor(height: int, width: int, min_side: int, max_side: int | None) -> float:
     """Factor that makes the shorter side ``min_side``, the longer at most ``max_side``."""

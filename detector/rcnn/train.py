@@ -39,6 +39,13 @@ class RegionBatch(NamedTuple):
     labels: torch.Tensor                # (N,) 0 = background
     targets: torch.Tensor | None        # (N, 4) box-regression targets (model.bbox_reg), else None
 
+    def pin_memory(self) -> RegionBatch:
+        """In page-locked memory (the ``DataLoader``'s ``pin_memory`` calls this)."""
+        return RegionBatch(*(None if t is None else t.pin_memory() for t in self))
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> RegionBatch:
+        return RegionBatch(*(None if t is None else t.to(device, non_blocking=non_blocking) for t in self))
+
 
 class RegionBatcher:
     """Builds training batches of warped regions from images, proposals and ground truth:

@@ -23,7 +23,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 demo: $(STAMP)
-	$(VENV)/bin/detect examples/BloodImage_00007.jpg --out demo_out --json demo_out/detections.json
+	$(VENV)/bin/detect examples/BloodImage_00007.jpg --out demo_out --json demo_out/detections.json --overwrite
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -129,13 +129,15 @@ def one_line(e: BaseException) -> str:
 
 
 def check_zip_crcs(path: str, what: str = "file") -> None:
-    """Raise :class:`UserError` when ``path`` is a zip archive with a damaged member."""
-    if not zipfile.is_zipfile(path):
-        return
+    """Raise :class:`UserError` when ``path`` is a zip archive with a damaged member (or
+    damaged end records: ``is_zipfile`` itself raises BadZipFile on some zip64 ones)."""
     try:
+        if not zipfile.is_zipfile(path):
+            return
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as e:  # e.g. a truncated member
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError) as e:
+        # e.g. a truncated member; an unknown compression method (NotImplementedError)
         raise UserError(f"{what} {path}: corrupt ({one_line(e)})") from None
     if bad is not None:
         raise UserError(f"{what} {path}: corrupt (bad CRC in {bad})")
@@ -165,8 +167,9 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
             raise UserError(f"{what} {path}: holds Python objects other than tensors "
                             "(refused by weights_only loading)") from None
         raise UserError(f"{what} {path}: not a readable PyTorch file ({inner})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, TypeError,
-            AttributeError, IndexError, MemoryError, OverflowError) as e:
+    # the file is torch.load's only input, and its parsers (zip, legacy pickle: struct.error on a
+    # short record, ...) raise whatever type they hit in damaged bytes
+    except Exception as e:  # noqa: BLE001
         raise UserError(f"{what} {path}: not a readable PyTorch file ({one_line(e)})") from None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -17,6 +18,12 @@ NAMES = {"Cor": "correct", "Loc": "localisation", "Sim": "similar class", "Oth":
          "C75": "AP at IoU .75", "C50": "AP at IoU .50", "FN": "false negatives", "Cls": "classification",
          "Both": "cls + loc", "Dupe": "duplicate", "Bkg": "background", "Miss": "missed",
          "FalsePos": "all false positives", "FalseNeg": "all false negatives"}
+
+#: images with more pixels than this are not decoded for the gallery (its tile says so): the
+#: 120 MP of ``detector.io.images.MAX_PIXELS`` (eval/ imports nothing of ours, see
+#: tests/test_layering.py, so the number is repeated here; ``$GOOGLENET_DET_MAX_PIXELS`` does
+#: not move it). Pillow's own check (2 x ``Image.MAX_IMAGE_PIXELS`` = 179 MP) is higher.
+GALLERY_MAX_PIXELS = 120_000_000
 
 
 def _plt():
@@ -185,7 +192,9 @@ def plot_gallery(false_positives: list[dict], missed: list[dict], name: str, cla
                  gts=None, dets=None, score_thr=None, per_row: int = 6) -> str | None:
     """Image crops: the highest-scoring false positives (red) and the missed objects (green), the
     other objects (thin green) and detections (thin orange, at or above ``score_thr``) around them
-    when ``gts`` / ``dets`` are given. Returns None when no image could be read."""
+    when ``gts`` / ``dets`` are given. An image that cannot be read, or has more than
+    :data:`GALLERY_MAX_PIXELS`, leaves its tile empty with a title saying why; returns None when
+    no image could be read."""
     plt = _plt()
     # matplotlib on first use only (import time)
     from matplotlib.patches import Rectangle
@@ -208,8 +217,8 @@ def plot_gallery(false_positives: list[dict], missed: list[dict], name: str, cla
         r = (idx // per_row) + (0 if kind == "fp" else rows_fp)
         ax = axes[r, idx % per_row]
         img = _read(it["path"], cache)
-        if img is None:
-            ax.set_title("(unreadable image)", fontsize=7)
+        if isinstance(img, str):
+            ax.set_title(img, fontsize=7)
             continue
         drawn += 1
         x1, y1, x2, y2 = it["box"]
@@ -247,15 +256,37 @@ def plot_gallery(false_positives: list[dict], missed: list[dict], name: str, cla
     return _save(fig, path)
 
 
-def _read(path, cache):
+def _read(path, cache) -> np.ndarray | str:
+    """The image at ``path`` as an (H, W, 3) uint8 RGB array, EXIF orientation applied (as
+    ``detector.io.images.load_image`` reads it, so the boxes fit), or why not (a short title)."""
     if path not in cache:
-        try:
-            import matplotlib.image as mpimg  # matplotlib on first use only (import time)
-
-            cache[path] = mpimg.imread(path)
-        except (OSError, ValueError, SyntaxError):
-            cache[path] = None
+        cache[path] = _decode(path)
     return cache[path]
+
+
+def _decode(path) -> np.ndarray | str:
+    # Pillow on first use only, like matplotlib (import time)
+    from PIL import Image, ImageOps
+
+    if not os.path.isfile(path):        # missing, a folder, or a FIFO (opening one would hang)
+        return "(no such image file)" if not os.path.exists(path) else "(not an image file)"
+    try:
+        with warnings.catch_warnings():
+            # Pillow's DecompressionBombWarning: the size is checked against our limit first
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > GALLERY_MAX_PIXELS:
+                    return f"(image too large: {w}x{h})"
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+                return np.asarray(img.convert("RGB"))
+    except Image.DecompressionBombError:    # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS)
+        return "(image too large)"
+    except MemoryError:
+        return "(image too large for memory)"
+    except (OSError, ValueError, SyntaxError, EOFError):
+        return "(unreadable image)"
 
 
 def _f(x):

@@ -572,11 +572,6 @@ def _ckpt(content, reader):
         result_or_user_error(reader, write(os.path.join(d, "model.pt"), content))
 
 
-# Bugs these found outside the files of this change (backbone/io.py, detector/io/checkpoints.py),
-# fixed separately: until then they are expected to fail (not strict: a default run may pass).
-_NOT_YET = "found by the fuzzer in {}: {}; see the hostile-input report"
-
-
 def check_torch_load(content):
     """backbone.io.safe_torch_load on mutated real checkpoints and random bytes."""
     _ckpt(content, safe_torch_load)
@@ -593,16 +588,8 @@ def check_classifier_checkpoints(content):
 
 
 test_torch_load, test_torch_load_slow = fuzz(ckpt_files(), 150)(check_torch_load)
-test_torch_load_slow = pytest.mark.xfail(strict=False, reason=_NOT_YET.format(
-    "backbone/io.py check_zip_crcs", "zipfile.is_zipfile raises BadZipFile (a damaged zip64 end record)"))(test_torch_load_slow)
 test_detector_checkpoints, test_detector_checkpoints_slow = fuzz(ckpt_files(), 150)(check_detector_checkpoints)
-test_detector_checkpoints_slow = pytest.mark.xfail(strict=False, reason=_NOT_YET.format(
-    "load_detector", "a tensor as 'kind' or 'format_version' (RuntimeError: ambiguous truth value)"))(
-    test_detector_checkpoints_slow)
-test_classifier_checkpoints, test_classifier_checkpoints_slow = (
-    pytest.mark.xfail(strict=False, reason=_NOT_YET.format(
-        "read_classifier", "classes / num_classes / arch / format_version of the wrong type (TypeError, ValueError)"))(t)
-    for t in fuzz(ckpt_files(), 150)(check_classifier_checkpoints))
+test_classifier_checkpoints, test_classifier_checkpoints_slow = fuzz(ckpt_files(), 150)(check_classifier_checkpoints)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ back to float32.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,7 +37,6 @@ from backbone.multicrop import IMAGENET_MEAN, IMAGENET_STD
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 CLASSIFIER_FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
 CLASSIFIER_KIND = "classifier"
 CLASSIFIER_KEYS = ("format_version", "kind", "arch", "num_classes", "classes", "input_size", "state_dict")
 _AUX_PREFIXES = ("net.aux1.", "net.aux2.", "net.AuxLogits.")
@@ -65,30 +66,83 @@ def save_detector(path: str, config: dict, classes: list[str], members: list[dic
     }, path)
 
 
+# ---------------------------------------------------------------------------------------------
+# field checks: a checkpoint is a file from anywhere, so every field's type is checked before use
+# (a tensor where a string belongs would raise "ambiguous truth value" at the first comparison)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_str_list(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _is_state_dict(v) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
+
+
+def _is_channel_stats(v) -> bool:
+    return (isinstance(v, (list, tuple)) and len(v) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
+
+
+def _describe(v) -> str:
+    """A wrong value, short: its type, and the value itself when that is short."""
+    if isinstance(v, (bool, int, float, str)) and len(repr(v)) <= 40:
+        return f"{type(v).__name__} {v!r}"
+    return "None" if v is None else f"a {type(v).__name__}"
+
+
+Check = tuple[Callable[[Any], bool], str]
+
+
+def _check_fields(ck: dict, fields: dict[str, Check], where: str) -> None:
+    """One :class:`UserError` (``where: field 'x' must be ..., got ...``) for the first field
+    of ``ck`` present with a value its check refuses."""
+    for key, (ok, expected) in fields.items():
+        if key in ck and not ok(ck[key]):
+            raise UserError(f"{where}: field {key!r} must be {expected}, got {_describe(ck[key])}")
+
+
+_DETECTOR_FIELDS: dict[str, Check] = {
+    "detector_kind": (lambda v: isinstance(v, str), "a string (the detector kind)"),
+    "config": (lambda v: isinstance(v, dict), "a dict (the detector config)"),
+    "classes": (_is_str_list, "a list of class names"),
+    "members": (lambda v: isinstance(v, list), "a list of state dicts"),
+    "multibox": (lambda v: v is None or isinstance(v, dict), "None or a dict (the MultiBox checkpoint)"),
+}
+
+
 def load_detector(path: str) -> dict:
     """Read and check a detector checkpoint; tensors come back as float32."""
     ck = safe_torch_load(path, "model")
-    if not isinstance(ck, dict) or ck.get("kind") != "detector":
-        kind = ck.get("kind") if isinstance(ck, dict) else None
-        hint = f" (it is a {kind!r} checkpoint)" if kind else ""
+    kind = ck.get("kind") if isinstance(ck, dict) else None
+    if not isinstance(kind, str) or kind != "detector":
+        hint = f" (it is a {kind!r} checkpoint)" if isinstance(kind, str) and kind else ""
         raise UserError(f"model {path}: not a detector checkpoint{hint}")
-    if ck.get("format_version") not in READABLE_VERSIONS:
-        raise UserError(f"model {path}: checkpoint format {ck.get('format_version')!r} is not supported "
+    version = ck.get("format_version")
+    if not _is_int(version) or version not in READABLE_VERSIONS:
+        shown = repr(version) if _is_int(version) else _describe(version)
+        raise UserError(f"model {path}: checkpoint format {shown} is not supported "
                         f"(this program reads {', '.join(map(str, READABLE_VERSIONS))})")
     for key in ("config", "classes", "members"):
         if key not in ck:
             raise UserError(f"model {path}: checkpoint lacks {key!r}")
-    if not isinstance(ck["config"], dict) or not isinstance(ck["classes"], list) or not isinstance(ck["members"], list):
-        raise UserError(f"model {path}: checkpoint's config, classes or members have the wrong type")
+    _check_fields(ck, _DETECTOR_FIELDS, f"model {path}")
     if not ck["members"]:
         raise UserError(f"model {path}: checkpoint has no trained members")
     kind = ck.get("detector_kind", "rcnn")  # version 1: R-CNN, the only kind then
     model = ck["config"].get("model")
-    if isinstance(model, dict) and model.get("kind", "rcnn") != kind:
-        raise UserError(f"model {path}: detector_kind {kind!r} but its config's model.kind is {model.get('kind')!r}")
+    if isinstance(model, dict):
+        model_kind = model.get("kind", "rcnn")
+        if not isinstance(model_kind, str) or model_kind != kind:
+            shown = repr(model_kind) if isinstance(model_kind, str) else _describe(model_kind)
+            raise UserError(f"model {path}: detector_kind {kind!r} but its config's model.kind is {shown}")
     members = []
     for i, m in enumerate(ck["members"]):
-        if not isinstance(m, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in m.items()):
+        if not _is_state_dict(m):
             raise UserError(f"model {path}: member {i} is not a state dict (names -> tensors)")
         members.append({k: (v.float() if v.is_floating_point() else v) for k, v in m.items()})
     ck["members"] = members
@@ -166,8 +220,40 @@ def save_classifier(
     atomic_save(ckpt, path)
 
 
+def _is_classifier_config(v) -> bool:
+    """A dict whose ``model`` (what :func:`load_classifier` reads of it), if there, is a dict
+    with a ``dropout`` of None or a number in [0, 1]."""
+    if not isinstance(v, dict):
+        return False
+    model = v.get("model")
+    if model is None:
+        return True
+    if not isinstance(model, dict):
+        return False
+    p = model.get("dropout")
+    return p is None or (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1)
+
+
+_CLASSIFIER_FIELDS: dict[str, Check] = {
+    "arch": (lambda v: isinstance(v, str), "a network name"),
+    "num_classes": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "classes": (_is_str_list, "a list of class names"),
+    "input_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (pixels)"),
+    "aux_logits": (lambda v: isinstance(v, bool), "true or false"),
+    "transform_input": (lambda v: isinstance(v, bool), "true or false"),
+    "mean": (_is_channel_stats, "3 finite numbers"),
+    "std": (lambda v: _is_channel_stats(v) and all(x > 0 for x in v), "3 finite numbers > 0"),
+    "config": (_is_classifier_config, "a dict (the classifier config: model a dict, model.dropout in [0, 1])"),
+    "state_dict": (_is_state_dict, "a state dict (names -> tensors)"),
+    "epoch": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "metrics": (lambda v: isinstance(v, dict), "a dict"),
+    "train_state": (lambda v: isinstance(v, dict), "a dict"),
+}
+
+
 def read_classifier(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a classifier checkpoint's dict (weights stay on the CPU)."""
+    """Read and check a classifier checkpoint's dict (weights stay on the CPU): every field
+    of the format above, when present, has its documented type."""
     path = os.fspath(path)
     ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or "kind" not in ckpt:
@@ -175,19 +261,26 @@ def read_classifier(path: str | os.PathLike) -> dict[str, Any]:
         if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             hint = " (it is a bare state dict: use --arch NAME --weights FILE for those)"
         raise UserError(f"checkpoint {path}: not a classifier checkpoint{hint}")
-    if ckpt["kind"] != CLASSIFIER_KIND:
-        raise UserError(f"checkpoint {path}: is a {ckpt['kind']!r} checkpoint, expected a {CLASSIFIER_KIND!r} one")
+    kind = ckpt["kind"]
+    if not isinstance(kind, str):
+        raise UserError(f"checkpoint {path}: not a classifier checkpoint (field 'kind' is {_describe(kind)})")
+    if kind != CLASSIFIER_KIND:
+        raise UserError(f"checkpoint {path}: is a {kind!r} checkpoint, expected a {CLASSIFIER_KIND!r} one")
     missing = [k for k in CLASSIFIER_KEYS if k not in ckpt]
     if missing:
         raise UserError(f"checkpoint {path}: incomplete, missing {', '.join(missing)}")
-    if int(ckpt["format_version"]) > CLASSIFIER_FORMAT_VERSION:
+    version = ckpt["format_version"]
+    if not _is_int(version) or version < 1:
+        raise UserError(f"checkpoint {path}: field 'format_version' must be an integer >= 1, got {_describe(version)}")
+    if version > CLASSIFIER_FORMAT_VERSION:
         raise UserError(
-            f"checkpoint {path}: format version {ckpt['format_version']} is newer than this program's "
+            f"checkpoint {path}: format version {version} is newer than this program's "
             f"({CLASSIFIER_FORMAT_VERSION}); update googlenet-det"
         )
+    _check_fields(ckpt, _CLASSIFIER_FIELDS, f"checkpoint {path}")
     if ckpt["arch"] not in NETWORKS:
         raise UserError(f"checkpoint {path}: unknown network {ckpt['arch']!r}")
-    if len(ckpt["classes"]) != int(ckpt["num_classes"]):
+    if len(ckpt["classes"]) != ckpt["num_classes"]:
         raise UserError(f"checkpoint {path}: {len(ckpt['classes'])} class names for {ckpt['num_classes']} classes")
     return ckpt
 

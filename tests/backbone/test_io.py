@@ -1,7 +1,9 @@
 """backbone.io: atomic writes, safe torch loading, the cache folder."""
 
+import io
 import os
 import stat
+import zipfile
 
 import pytest
 import torch
@@ -102,6 +104,45 @@ def test_safe_torch_load_checks_crcs(tmp_path):
     raw[data + 2] ^= 0xFF
     p.write_bytes(bytes(raw))
     with pytest.raises(UserError, match=r"corrupt \(bad CRC"):
+        safe_torch_load(p, "model")
+
+
+# the fuzz test's finds (tests/test_fuzz_readers.py), as fixed bytes
+ZIP64_SPANNING_DISKS = (b"PK\x06\x07" + bytes(12) + b"\x02\x00\x00\x00"   # zip64 locator: 2 disks
+                        + b"PK\x05\x06" + bytes(18))                         # end of central directory
+
+
+def _zip_with_method(method: int) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("ck/data.pkl", b"x" * 10)
+    raw = bytearray(buf.getvalue())
+    for sig, at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):   # local header, central directory
+        raw[raw.find(sig) + at] = method
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("content, match", [
+    (ZIP64_SPANNING_DISKS, r"corrupt \(zipfiles that span multiple disks"),   # is_zipfile raised BadZipFile
+    (_zip_with_method(99), r"corrupt \(That compression method"),            # testzip: NotImplementedError
+    (b"\x80\x02J\x01", "not a readable PyTorch file"),   # legacy pickle, BININT cut short: struct.error
+    (b"\x80\x02M\x01", "not a readable PyTorch file"),   # BININT2 cut short
+], ids=["zip64-disks", "zip-method", "binint", "binint2"])
+def test_safe_torch_load_damage_is_one_user_error(tmp_path, content, match):
+    p = tmp_path / "ck.pt"
+    p.write_bytes(content)
+    with pytest.raises(UserError, match=match) as e:
+        safe_torch_load(p, "model")
+    assert str(e.value).startswith(f"model {p}: ") and "\n" not in str(e.value)
+
+
+def test_safe_torch_load_damaged_zip64_locator_of_a_real_checkpoint(tmp_path):
+    p = tmp_path / "ck.pt"
+    torch.save({"w": torch.zeros(3)}, p)
+    raw = bytearray(p.read_bytes())
+    raw[raw.rfind(b"PK\x06\x07") + 16] = 2            # torch writes a zip64 locator: say 2 disks
+    p.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="model .*ck.pt: corrupt"):
         safe_torch_load(p, "model")
 
 

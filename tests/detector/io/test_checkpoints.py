@@ -65,7 +65,7 @@ def test_detector_checkpoint_member_not_a_state_dict_and_bad_types(tmp_path):
 
     base = {"format_version": 2, "kind": "detector", "detector_kind": "rcnn", "config": {}, "classes": ["a"]}
     for members, match in (([[1, 2, 3]], "member 0 is not a state dict"), ([{"w": 3}], "member 0 is not a state dict"),
-                           ("nope", "wrong type"), ([], "no trained members")):
+                           ("nope", "field .members. must be a list"), ([], "no trained members")):
         p = tmp_path / "m.pt"
         torch.save({**base, "members": members}, p)
         with pytest.raises(UserError, match=match):
@@ -73,3 +73,84 @@ def test_detector_checkpoint_member_not_a_state_dict_and_bad_types(tmp_path):
     torch.save({**base, "format_version": 99, "members": [{}]}, p)
     with pytest.raises(UserError, match="checkpoint format 99 is not supported"):
         load_detector(str(p))
+
+
+# the fuzz test's finds (tests/test_fuzz_readers.py), as crafted dicts: a field of the wrong type is
+# one UserError naming the file and the field, never a TypeError / ValueError / RuntimeError
+
+DETECTOR = {"format_version": 2, "kind": "detector", "detector_kind": "rcnn",
+            "config": {"model": {"kind": "rcnn"}}, "classes": ["a"], "members": [{"w": torch.zeros(2)}], "multibox": None}
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("kind", torch.tensor(1), "not a detector checkpoint$"),                   # was RuntimeError (ambiguous truth)
+    ("kind", ["detector"], "not a detector checkpoint$"),
+    ("format_version", torch.tensor(2), "checkpoint format a Tensor is not supported"),   # was RuntimeError
+    ("format_version", "2", "checkpoint format str '2' is not supported"),
+    ("format_version", True, "checkpoint format bool True is not supported"),
+    ("detector_kind", torch.zeros(2), "field 'detector_kind' must be a string"),
+    ("config", ["model"], "field 'config' must be a dict"),
+    ("classes", [1, 2], "field 'classes' must be a list of class names, got a list"),
+    ("classes", "ab", "field 'classes' must be a list of class names, got str 'ab'"),
+    ("members", "nope", "field 'members' must be a list of state dicts"),
+    ("members", [{1: torch.zeros(1)}], "member 0 is not a state dict"),
+    ("multibox", 5, "field 'multibox' must be None or a dict"),
+    ("config", {"model": {"kind": torch.zeros(2)}}, "config's model.kind is a Tensor"),
+])
+def test_detector_checkpoint_fields_of_the_wrong_type(tmp_path, key, value, match):
+    from detector.io.checkpoints import load_detector
+
+    p = tmp_path / "m.pt"
+    torch.save({**DETECTOR, key: value}, p)
+    with pytest.raises(UserError, match=match) as e:
+        load_detector(str(p))
+    assert str(e.value).startswith(f"model {p}: ") and "\n" not in str(e.value)
+
+
+def _classifier_dict(tmp_path) -> dict:
+    good = tmp_path / "good.pt"
+    save_classifier(good, build_backbone("googlenet", 2), arch="googlenet", classes=["a", "b"], input_size=32,
+                    config=ClassifierConfig())
+    return torch.load(good, weights_only=True)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("kind", torch.tensor(1), "not a classifier checkpoint \\(field 'kind' is a Tensor\\)"),
+    ("classes", torch.zeros(2), "field 'classes' must be a list of class names, got a Tensor"),   # was TypeError
+    ("classes", [1, 2], "field 'classes' must be a list of class names"),
+    ("classes", "ab", "field 'classes' must be a list of class names, got str 'ab'"),     # len("ab") == 2 passed
+    ("num_classes", "2", "field 'num_classes' must be an integer >= 1, got str '2'"),
+    ("num_classes", 1e308, "field 'num_classes' must be an integer >= 1, got float 1e\\+308"),  # was OverflowError
+    ("num_classes", None, "field 'num_classes' must be an integer >= 1, got None"),       # was TypeError
+    ("num_classes", 0, "field 'num_classes' must be an integer >= 1, got int 0"),
+    ("arch", [], "field 'arch' must be a network name, got a list"),                    # was TypeError (unhashable)
+    ("arch", "alexnet", "unknown network 'alexnet'"),
+    ("format_version", "abc", "field 'format_version' must be an integer >= 1, got str 'abc'"),  # was ValueError
+    ("format_version", torch.zeros(2), "field 'format_version' must be an integer >= 1, got a Tensor"),
+    ("format_version", 0, "field 'format_version' must be an integer >= 1, got int 0"),
+    ("format_version", 3, "format version 3 is newer than this program's"),
+    ("input_size", 32.5, "field 'input_size' must be an integer >= 1"),
+    ("aux_logits", "yes", "field 'aux_logits' must be true or false"),
+    ("mean", [0.5, 0.5], "field 'mean' must be 3 finite numbers"),
+    ("std", [0.5, 0.0, 0.5], "field 'std' must be 3 finite numbers > 0"),
+    ("config", {"model": 5}, "field 'config' must be a dict"),
+    ("config", {"model": {"dropout": "x"}}, "field 'config' must be a dict"),
+    ("state_dict", {1: torch.zeros(1)}, "field 'state_dict' must be a state dict"),
+    ("epoch", "1", "field 'epoch' must be an integer >= 0"),
+    ("metrics", [], "field 'metrics' must be a dict"),
+])
+def test_classifier_checkpoint_fields_of_the_wrong_type(tmp_path, key, value, match):
+    p = tmp_path / "c.pt"
+    torch.save({**_classifier_dict(tmp_path), key: value}, p)
+    with pytest.raises(UserError, match=match) as e:
+        read_classifier(p)
+    assert str(e.value).startswith(f"checkpoint {p}: ") and "\n" not in str(e.value)
+
+
+def test_classifier_checkpoint_of_version_1_and_without_optional_fields_is_read(tmp_path):
+    ck = _classifier_dict(tmp_path)
+    for key in ("aux_logits", "transform_input", "mean", "std", "config", "epoch", "metrics"):
+        del ck[key]
+    torch.save({**ck, "format_version": 1}, tmp_path / "old.pt")
+    _, meta = load_classifier(tmp_path / "old.pt")
+    assert meta["classes"] == ["a", "b"] and meta["mean"] == [0.485, 0.456, 0.406]

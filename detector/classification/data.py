@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -52,7 +52,11 @@ class ClassificationSet(torch.utils.data.Dataset):
     def image(self, i: int) -> np.ndarray:
         """Image ``i`` as ``(H, W, 3)`` uint8 RGB."""
         item = self.items[i]
-        return load_image(item) if isinstance(item, str) else item
+        if isinstance(item, str):
+            return load_image(item)
+        if isinstance(item, LazyCrop):
+            return crop_box(load_image(item.path), item.box, item.margin)
+        return item
 
     def __getitem__(self, i: int):
         img = self.image(i)
@@ -90,14 +94,33 @@ def crop_box(image: np.ndarray, box: Sequence[float], margin: float) -> np.ndarr
     return np.ascontiguousarray(image[b:d, a:c])
 
 
+class LazyCrop(NamedTuple):
+    """A crop read on access: the image file, the box and the context margin."""
+
+    path: str
+    box: tuple[float, float, float, float]
+    margin: float
+
+
+#: splits of at most this many images keep their crops in memory (each image read once); larger
+#: ones (ILSVRC DET train: 456k images, ~480k boxes, tens of GB of crops) read each crop on access
+IN_MEMORY_IMAGES = 2000
+
+
 def object_crops(dataset: Dataset, *, margin: float = 0.1, skip_difficult: bool = True, min_size: float = 2.0,
-                 transform: Callable | None = None, progress: bool | None = None) -> ClassificationSet:
+                 transform: Callable | None = None, progress: bool | None = None,
+                 in_memory: bool | None = None) -> ClassificationSet:
     """Every ground-truth box of ``dataset`` (labels 1..C) as an image of class ``label - 1``.
 
-    Each image file is read once; the crops are kept in memory. Boxes smaller than
-    ``min_size`` pixels on a side (and difficult ones, with ``skip_difficult``) are left out."""
+    ``in_memory`` (default: when the split has at most :data:`IN_MEMORY_IMAGES` images): each
+    image file is read once and the crops kept in memory; otherwise each crop is a
+    :class:`LazyCrop`, its image read and cropped on access, so nothing holds the split. Boxes
+    smaller than ``min_size`` pixels on a side (and difficult ones, with ``skip_difficult``)
+    are left out."""
     if progress is None:
         progress = sys.stderr.isatty()
+    if in_memory is None:
+        in_memory = len(dataset.records) <= IN_MEMORY_IMAGES
     items, labels, names = [], [], []
     src = f"{dataset.root or 'dataset'} ({dataset.split})" if dataset.split else (dataset.root or "dataset")
     for rec in tqdm(dataset.records, desc="crops", unit="img", disable=not progress, leave=False):
@@ -105,6 +128,15 @@ def object_crops(dataset: Dataset, *, margin: float = 0.1, skip_difficult: bool 
                 if not (skip_difficult and len(rec.difficult) > j and rec.difficult[j])
                 and rec.boxes[j, 2] - rec.boxes[j, 0] >= min_size and rec.boxes[j, 3] - rec.boxes[j, 1] >= min_size]
         if not keep:
+            continue
+        if not in_memory:
+            for j in keep:
+                x1, y1, x2, y2 = (float(v) for v in rec.boxes[j])
+                if min(x2, rec.width) <= max(x1, 0) or min(y2, rec.height) <= max(y1, 0):
+                    continue  # box entirely outside the image
+                items.append(LazyCrop(rec.path, (x1, y1, x2, y2), margin))
+                labels.append(int(rec.labels[j]) - 1)
+                names.append(f"{rec.image_id}#{j}")
             continue
         img = load_image(rec.path)
         for j in keep:

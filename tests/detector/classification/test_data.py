@@ -38,6 +38,22 @@ def test_object_crops_from_voc_mini():
     assert len(via_cfg) == len(crops)
 
 
+def test_object_crops_read_on_access_equal_the_in_memory_ones():
+    """A large split (ILSVRC) reads each crop when asked: the same pixels, labels and names as
+    the in-memory crops, and the set holds file paths, not pixels."""
+    from detector.classification.data import LazyCrop
+    from detector.io.datasets import load_dataset
+
+    cfg = load_classifier_config(None, ["data.format=voc", f"data.root={VOC_MINI}"])
+    ds = load_dataset(cfg.data, "train")
+    eager = object_crops(ds, margin=0.1, in_memory=True)
+    lazy = object_crops(ds, margin=0.1, in_memory=False)
+    assert all(isinstance(it, LazyCrop) for it in lazy.items)
+    assert lazy.names == eager.names and np.array_equal(lazy.labels, eager.labels)
+    for i in range(len(eager)):
+        assert np.array_equal(lazy[i][0], eager[i][0])
+
+
 def test_object_crops_skip_difficult_and_empty(tmp_path):
     p = tmp_path / "x.png"
     Image.new("RGB", (40, 30)).save(p)

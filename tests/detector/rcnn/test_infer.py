@@ -2,6 +2,7 @@
 members' probabilities averaged (a Detector of untrained region classifiers)."""
 
 import numpy as np
+import pytest
 import torch
 
 from detector.io.images import load_image, to_tensor_image
@@ -51,3 +52,16 @@ def test_ensemble_averages_member_probabilities(mini, tmp_path):
         each = [m(crops).logits.softmax(1) for m in det.ensemble.members]
     assert not torch.allclose(each[0], each[1], atol=1e-3)  # the members do differ
     assert torch.allclose(probs, (each[0] + each[1]) / 2, atol=1e-6) and deltas is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_scores_under_bf16_autocast_close_to_the_cpu(mini, tmp_path):
+    """On CUDA the networks run under bfloat16 autocast; the scores come back float32 and close
+    to the CPU's float32 ones."""
+    cfg = tiny_config(mini, **{"model.bbox_reg": "true"})
+    path = untrained_detector(tmp_path / "m.pt", cfg)
+    image, boxes = _image_and_boxes(mini, n=20)
+    p_cpu, d_cpu = Detector.from_checkpoint(path, device="cpu").score_regions(image, boxes)
+    p_gpu, d_gpu = Detector.from_checkpoint(path, device="cuda").score_regions(image, boxes)
+    assert p_gpu.dtype == torch.float32 and p_gpu.device.type == "cpu"
+    assert torch.allclose(p_gpu, p_cpu, atol=0.05) and torch.allclose(d_gpu, d_cpu, atol=0.05)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backbone import build_backbone, extract_features, stage_names
+from backbone.config import from_dict
 from backbone.errors import UserError
 from backbone.io import safe_torch_load
 from backbone.multicrop import IMAGENET_MEAN, IMAGENET_STD
@@ -208,11 +209,16 @@ def checkpoint_dict(model: MultiBox, epoch: int = 0, extra: dict | None = None) 
 
 def multibox_from_checkpoint(ck: dict, device="cpu", source: str = "MultiBox checkpoint") -> MultiBox:
     """Build the network from a checkpoint dict (as embedded in a detector checkpoint)."""
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT or "state_dict" not in ck:
+    fmt = ck.get("format") if isinstance(ck, dict) else None
+    if not isinstance(fmt, str) or fmt != FORMAT or "state_dict" not in ck:
         raise UserError(f"{source}: not a MultiBox checkpoint (expected format {FORMAT!r})")
+    if not isinstance(ck.get("config"), dict) or not all(isinstance(k, str) for k in ck["config"]):
+        raise UserError(f"{source}: field 'config' must be a dict of settings, got {type(ck.get('config')).__name__}")
     known = {f.name for f in fields(MultiBoxConfig)}
-    cfg = MultiBoxConfig(**{k: v for k, v in ck["config"].items() if k in known})
+    cfg = from_dict(MultiBoxConfig, {k: v for k, v in ck["config"].items() if k in known}, source=source)
     state = ck["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise UserError(f"{source}: field 'state_dict' must map names to tensors")
     if "priors" not in state:
         raise UserError(f"{source}: has no priors")
     model = MultiBox(cfg, state["priors"].float())

@@ -186,3 +186,22 @@ def test_propose_max_total(tiny_model, blood_small):
         assert np.array_equal(propose(blood_small, cfg, multibox=tiny_model), full[:5])
     with pytest.raises(UserError, match="max_total"):
         propose(blood_small, ProposalConfig(method="ss", max_total=0))
+
+
+@pytest.mark.parametrize("damage,msg", [
+    (lambda ck: ck.update(format=torch.tensor([1])), "not a MultiBox checkpoint"),
+    (lambda ck: ck.update(config=[1, 2]), "field 'config' must be a dict"),
+    (lambda ck: ck["config"].update(num_priors=-3), "num_priors"),
+    (lambda ck: ck["config"].update(input_size="big"), "input_size"),
+    (lambda ck: ck.update(state_dict=[1]), "field 'state_dict' must map names to tensors"),
+    (lambda ck: ck["state_dict"].update(priors="x"), "field 'state_dict' must map names to tensors"),
+])
+def test_multibox_checkpoint_with_wrong_typed_fields_is_one_error(tiny_model, damage, msg):
+    """Found by the hostile-input review: a tensor as the format or a broken config used to raise
+    RuntimeError / TypeError from inside the loader."""
+    ck = checkpoint_dict(tiny_model)
+    ck["config"] = dict(ck["config"])
+    ck["state_dict"] = dict(ck["state_dict"])
+    damage(ck)
+    with pytest.raises(UserError, match=msg):
+        multibox_from_checkpoint(ck, source="mb.pt")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import os
 import sys
 import warnings
@@ -50,6 +51,12 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
         except KeyboardInterrupt:
             print(f"{prog}: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:
+            # the reader of stdout left (`prog ... | head`): stop quietly, as cat and grep do;
+            # stdout goes to /dev/null so Python's exit flush does not raise again (the recipe
+            # of the Python docs, "Note on SIGPIPE")
+            _silence_stdout()
+            return 141
         return int(rc or 0)
 
     def entry(argv=None) -> int:
@@ -60,6 +67,14 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
 
     entry.__wrapped__ = fn  # type: ignore[attr-defined]
     return entry
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # stdout is not a file (tests, embedding): nothing is flushed to a closed pipe
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

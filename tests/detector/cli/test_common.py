@@ -11,3 +11,16 @@ def test_warnings_are_one_line_naming_the_command(test_data, capsys):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines == [ln for ln in lines if ln.startswith("gt-stats: warning: ")] and len(lines) == 1, err
     assert "BloodImage_00338.xml: degenerate box [504 337 504 337] dropped" in lines[0]
+
+
+def test_a_closed_stdout_pipe_stops_quietly():
+    """`prog ... | head`: the reader left; no traceback, the exit code of SIGPIPE (141)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom detector.cli.common import cli_main\n"
+            "@cli_main\ndef main(argv=None):\n    for i in range(200000):\n        print('line', i)\n"
+            "sys.exit(main())\n")
+    p = subprocess.run(f"{sys.executable} -c \"{code}\" | head -1", shell=True, capture_output=True, text=True,
+                       timeout=60)
+    assert p.stdout == "line 0\n" and "Traceback" not in p.stderr and "Error" not in p.stderr

@@ -15,9 +15,9 @@ import sys
 import warnings
 from typing import Callable
 
-
 from backbone.errors import UserError
 from detector.engine.devices import resolve_device  # noqa: F401  (re-exported for the CLIs)
+from detector.io.datasets import resolve_data
 
 try:  # eval/ has its own error type (it imports nothing of ours)
     from eval.errors import EvalError as _EvalError
@@ -75,6 +75,14 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         pass  # stdout is not a file (tests, embedding): nothing is flushed to a closed pipe
+
+
+def announce_layout(cfg, prog: str) -> None:
+    """Resolve ``data.format: auto`` of ``cfg`` in place (the layout found in ``data.root``) and
+    name it in one line on stderr (rank 0 only under torchrun), before any work."""
+    cfg.data, layout = resolve_data(cfg.data)
+    if layout is not None and os.environ.get("RANK", "0") == "0":
+        print(f"{prog}: {layout.line()}", file=sys.stderr)
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

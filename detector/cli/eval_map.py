@@ -33,7 +33,7 @@ import yaml
 from backbone.config import apply_overrides, from_dict, save_config
 from backbone.errors import UserError
 from backbone.io import check_writable, write_json
-from detector.cli.common import add_config_args, add_device_arg, cli_main
+from detector.cli.common import add_config_args, add_device_arg, announce_layout, cli_main
 from detector.config import DetectorConfig, load_detector_config
 from detector.engine.detect_split import detect_split
 from detector.engine.devices import is_main
@@ -216,6 +216,7 @@ def _run_split(args) -> None:
     if args.detections or args.ground_truth:
         raise UserError("--split runs the detector: do not combine it with --ground-truth / --detections")
     cfg = split_config(args)
+    announce_layout(cfg, "eval-map")
     if args.format in ("devkit", "txt"):  # before the work: a format this data cannot have fails now
         check_format(args.format, load_dataset(cfg.data, args.split))
 

@@ -9,7 +9,7 @@ import os
 
 from backbone.errors import UserError
 from backbone.io import atomic_write, cache_dir, check_writable, write_json
-from detector.cli.common import add_config_args, add_device_arg, cli_main
+from detector.cli.common import add_config_args, add_device_arg, announce_layout, cli_main
 from detector.cli.propose import add_proposal_args, proposal_config
 from detector.engine.devices import init_distributed, rank_sync, resolve_device
 from detector.io.datasets import load_dataset
@@ -98,6 +98,7 @@ def main(argv=None) -> int:
 
     device = resolve_device(args.device)
     rank, _world = init_distributed(device)  # under torchrun: every rank computes its share
+    announce_layout(full, "eval-proposals")
     ds = load_dataset(full.data, args.split)
     if args.max_images is not None:
         if args.max_images < 1:

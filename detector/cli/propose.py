@@ -12,7 +12,7 @@ import time
 from backbone.config import apply_overrides
 from backbone.errors import UserError
 from backbone.io import cache_dir, check_writable, write_json
-from detector.cli.common import add_config_args, add_device_arg, cli_main
+from detector.cli.common import add_config_args, add_device_arg, announce_layout, cli_main
 from detector.config import load_detector_config
 from detector.engine.devices import init_distributed, rank_sync, resolve_device
 from detector.io.datasets import load_dataset
@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     if args.split:
 
         rank, _world = init_distributed(device)  # under torchrun: every rank computes its share
+        announce_layout(full, "propose")
         ds = load_dataset(full.data, args.split)
         t0 = time.perf_counter()
         boxes, secs = ensure_proposals(ds, cfg, cache_dir=args.cache_dir, workers=args.workers, device=device,

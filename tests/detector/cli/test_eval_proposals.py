@@ -26,3 +26,16 @@ def test_eval_proposals_and_cache(mini_config, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(runner, "selective_search", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert eval_main(argv) == 0
     assert json.loads(js.read_text())["recall"] == res["recall"]
+
+
+def test_an_auto_layout_is_named_in_one_line_first(tmp_path, capsys):
+    """data.format auto: the layout found is named before the work (here a YOLO data.yaml)."""
+    from tests.conftest import ROOT
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("proposals:\n  method: ss\n")
+    argv = ["--config", str(cfg), "--data-root", str(ROOT / "tests" / "data" / "layouts" / "yolo"), "--split", "test",
+            "--cache-dir", str(tmp_path / "cache"), "--workers", "1"] + FAST
+    assert eval_main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("eval-proposals: data: yolo layout at ") and "data.yaml" in err[0]

@@ -114,7 +114,8 @@ def test_eval_split_config_classes_differ_from_model(mini, tmp_path, capsys, mon
     rc = eval_main(["--split", "test", "--config", str(cfg_path), "--model", model, "--cache-dir", str(tmp_path / "cache")])
     assert rc == 2
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
-    assert len(err) == 1 and err[0].startswith("eval-map: error:") and "Neutrophil" in err[0]
+    assert err[0].startswith("eval-map: data: voc layout at ")  # data.format auto names what it found
+    assert len(err) == 2 and err[1].startswith("eval-map: error:") and "Neutrophil" in err[1]
     assert not (tmp_path / "detections_test.json").exists()
 
 

@@ -48,7 +48,7 @@ import yaml
 
 from .errors import UserError
 from .googlenet import MIN_INPUT_SIZE as _GOOGLENET_MIN
-from .io import write_text
+from .io import read_yaml, write_text
 
 T = TypeVar("T")
 
@@ -395,17 +395,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     data: dict = {}
     if path is not None:
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise UserError(f"config {path}: no such file")
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            raise UserError(f"config {path}:{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"config {path}: cannot read ({e})") from None
+        data = read_yaml(path, f"config {path}") or {}
     cfg = from_dict(cls, data, source=f"config {path}" if path else "config")
     return apply_overrides(cfg, overrides) if overrides else cfg
 

@@ -25,6 +25,7 @@ import zipfile
 from typing import Any, BinaryIO, Callable
 
 import torch
+import yaml
 
 from .errors import UserError
 
@@ -175,3 +176,21 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
 
 __all__ = ["CACHE_ENV", "cache_dir", "atomic_write", "atomic_save", "write_text", "write_json", "check_writable",
            "one_line", "check_zip_crcs", "safe_torch_load"]
+
+
+def read_yaml(path: str | os.PathLike, what: str) -> Any:
+    """The data of YAML (or JSON) file ``path``; ``what`` names it in the one-line errors
+    (``"config PATH"``, ``"data.yaml PATH"``): a missing or unreadable file, invalid YAML (with
+    its line), not UTF-8. An empty file is None."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"{what}: no such file" if not os.path.exists(path) else f"{what}: not a regular file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{what}:{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{what}: cannot read ({getattr(e, 'strerror', None) or e})") from None

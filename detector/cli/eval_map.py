@@ -28,11 +28,10 @@ import sys
 import warnings
 
 import numpy as np
-import yaml
 
 from backbone.config import apply_overrides, from_dict, save_config
 from backbone.errors import UserError
-from backbone.io import check_writable, write_json
+from backbone.io import check_writable, read_yaml, write_json
 from detector.cli.common import add_config_args, add_device_arg, announce_layout, cli_main
 from detector.config import DetectorConfig, load_detector_config
 from detector.engine.detect_split import detect_split
@@ -184,13 +183,7 @@ def _class_groups(path: str | None) -> dict[str, str] | None:
     """--class-groups FILE: a YAML (or JSON) mapping class name -> group name."""
     if not path:
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise UserError(f"--class-groups {path}: cannot read ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"--class-groups {path}: not valid YAML/JSON ({getattr(e, 'problem', e)})") from None
+    data = read_yaml(path, f"--class-groups {path}")
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise UserError(f"--class-groups {path}: expected a mapping of class names to group names")
     return data

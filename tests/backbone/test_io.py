@@ -167,3 +167,28 @@ def test_cache_dir_env(monkeypatch, tmp_path):
     monkeypatch.delenv("GOOGLENET_DET_CACHE")
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_dir() == os.path.join(os.path.expanduser("~"), ".cache", "googlenet-det")
+
+
+def test_read_yaml_one_line_errors(tmp_path):
+    """One reader of YAML files (configs, YOLO data.yaml, --class-groups): each problem one line."""
+    import pytest
+
+    from backbone.errors import UserError
+    from backbone.io import read_yaml
+
+    good = tmp_path / "a.yaml"
+    good.write_text("names: [a, b]\n")
+    assert read_yaml(good, "data.yaml a") == {"names": ["a", "b"]}
+    (tmp_path / "empty.yaml").write_text("")
+    assert read_yaml(tmp_path / "empty.yaml", "x") is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\nb: 3\n")
+    with pytest.raises(UserError, match=r"^config bad: line \d+ is not valid YAML"):
+        read_yaml(bad, "config bad")  # the caller's name, then the line
+    with pytest.raises(UserError, match="no such file"):
+        read_yaml(tmp_path / "missing.yaml", "config m")
+    with pytest.raises(UserError, match="not a regular file"):
+        read_yaml(tmp_path, "config d")
+    (tmp_path / "latin.yaml").write_bytes(b"a: \xe9\xff\n")
+    with pytest.raises(UserError, match="cannot read"):
+        read_yaml(tmp_path / "latin.yaml", "config l")

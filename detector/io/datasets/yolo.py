@@ -27,9 +27,9 @@ import math
 import os
 
 import numpy as np
-import yaml
 
 from backbone.errors import UserError
+from backbone.io import read_yaml
 
 from .common import (
     BoxCleaner,
@@ -74,17 +74,7 @@ def find_yaml(root: str) -> str | None:
 
 
 def load_data_yaml(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise UserError(f"data.yaml {path}: no such file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}:{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read ({e})") from None
+    data = read_yaml(path, f"data.yaml {path}") or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: not a YOLO dataset file (expected keys names, path, train, val, test)")
     return data

@@ -381,7 +381,9 @@ def test_fifo_in_a_text_folder_is_not_opened(tmp_path):
 
 
 def test_devkit_mat_that_crashes_scipy_is_one_line(tmp_path, capsys):
-    """One byte (the type of an array's data) makes scipy.io.loadmat segfault: read in a child."""
+    """One byte (the type of an array's data) makes scipy.io.loadmat segfault (or, as its memory
+    happens to lie, raise ZeroDivisionError: undefined behaviour, seen in CI): read in a child,
+    either way one line."""
     import scipy.io
 
     buf = io.BytesIO()
@@ -389,11 +391,12 @@ def test_devkit_mat_that_crashes_scipy_is_one_line(tmp_path, capsys):
     b = bytearray(buf.getvalue())
     b[b.index(b"\x09\x00\x00\x00\x10\x00\x00\x00")] = 43       # miDOUBLE -> no such type
     (tmp_path / "gt.mat").write_bytes(bytes(b))
-    with pytest.raises(UserError, match=r"gt\.mat: not a readable MATLAB file \(the MATLAB reader crashed on it: SIGSEGV\)"):
+    with pytest.raises(UserError, match=r"gt\.mat: not a readable MATLAB file \((the MATLAB reader crashed on it: "
+                                        r"SIGSEGV|integer division or modulo by zero)\)"):
         read_ground_truth(str(tmp_path / "gt.mat"))
     (tmp_path / "d.json").write_text("[]")
     rc, _, err = run(eval_map.main, capsys, "--ground-truth", tmp_path / "gt.mat", "--detections", tmp_path / "d.json")
-    assert rc == 2 and err.count("\n") == 1 and "crashed on it" in err
+    assert rc == 2 and err.count("\n") == 1 and "not a readable MATLAB file" in err
 
 
 # ---------------------------------------------------------------------------------------------

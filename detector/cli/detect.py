@@ -208,24 +208,15 @@ def to_arrays(item: dict, classes: list[str]) -> dict:
 def input_images(inputs: list[str]) -> list[str]:
     """The images of ``inputs`` (files as given; folders expanded, without the pictures an
     earlier detect wrote there, as their folder's manifest records)."""
-    out, seen, manifests = [], set(), {}
-    for arg in inputs:
-        files = list_images([arg])
-        if os.path.isdir(arg):
-            def ours(f):
-                folder = os.path.dirname(os.path.abspath(f))
-                if folder not in manifests:
-                    manifests[folder] = Manifest(folder)
-                return manifests[folder].owns(f)
-            files = [f for f in files if not ours(f)]
-            if not files:
-                raise UserError(f"folder {arg}: no image files in it besides the pictures detect wrote")
-        for f in files:
-            key = os.path.normpath(f)
-            if key not in seen:
-                seen.add(key)
-                out.append(f)
-    return out
+    manifests: dict = {}
+
+    def ours(f):
+        folder = os.path.dirname(os.path.abspath(f))
+        if folder not in manifests:
+            manifests[folder] = Manifest(folder)
+        return manifests[folder].owns(f)
+
+    return list_images(inputs, skip=ours, skip_what="the pictures detect wrote")
 
 
 @cli_main

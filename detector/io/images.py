@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -187,8 +187,10 @@ def walk_images(folder: str, recursive: bool = True) -> list[str]:
     return sorted(found)
 
 
-def list_images(paths: Iterable[str | os.PathLike], recursive: bool = True) -> list[str]:
-    """Expand files and folders into a list of image files.
+def list_images(paths: Iterable[str | os.PathLike], recursive: bool = True, *,
+                skip: Callable[[str], bool] | None = None, skip_what: str = "the files skipped") -> list[str]:
+    """Expand files and folders into a list of image files (``skip``: files of folders to leave
+    out, e.g. the pictures an earlier ``detect`` wrote there; ``skip_what`` names them).
 
     A file is kept as given (whatever its extension: :func:`load_image` will say if it is not
     an image); a folder contributes its image files (by extension, hidden files skipped,
@@ -210,6 +212,10 @@ def list_images(paths: Iterable[str | os.PathLike], recursive: bool = True) -> l
             if not files:
                 exts = ", ".join(IMAGE_EXTENSIONS[:6])
                 raise UserError(f"folder {p}: no image files in it (looked for {exts}, ...)")
+            if skip is not None:
+                files = [f for f in files if not skip(f)]
+                if not files:
+                    raise UserError(f"folder {p}: no image files in it besides {skip_what}")
         elif os.path.exists(p):
             if not os.path.isfile(p):
                 raise UserError(f"{p}: not a regular file (a FIFO, socket or device is never read)")

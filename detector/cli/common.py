@@ -15,7 +15,7 @@ import sys
 import warnings
 from typing import Callable
 
-from backbone.errors import UserError
+from backbone.errors import InputWarning, UserError
 from detector.engine.devices import resolve_device  # noqa: F401  (re-exported for the CLIs)
 from detector.io.datasets import resolve_data
 
@@ -47,6 +47,9 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
                 rc = fn(argv)
         except USER_ERRORS as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2
+        except InputWarning as e:  # --strict: the warning a peer-readable defect gets is the error
+            print(f"{prog}: error: {str(e).splitlines()[0]}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print(f"{prog}: interrupted", file=sys.stderr)
@@ -83,6 +86,26 @@ def announce_layout(cfg, prog: str) -> None:
     cfg.data, layout = resolve_data(cfg.data)
     if layout is not None and os.environ.get("RANK", "0") == "0":
         print(f"{prog}: {layout.line()}", file=sys.stderr)
+
+
+class _StrictAction(argparse.Action):
+    """``--strict``: from here on every :class:`InputWarning` is an error (Python's warning
+    filter, inside :func:`cli_main`'s ``catch_warnings``, so it ends with the command)."""
+
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warnings.simplefilter("error", InputWarning)
+        setattr(namespace, self.dest, True)
+
+
+def add_strict_arg(p: argparse.ArgumentParser, what: str = "input") -> None:
+    """``--strict``: the one counted warning a peer-readable defect gets (inverted boxes, a
+    truncated image, a BOM, a size that disagrees with the image, ...) becomes the error."""
+    p.add_argument("--strict", action=_StrictAction,
+                   help=f"refuse {what} that the reference tools read with a warning (inverted boxes, truncated "
+                        "images, BOMs, annotated sizes that disagree with the image, ...): one error line, exit 2")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

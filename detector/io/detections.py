@@ -42,7 +42,7 @@ from decimal import Decimal, InvalidOperation
 
 import numpy as np
 
-from backbone.errors import UserError
+from backbone.errors import InputWarning, UserError
 from backbone.io import atomic_write, write_json
 
 from .datasets.coco import load_json
@@ -74,7 +74,7 @@ def whole(v) -> int | None:
     return None
 
 
-class UnknownClassWarning(UserWarning):
+class UnknownClassWarning(InputWarning):
     """Detections of classes the ground truth does not have were left out (eval-map prints it)."""
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from backbone.errors import UserError
+from backbone.errors import InputWarning, UserError
 
 
 #: the largest image side believed in an annotation (PNG stops at 2^31 - 1; a larger number is
@@ -26,7 +26,7 @@ from backbone.errors import UserError
 MAX_SIDE = 2 ** 31 - 1
 
 
-class DatasetWarning(UserWarning):
+class DatasetWarning(InputWarning):
     """Boxes were dropped or clipped while reading a dataset (the message has the counts)."""
 
 

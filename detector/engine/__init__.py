@@ -1,0 +1,1 @@
+"""Training and inference loops, devices and torch.distributed, the run folder (see docs/DESIGN.md)."""

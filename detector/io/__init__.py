@@ -1,0 +1,1 @@
+"""Everything with files: images, checkpoints, detection files, datasets (see docs/DESIGN.md)."""

@@ -9,6 +9,7 @@ calls with a literal name. Relative imports are resolved against the file's pack
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -213,7 +214,7 @@ def test_cycle_and_function_import_checks_can_fail(tmp_path, monkeypatch):
     pkg.mkdir()
     (pkg / "a.py").write_text("from . import b\n")
     (pkg / "b.py").write_text("def f():\n    from . import a\n")
-    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path, raising=False)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)  # this module (__import__ gave the package)
     g = {"eval.a": {"eval.b"}, "eval.b": {"eval.a"}}
     monkeypatch.setattr(f"{__name__}._graph", lambda: g)
     with pytest.raises(AssertionError, match="import cycle: eval.a -> eval.b -> eval.a"):

@@ -1,4 +1,4 @@
-"""The bundled models, named by detector kind (trained on BCCD trainval; see the README):
+"""The bundled models, named by detector kind (trained on BCCD trainval; see docs/results.md):
 
 - ``bccd_fast.pt``: the shared-feature kind (configs/bccd_fast.yaml);
 - ``bccd_rcnn.pt``: R-CNN, the paper's kind (configs/bccd.yaml); ``bccd_default.pt`` is a link
@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RCNN_MODEL = os.path.join(HERE, "bccd_rcnn.pt")
 FAST_MODEL = os.path.join(HERE, "bccd_fast.pt")
 #: the default: the fast kind when it is bundled (at least as accurate on BCCD test, ~10x
-#: faster; README, "The shared-feature detector"), else R-CNN
+#: faster; docs/results.md, "The fast kind"), else R-CNN
 DEFAULT_MODEL = FAST_MODEL if os.path.isfile(FAST_MODEL) else RCNN_MODEL
 
 

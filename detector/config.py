@@ -111,7 +111,9 @@ class ModelConfig:
     fast: FastConfig | None = setting(None)   # model.kind fast only (filled with defaults when absent)
     members: int = setting(6, ge=1)           # ensemble size (paper: 6)
     aux_logits: bool = setting(True)          # aux heads (training only), loss weight train.aux_weight
-    init: str | None = setting(None)          # train-classifier checkpoint or torchvision state dict
+    init: str | None = setting(None)          # train-classifier checkpoint, torchvision state dict, imagenet
+                                              # (the arch's published weights) or none (from scratch)
+    init_weights: str | None = setting(None)  # written by the run: which file model.init imagenet was (name, sha256)
     bbox_reg: bool = setting(False)           # R-CNN box regression (off in the paper)
     # torchvision's input re-normalisation (googlenet_bn, inception_v3), which its ImageNet weights
     # expect; None: train-detector turns it on when model.init is such a file (or a classifier
@@ -253,7 +255,9 @@ class ClassifierModelConfig:
     input_size: int = setting(224, ge=1)      # S: training crops are S x S; test crops scale by S/224
     aux_logits: bool = setting(True)          # auxiliary heads during training (loss weight train.aux_weight)
     dropout: float | None = setting(None, ge=0, lt=1)  # main-head dropout (None: the network's default, 40% for googlenet)
-    init: str | None = setting(None)          # optional torchvision state dict to start from (class layers kept fresh)
+    init: str | None = setting(None)          # torchvision state dict to start from (class layers kept fresh),
+                                              # imagenet (the arch's published weights) or none (from scratch)
+    init_weights: str | None = setting(None)  # written by the run: which file model.init imagenet was (name, sha256)
     conv_init: str = setting("default", choices=CONV_INITS)  # from scratch: default (the backbone's own), xavier
                                               # (the reference Caffe model's), kaiming_fan_in
 

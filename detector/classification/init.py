@@ -1,8 +1,12 @@
-"""Where a network starts: a ``train-classifier`` checkpoint or a torchvision ImageNet state
-dict (R-CNN initialised from its classification network), or, from scratch, the
-convolutions' initialisation scheme (``model.conv_init``)."""
+"""Where a network starts: a ``train-classifier`` checkpoint, a torchvision ImageNet state dict
+file, or ``imagenet`` (the arch's published torchvision weights, from the torch hub cache or
+downloaded by torch.hub: :func:`backbone.weights.fetch_published`), as R-CNN started from its
+classification network; or, from scratch (``none``), the convolutions' initialisation scheme
+(``model.conv_init``)."""
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -15,7 +19,38 @@ from backbone import (
 )
 from backbone.errors import UserError
 from backbone.io import safe_torch_load
-from backbone.weights import AUX_PREFIXES, HEAD_PREFIXES
+from backbone.weights import AUX_PREFIXES, HEAD_PREFIXES, fetch_published, file_sha256
+
+#: ``model.init`` words that are not file names (a file of that name: ``./imagenet``)
+IMAGENET, SCRATCH = "imagenet", "none"
+
+
+def init_path(init: str, arch: str) -> str:
+    """The file ``model.init`` names: the cached published weights for ``imagenet`` (fetched
+    when missing), else ``init`` itself."""
+    return fetch_published(arch).path if init == IMAGENET else init
+
+
+def prepare_init(model_cfg) -> str | None:
+    """Settle ``model.init`` (a detector or classifier config's ``model``) before a run writes
+    its config: ``none`` becomes None (from scratch); ``imagenet`` is fetched now (an offline
+    machine without the file stops here, before any work) and ``model.init_weights`` records
+    which file started the run (name and SHA-256), as the run's ``config.yaml`` then says.
+    Returns the line to print, or None."""
+    m = model_cfg
+    if m.init == SCRATCH:
+        m.init = None
+    if m.init != IMAGENET:
+        return None
+    pw = fetch_published(m.arch)
+    m.init_weights = f"{pw.file_name} sha256:{file_sha256(pw.path)}"
+    fast = getattr(m, "fast", None)
+    if getattr(m, "kind", None) == "fast" and fast is not None and fast.norm == "bn":
+        warnings.warn("model.fast.norm bn re-estimates the trunk's batch statistics over the few images of a "
+                      "step and loses ImageNet's: fine-tune with model.fast.norm=none (the statistics folded "
+                      "into a fixed affine, as Fast R-CNN and detectron2's FrozenBatchNorm do; "
+                      "detector/configs/default_imagenet.yaml)", UserWarning, stacklevel=2)
+    return f"starting from ImageNet weights: {pw.name}, {pw.path} (sha256 {m.init_weights.split(':')[1][:12]}...)"
 
 
 def init_weights_file(path: str, arch: str):
@@ -23,6 +58,7 @@ def init_weights_file(path: str, arch: str):
 
     Accepts our classifier checkpoints (``kind: classifier``, whose ``arch`` must match) and
     plain state dicts (torchvision files)."""
+    path = init_path(path, arch)
     obj = safe_torch_load(path, "--init weights")
     if isinstance(obj, dict) and obj.get("kind") == "classifier":
         if obj.get("arch") != arch:
@@ -39,6 +75,8 @@ def init_transform_input(path: str, arch: str) -> bool:
     ImageNet weights (1000 classes) of googlenet_bn / inception_v3."""
     if arch == "googlenet":
         return False
+    if path == IMAGENET:
+        return True  # torchvision's ports of the Google weights expect their input re-normalisation
     obj = safe_torch_load(path, "--init weights")
     if isinstance(obj, dict) and obj.get("kind") == "classifier":
         return bool(obj.get("transform_input", False))

@@ -16,6 +16,9 @@ import warnings
 from typing import Callable
 
 from backbone.errors import InputWarning, UserError
+from backbone.io import read_yaml
+from backbone.weights import published_weights
+from detector.classification.init import IMAGENET, SCRATCH
 from detector.engine.devices import resolve_device  # noqa: F401  (re-exported for the CLIs)
 from detector.io.datasets import resolve_data
 
@@ -114,6 +117,38 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 
 #: the config ``--data`` applies when no --config is given (packaged; configs/default.yaml links to it)
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.yaml")
+#: ... and the one train-detector applies instead when it starts from ImageNet weights
+DEFAULT_IMAGENET_CONFIG = os.path.join(os.path.dirname(DEFAULT_CONFIG), "default_imagenet.yaml")
+
+
+def add_init_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """``--init``: where the network(s) start (train-detector, train-classifier)."""
+    p.add_argument("--init", metavar="imagenet|none|FILE",
+                   help=f"start {what} from: imagenet (the arch's published torchvision ImageNet weights, from the "
+                        "torch hub cache or downloaded; googlenet_bn and inception_v3 have them), none (from "
+                        "scratch), or a FILE: a train-classifier checkpoint or a torchvision state dict "
+                        "(= --set model.init=...; a file named imagenet: ./imagenet)")
+
+
+def init_override(init: str) -> str:
+    """``--init`` as the ``model.init`` override (a file made absolute, the two words kept)."""
+    return f"model.init={init if init in (IMAGENET, SCRATCH) else os.path.abspath(init)}"
+
+
+def data_default_config(init: str | None) -> tuple[str, str]:
+    """The packaged config train-detector --data applies without --config, and the one line
+    that says so: ImageNet weights when asked (--init imagenet) or, unless --init none, when
+    they are in the torch hub cache; from scratch otherwise, saying how to get them."""
+    arch = read_yaml(DEFAULT_IMAGENET_CONFIG, "config")["model"]["arch"]
+    pw = published_weights(arch)
+    if init == IMAGENET or (init is None and pw.cached):
+        how = "found in the torch hub cache" if pw.cached else "to be downloaded"
+        return DEFAULT_IMAGENET_CONFIG, (f"starting from ImageNet weights ({pw.name}, {pw.file_name} {how}): "
+                                         f"config {DEFAULT_IMAGENET_CONFIG} (--init none: from scratch)")
+    if init == SCRATCH:
+        return DEFAULT_CONFIG, f"training from scratch (--init none): config {DEFAULT_CONFIG}"
+    return DEFAULT_CONFIG, (f"training from scratch: no ImageNet weights in the torch hub cache ({pw.path}); to "
+                            f"start from them, {pw.how_to_get()} or run with --init imagenet on a machine online")
 
 
 def add_config_args(p: argparse.ArgumentParser, required: bool = True, data: bool = False) -> None:
@@ -141,4 +176,11 @@ def config_source(args, p: argparse.ArgumentParser) -> tuple[str | None, list[st
         return args.config, overrides, args.data_root
     if args.data_root is not None:
         p.error("give --data or --data-root, not both")
-    return args.config or DEFAULT_CONFIG, ["data.format=auto", *overrides], os.path.abspath(data)
+    config = args.config
+    if config is None:
+        config = DEFAULT_CONFIG
+        if "init" in vars(args):  # train-detector: ImageNet weights when there (see data_default_config)
+            config, line = data_default_config(args.init)
+            if os.environ.get("RANK", "0") == "0":
+                print(f"{p.prog}: {line}", file=sys.stderr)
+    return config, ["data.format=auto", *overrides], os.path.abspath(data)

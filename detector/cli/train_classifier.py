@@ -21,7 +21,7 @@ import os
 import torch
 
 from backbone.errors import UserError
-from detector.cli.common import add_config_args, add_device_arg, cli_main
+from detector.cli.common import add_config_args, add_device_arg, add_init_arg, cli_main, init_override
 from detector.config import load_classifier_config
 from detector.engine.devices import resolve_device
 from detector.engine.run import CONFIG_FILE, RUN_FILE
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="accepted for compatibility: a run found in --out always resumes (--set may raise train.epochs)")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue a run found in --out")
+    add_init_arg(p, "the network")
     add_device_arg(p)
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice; 1 is fastest on a shared, busy CPU)")
@@ -58,7 +59,8 @@ def main(argv=None):
             raise UserError("give --config (see configs/bccd_classifier.yaml) or --data-root"
                             f" (or --out a run folder to resume: {args.out} holds none)")
         config = own  # resume: the run's own config (--set may raise train.epochs)
-    cfg = load_classifier_config(config, args.overrides, args.data_root)
+    overrides = list(args.overrides) + ([init_override(args.init)] if args.init else [])
+    cfg = load_classifier_config(config, overrides, args.data_root)
     device = resolve_device(args.device)
     print(train_classifier(cfg, args.out, device, resume=not args.no_resume))
     return 0

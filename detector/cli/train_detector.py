@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 
 from backbone.io import check_writable
-from detector.cli.common import add_config_args, add_device_arg, cli_main, config_source
+from detector.cli.common import add_config_args, add_device_arg, add_init_arg, cli_main, config_source, init_override
 from detector.config import load_detector_config
 from detector.engine.devices import is_main, resolve_device
 from detector.engine.train_detector import train_detector
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
                         "proposals.multibox_checkpoint to use it); classifier = the region classifier only; "
                         "all (default) = MultiBox when the config uses it and has no checkpoint, then the classifier")
     p.add_argument("--members", type=int, help="ensemble size (overrides model.members)")
-    p.add_argument("--init", help="start the region classifier from a train-classifier checkpoint or a torchvision state dict")
+    add_init_arg(p, "the networks' trunks")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue a run found in --out")
     p.add_argument("--half", metavar="FILE", help="also write a compact float16 copy of the final model to FILE")
     add_device_arg(p)
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     if args.members is not None:
         overrides.append(f"model.members={args.members}")
     if args.init:
-        overrides.append(f"model.init={os.path.abspath(args.init)}")
+        overrides.append(init_override(args.init))
     cfg = load_detector_config(config, overrides, data_root)
     cfg.data = resolve_dataset(cfg.data, is_main())
     device = resolve_device(args.device)

@@ -40,7 +40,7 @@ from backbone.engine import (
 from backbone.errors import UserError
 
 from ..classification.data import build_classification_set, has_split
-from ..classification.init import reinit_convs
+from ..classification.init import init_weights_file, prepare_init, reinit_convs
 from ..classification.transforms import (
     TrainTransform,
     eval_transform,
@@ -79,7 +79,7 @@ def build_classifier(cfg: ClassifierConfig, num_classes: int) -> torch.nn.Module
     m = cfg.model
     kwargs = {}
     if m.init:
-        kwargs = {"weights": m.init, "ignore_head": True}
+        kwargs = {"weights": init_weights_file(m.init, m.arch), "ignore_head": True}
         if m.arch != "googlenet":
             kwargs["transform_input"] = True
     model = build_backbone(m.arch, num_classes, aux_logits=m.aux_logits, dropout=m.dropout, **kwargs)
@@ -114,6 +114,9 @@ def train_classifier(cfg: ClassifierConfig, out_dir: str, device: torch.device |
     validate_config(cfg)
     device = torch.device(device)
     t, m = cfg.train, cfg.model
+    line = prepare_init(m)  # before the config is compared and saved: it records the weights
+    if line:
+        print(f"{COMMAND}: {line}", file=sys.stderr)
     rf = RunFolder(out_dir, COMMAND, KIND, cfg, resume=resume, metric="val_top1").check()
     state = rf.load_state()
     done = int(state["epochs_done"]) if state is not None else 0

@@ -48,6 +48,7 @@ from backbone.errors import UserError
 from backbone.io import check_writable, safe_torch_load
 from eval import evaluate
 
+from ..classification.init import prepare_init
 from ..classification.init import resolve_transform_input as _resolve_transform_input
 from ..config import DetectorConfig
 from ..io.checkpoints import inference_state, save_detector
@@ -165,6 +166,9 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
     if uses_multibox and not cfg.proposals.multibox_checkpoint:
         raise UserError("proposals.method uses MultiBox but proposals.multibox_checkpoint is not set: "
                         "train it first (--stage multibox or --stage all) or use proposals.method=ss")
+    init_line = prepare_init(cfg.model)  # before the config is compared and saved: it records the weights
+    if init_line and main:
+        print(f"{COMMAND}: {init_line}", file=sys.stderr)
     resolve_transform_input(cfg)  # before the config is compared and saved: the checkpoint carries the answer
 
     # every refusal before anything is written (this folder, then the MultiBox one)

@@ -34,6 +34,7 @@ from detector.io.datasets.records import Dataset, ImageRecord
 from detector.io.detections import FORMATS, ids_path, text_files_of, write_detections
 from detector.io.images import list_images, load_image
 from detector.model import Detector
+from detector.onnx import OnnxDetector
 
 #: in every folder detect writes to: which files it wrote there (name -> SHA-256 of the content)
 MANIFEST = ".detect-manifest.json"
@@ -227,7 +228,8 @@ def main(argv=None) -> int:
         epilog="example: detect examples/BloodImage_00007.jpg --out out/ --json out/detections.json",
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--model", help="detector checkpoint (default: the bundled BCCD model)")
+    p.add_argument("--model", help="detector checkpoint (default: the bundled BCCD model), or FILE.onnx written by "
+                   "export-model (the networks in onnxruntime, the rest as with the checkpoint)")
     p.add_argument("--out", help="folder for the images with boxes drawn (PNG)")
     p.add_argument("--json", metavar="PATH", help="write the detections to this file (one JSON object per image; "
                    "another tool's format with --format; with --format txt a folder)")
@@ -269,7 +271,8 @@ def main(argv=None) -> int:
     if args.out:
         for path in images:
             pictures[path] = outputs.check(os.path.join(args.out, names[path] + ".png"), "--out")
-    detector = Detector.from_checkpoint(args.model, resolve_device(args.device))
+    detector = (OnnxDetector(args.model) if args.model and args.model.endswith(".onnx")
+                else Detector.from_checkpoint(args.model, resolve_device(args.device)))
     dataset = Dataset(classes=list(detector.classes), records=[
         ImageRecord(image_id=names[p], path=p, width=0, height=0, boxes=np.zeros((0, 4)), labels=[], difficult=[])
         for p in images])

@@ -277,13 +277,7 @@ class FastRCNN(nn.Module):
         return self._sizes[key]
 
     def _resize_small(self, image: Tensor) -> tuple[Tensor, tuple[float, float]]:
-        h, w = image.shape[-2:]
-        if min(h, w) >= self.min_input:
-            return image, (1.0, 1.0)
-        s = self.min_input / min(h, w)
-        nh, nw = max(self.min_input, math.ceil(h * s)), max(self.min_input, math.ceil(w * s))
-        up = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
-        return up, (nw / w, nh / h)
+        return upsample_to_min_input(image, self.min_input)
 
     # -- the two halves -----------------------------------------------------------------------
     def _run_trunk(self, x: Tensor) -> "OrderedDict[str, Tensor]":
@@ -399,6 +393,18 @@ class FastRCNN(nn.Module):
         if len(boxes) != len(images):
             raise ValueError(f"{len(images)} images but {len(boxes)} box tensors")
         return self.head(self.features(images, image_sizes), boxes, chunk=chunk)
+
+
+def upsample_to_min_input(image: Tensor, min_input: int) -> tuple[Tensor, tuple[float, float]]:
+    """(3, h, w) image enlarged (bilinear) so that its shorter side is at least ``min_input``,
+    the smallest input the trunk takes, and the (x, y) factors; unchanged when it is large enough."""
+    h, w = image.shape[-2:]
+    if min(h, w) >= min_input:
+        return image, (1.0, 1.0)
+    s = min_input / min(h, w)
+    nh, nw = max(min_input, math.ceil(h * s)), max(min_input, math.ceil(w * s))
+    up = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+    return up, (nw / w, nh / h)
 
 
 def _build_trunk(arch: str, taps: Sequence[str], norm: str, transform_input: bool) -> nn.Module:

@@ -314,9 +314,10 @@ def read_coco_results(data: list, path: str, gt: Dataset) -> list[dict]:
         ok = False
     if ok:
         boxes = np.concatenate([bb[:, :2], bb[:, :2] + bb[:, 2:]], axis=1)
-        _check_det_boxes(boxes, scores, lambda q: f"{path}: result #{q}", path,
-                         lambda q: f"result #{q}: bbox {_box_str(bb[q])}", "xywh")
         known = (cid >= 0) & (cid < len(lut)) & (labels > 0)
+        kq = np.flatnonzero(known)   # the results left out (unknown categories) are not checked
+        _check_det_boxes(boxes[kq], scores[kq], lambda q: f"{path}: result #{kq[q]}", path,
+                         lambda q: f"result #{kq[q]}: bbox {_box_str(bb[kq[q]])}", "xywh")
         if not known.all():
             unknown = _Unknown(path)
             for c in cid[~known]:
@@ -431,9 +432,10 @@ def read_devkit_submission(path: str, gt: Dataset) -> list[dict]:
     file_boxes = a[:, 3:7]
     boxes = file_boxes.copy()
     boxes[:, :2] -= 1.0
-    _check_det_boxes(boxes, scores, lambda q: f"{path} line {line_of[q]}", path,
-                     lambda q: f"line {line_of[q]}: {_box_str(file_boxes[q])}")
     known = labels > 0
+    kq = np.flatnonzero(known)   # the lines left out (unknown classes) are not checked, as in the other readers
+    _check_det_boxes(boxes[kq], scores[kq], lambda q: f"{path} line {line_of[kq[q]]}", path,
+                     lambda q: f"line {line_of[kq[q]]}: {_box_str(file_boxes[kq[q]])}")
     unknown.warn()
     return _group(len(gt.records), img[known], boxes[known], scores[known], labels[known])
 

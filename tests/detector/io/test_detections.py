@@ -355,3 +355,19 @@ def test_a_utf8_bom_is_skipped(sample, tmp_path):
             for a, b in zip(want, got):
                 np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-5)
                 np.testing.assert_array_equal(a["labels"], b["labels"])
+
+
+@pytest.mark.parametrize("fmt", ["coco", "devkit"])
+def test_detections_left_out_are_not_counted_as_inverted(sample, tmp_path, fmt):
+    # as the JSON and text readers: a detection of an unknown class is left out before its box is looked at
+    gt = _sample_gt(sample)
+    p = tmp_path / "d"
+    if fmt == "coco":
+        p.write_text('[{"image_id": "00001", "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.5},'
+                     ' {"image_id": "00001", "category_id": 3, "bbox": [9, 9, -4, 4], "score": 0.5}]')
+    else:
+        p.write_text("1 1 0.5 1 1 10 10\n1 7 0.5 10 10 1 1\n")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        read_detections(str(p), gt)
+    assert [w.category for w in seen] == [UnknownClassWarning], [str(w.message) for w in seen]

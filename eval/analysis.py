@@ -13,6 +13,10 @@ protocol's ``t`` (``iou``, else 0.5; ilsvrc: min(t, wh/((w+10)(h+10))) per box),
 (and 0.50:0.95 for coco without ``iou``). AP is the protocol's: VOC all-point (voc, ilsvrc),
 11-point (voc07), COCO's 101-point (coco).
 
+Inverted detections (``x2 < x1`` or ``y2 < y1``, kept as :mod:`eval.detection` and
+:mod:`eval.coco` keep them) overlap nothing: the same false positives (or, coco with one negative
+side, the same ignored detections) as in the protocol's AP.
+
 What the protocol ignores counts nowhere: detections that land on difficult (voc), crowd
 (coco: difficult = iscrowd, as :mod:`eval.coco`) or blacklisted (ilsvrc) ground truth, ilsvrc's
 blacklisted detections and coco's detections past the 100 best per image and class; such ground

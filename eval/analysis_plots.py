@@ -223,10 +223,14 @@ def plot_gallery(false_positives: list[dict], missed: list[dict], name: str, cla
         drawn += 1
         x1, y1, x2, y2 = it["box"]
         w, h = x2 - x1, y2 - y1
-        m = 0.5 * max(w, h, 8)
+        lx, hx, ly, hy = min(x1, x2), max(x1, x2), min(y1, y2), max(y1, y2)   # an inverted box too
+        m = 0.5 * max(hx - lx, hy - ly, 8)
         H, W = img.shape[:2]
-        cx1, cy1 = int(max(0, math.floor(x1 - m))), int(max(0, math.floor(y1 - m)))
-        cx2, cy2 = int(min(W, math.ceil(x2 + m))), int(min(H, math.ceil(y2 + m)))
+        cx1, cy1 = int(max(0, math.floor(lx - m))), int(max(0, math.floor(ly - m)))
+        cx2, cy2 = int(min(W, math.ceil(hx + m))), int(min(H, math.ceil(hy + m)))
+        if cx2 <= cx1 or cy2 <= cy1:
+            ax.set_title("box outside the image", fontsize=7)
+            continue
         ax.imshow(img[cy1:cy2, cx1:cx2], extent=(cx1, cx2, cy2, cy1))
         i = it["image"]
         if gts is not None:
@@ -243,7 +247,8 @@ def plot_gallery(false_positives: list[dict], missed: list[dict], name: str, cla
         ax.set_xlim(cx1, cx2)
         ax.set_ylim(cy2, cy1)
         if kind == "fp":
-            ax.set_title(f"FP {it['score']:.2f} {it.get('hoiem') or ''}/{it.get('tide') or ''}", fontsize=8)
+            ax.set_title(f"FP {it['score']:.2f} {it.get('hoiem') or ''}/{it.get('tide') or ''}"
+                         + (" inverted" if w < 0 or h < 0 else ""), fontsize=8)
         else:
             ax.set_title(f"missed, best IoU {it['best_iou']:.2f}", fontsize=8)
         ax.text(0.02, 0.02, os.path.basename(it["path"]), transform=ax.transAxes, fontsize=5, color="white",

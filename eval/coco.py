@@ -5,7 +5,11 @@ detections are neither rewarded nor penalised); the COCO dataset reader maps it 
 way. Boxes go to COCO's ``[x, y, w, h]`` with ``w = x2 - x1`` (continuous pixels, as COCO). The
 ground truth's ``area`` (what COCOeval's small/medium/large ranges use) is ``gts[i]["areas"]``
 when given (a COCO file's segment areas), else the box area, as ``COCO.loadRes`` makes it.
-Images get ids 1..N in list order; labels 1..C are the category ids.
+Images get ids 1..N in list order; labels 1..C are the category ids. An inverted detection
+(``x2 < x1`` or ``y2 < y1``) goes in as ``loadRes`` reads it from a results file: a negative
+``w`` or ``h`` and ``area = w * h``; COCOeval gives it IoU 0 with everything, ignores it when its
+area is negative (outside every area range) and counts it a false positive when both sides are
+negative, and either way it takes one of the ``maxDets`` slots.
 """
 
 from __future__ import annotations

@@ -19,6 +19,12 @@ input order, as MATLAB's ``sort``), decide true/false positive per detection, an
   pairs: their detections are dropped and their boxes do not count as positives. The ILSVRC
   devkit has no difficult flag, so ``difficult`` is not used by this protocol.
 
+Inverted detection boxes (``x2 < x1`` or ``y2 < y1``: the devkits' width ``xmax - xmin + 1`` or
+height at most 0) are kept, as both devkits keep them: the intersection width with any box is at
+most the detection's own width (``min(x2, gx2) - max(x1, gx1) <= x2 - x1``), so the devkits'
+``if iw>0 & ih>0`` never computes an overlap (nor ``ua``) for them; such a detection matches
+nothing and is a false positive at its confidence. Inverted ground-truth boxes are an error.
+
 One deliberate difference from VOCevaldet.m: when every detection of a class lands on
 difficult boxes, the devkit's 11-point AP is NaN (its precision is 0/0); ours is 0.
 """
@@ -91,7 +97,7 @@ def flatten(gts: list[dict], dets: list[dict], num_classes: int) -> Flat:
              _cat(di, np.int64, (0,)), _cat(db, np.float64, (0, 4)), _cat(ds, np.float64, (0,)),
              _cat(dl, np.int64, (0,)), _cat(dk, bool, (0,)))
     _check_boxes(f.g_box, f.g_img, "ground truth")
-    _check_boxes(f.d_box, f.d_img, "detections")
+    _check_boxes(f.d_box, f.d_img, "detections", inverted_ok=True)
     for lab, img, what in ((f.g_lab, f.g_img, "ground truth"), (f.d_lab, f.d_img, "detections")):
         bad = np.flatnonzero((lab < 1) | (lab > num_classes))
         if bad.size:
@@ -102,10 +108,14 @@ def flatten(gts: list[dict], dets: list[dict], num_classes: int) -> Flat:
     return f
 
 
-def _check_boxes(b: np.ndarray, img: np.ndarray, what: str) -> None:
+def _check_boxes(b: np.ndarray, img: np.ndarray, what: str, inverted_ok: bool = False) -> None:
+    """Boxes must be finite; inverted ones (negative width or height) are an error unless
+    ``inverted_ok`` (detections: they match nothing, see the module's docstring)."""
     bad = np.flatnonzero(~np.isfinite(b).all(axis=1))
     if bad.size:
         raise EvalError(f"{what} of image {img[bad[0]]}: box {b[bad[0]].tolist()} is not finite")
+    if inverted_ok:
+        return
     bad = np.flatnonzero((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]))
     if bad.size:
         raise EvalError(f"{what} of image {img[bad[0]]}: box {b[bad[0]].tolist()} has a negative size")
@@ -115,7 +125,7 @@ def _pairs(f: Flat, keep_d: np.ndarray, keep_g: np.ndarray, num_classes: int):
     """Every (detection, gt) pair of the same image and class, ordered by detection then gt index.
 
     Returns (pd, pg, iou) with IoU = -1 where the boxes do not overlap (the devkits only score
-    overlaps with positive width and height).
+    overlaps with positive width and height; an inverted detection overlaps nothing).
     """
     C1 = num_classes + 1
     gidx = np.flatnonzero(keep_g)

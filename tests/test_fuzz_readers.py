@@ -620,3 +620,95 @@ def test_the_unmutated_inputs_are_read():
                 assert len(read_detections(d, gt)[0]["scores"]) == 2
             else:
                 assert len(read_ground_truth(d).records) == 2
+
+
+# --- inverted boxes (h1) ---
+# Valid detections of small_gt() with corners swapped (x2 < x1, y2 < y1, or both), in every
+# detections format: each reader gives a result holding every detection as it was (inverted ones
+# stay inverted: eval scores them as the devkits and pycocotools do), with at most InputWarnings
+# (one InvertedBoxWarning when a box is inverted), never an error; the protocols score the result;
+# under --strict's filter the InvertedBoxWarning is the error.
+
+import math  # noqa: E402
+
+from backbone.errors import InputWarning  # noqa: E402
+from detector.io.datasets import ground_truth  # noqa: E402
+from detector.io.detections import InvertedBoxWarning  # noqa: E402
+from eval import evaluate  # noqa: E402
+
+INVERTED_FORMATS = ["json", "coco", "devkit", "txt", "txt-xywh"]
+
+
+@st.composite
+def inverted_detections(draw):
+    """(format, [(image 1|2, label 1|2, score, [x1, y1, x2, y2] 0-based, perhaps swapped)])."""
+    dets = []
+    for _ in range(draw(st.integers(1, 6))):
+        half = st.integers(0, 160).map(lambda v: v / 2)
+        x, y = draw(half), draw(half)
+        w, h = draw(st.integers(1, 60)) / 2, draw(st.integers(1, 60)) / 2
+        box = [x, y, x + w, y + h]
+        swap = draw(st.sampled_from(["", "x", "y", "xy"]))
+        if "x" in swap:
+            box[0], box[2] = box[2], box[0]
+        if "y" in swap:
+            box[1], box[3] = box[3], box[1]
+        dets.append((draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2])), draw(st.integers(1, 99)) / 100, box))
+    return draw(st.sampled_from(INVERTED_FORMATS)), dets
+
+
+def _write_inverted(d: str, fmt: str, dets) -> str:
+    names = ["cat", "dog"]
+    if fmt == "json":
+        items = [{"image": str(i), "detections": [{"box": b, "score": s, "label": names[c - 1]}
+                                                  for im, c, s, b in dets if im == i]} for i in (1, 2)]
+        return write(os.path.join(d, "d.json"), json.dumps(items))
+    if fmt == "coco":
+        return write(os.path.join(d, "r.json"), json.dumps([
+            {"image_id": im, "category_id": c, "score": s, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
+            for im, c, s, b in dets]))
+    if fmt == "devkit":   # 1-based inclusive: xmin = x1 + 1, xmax = x2
+        return write(os.path.join(d, "sub.txt"), "".join(
+            f"{im} {c} {s!r} {b[0] + 1!r} {b[1] + 1!r} {b[2]!r} {b[3]!r}\n" for im, c, s, b in dets))
+    folder_ = os.path.join(d, "dets")
+    os.makedirs(folder_)
+    for im, c, s, b in dets:
+        if fmt == "txt":
+            tail = f"{b[2]!r} {b[3]!r}"
+        else:             # xywh: the right edge left + width is inclusive, so width = x2 - x1 - 1
+            tail = f"{b[2] - b[0] - 1!r} {b[3] - b[1] - 1!r}"
+        with open(os.path.join(folder_, f"{im}.txt"), "a", encoding="utf-8") as f:
+            f.write(f"{names[c - 1]} {s!r} {b[0] + 1!r} {b[1] + 1!r} {tail}\n")
+    return folder_
+
+
+def check_inverted_boxes(value):
+    """Detections with swapped corners, in every format: read, kept, one warning, scored."""
+    fmt, dets = value
+    gt = small_gt()
+    box_format = "xywh" if fmt == "txt-xywh" else "xyxy"
+    want_inverted = sorted(bool(b[2] < b[0] or b[3] < b[1]) for _, _, _, b in dets)
+    with folder() as d:
+        path = _write_inverted(d, fmt, dets)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            warnings.simplefilter("error", RuntimeWarning)
+            got = result_or_user_error(read_detections, path, gt, box_format)
+        assert got is not None, (fmt, dets)                  # valid input: never an error
+        assert all(issubclass(w.category, InputWarning) for w in seen), [str(w.message) for w in seen]
+        assert sum(w.category is InvertedBoxWarning for w in seen) == int(any(want_inverted)), [str(w.message) for w in seen]
+        boxes = np.concatenate([r["boxes"] for r in got])
+        assert sorted(((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).tolist()) == want_inverted
+        for protocol in ("voc", "ilsvrc"):
+            r = evaluate(protocol, ground_truth(gt), got, len(gt.classes))
+            assert all(math.isnan(a) or 0 <= a <= 1 for a in r["AP"])
+        with warnings.catch_warnings():                      # --strict
+            warnings.simplefilter("error", InputWarning)
+            try:
+                read_detections(path, gt, box_format)
+                assert not any(want_inverted)
+            except InvertedBoxWarning as e:
+                assert any(want_inverted) and "inverted" in str(e) and "\n" not in str(e)
+
+
+test_inverted_boxes, test_inverted_boxes_slow = fuzz(inverted_detections(), 150)(check_inverted_boxes)

@@ -12,8 +12,10 @@ Split mode (runs the detector, then scores it and saves its detections for re-sc
              [--save-detections FILE] [--format json|coco|txt|devkit]
     eval-map --split test --model RUN/model.pt [--data-root D]   (the data of the model's config)
 
-Detections of classes the ground truth does not have are left out with one warning
-(``--strict``: an error), as the VOC devkit, pycocotools and Cartucho/mAP do.
+Detections of classes the ground truth does not have are left out, as the VOC devkit, pycocotools
+and Cartucho/mAP do, and inverted boxes (xmax < xmin or ymax < ymin) are scored as the devkits and
+pycocotools score them (they match nothing), each with one counted warning per file (``--strict``:
+the one-line error).
 
 Formats are recognised from content (see :mod:`detector.formats`). Prints a per-class AP table
 and the mean; ``--json`` writes the numbers, ``--plots`` a precision-recall PNG.
@@ -30,9 +32,9 @@ import warnings
 import numpy as np
 
 from backbone.config import apply_overrides, from_dict, save_config
-from backbone.errors import UserError
+from backbone.errors import InputWarning, UserError
 from backbone.io import check_writable, read_yaml, write_json
-from detector.cli.common import add_config_args, add_device_arg, announce_layout, cli_main
+from detector.cli.common import add_config_args, add_device_arg, add_strict_arg, announce_layout, cli_main
 from detector.config import DetectorConfig, load_detector_config
 from detector.engine.detect_split import detect_split
 from detector.engine.devices import is_main
@@ -69,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box-format", choices=("xyxy", "xywh"), default="xyxy",
                    help="text files: left top right bottom (xyxy, default) or left top width height (xywh)")
     p.add_argument("--blacklist", metavar="FILE", help="ILSVRC blacklist (lines `image_index WNID`)")
-    p.add_argument("--strict", action="store_true",
-                   help="detections of classes the ground truth does not have are an error (default: left out, "
-                        "counted in one warning)")
+    add_strict_arg(p, "detections and ground truth")
     p.add_argument("--json", metavar="OUT", help="write the numbers as JSON")
     p.add_argument("--plots", metavar="DIR", help="write precision-recall curves as PNG into DIR")
     p.add_argument("--analyze", metavar="DIR",
@@ -194,7 +194,7 @@ def _run_files(args) -> None:
     if not args.ground_truth or not args.detections:
         raise UserError("give --ground-truth and --detections (or --split with --config)")
     gt = read_ground_truth(args.ground_truth, args.classes, args.box_format, args.blacklist)
-    dets = read_detections(args.detections, gt, args.box_format, strict=args.strict)
+    dets = read_detections(args.detections, gt, args.box_format)
     _flush_warnings(args)
     n = sum(len(d["scores"]) for d in dets)
     if n == 0:
@@ -297,6 +297,8 @@ def main(argv=None):
     # have been read; when an input is bad, only its error line is printed
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if args.strict:   # the record filter above replaced --strict's (add_strict_arg): put it back first
+            warnings.simplefilter("error", InputWarning)
         args._warnings = caught
         if args.split:
             _run_split(args)

@@ -15,12 +15,19 @@ arrays, aligned with the dataset's records, ready for :func:`eval.evaluate`:
 Text files hold inclusive pixels read as VOC's (x1 = left - 1, x2 = right); with
 ``box_format="xywh"`` the last numbers are ``left top width height`` and the right edge
 ``left + width`` is an inclusive pixel (as Object-Detection-Metrics reads them). An empty
-detections file means no detections (AP 0), not an error. Every other defect raises
-:class:`UserError` naming the file and line (or entry): malformed XML/JSON, an image the ground
-truth lacks, an unknown class name or id, NaN/inf or negative-size boxes.
+detections file means no detections (AP 0), not an error; a UTF-8 BOM at the start of a text
+file is skipped. Every other defect raises :class:`UserError` naming the file and line (or
+entry): malformed XML/JSON, an image the ground truth lacks, NaN/inf numbers.
 
-Detections of classes the ground truth lacks raise with ``strict``, else they are left out and
-counted in one :class:`UnknownClassWarning` (as the VOC devkit, pycocotools and Cartucho/mAP do).
+Read as the peers read them, with ONE counted warning per file (``--strict``, a warnings filter
+on :class:`~backbone.errors.InputWarning`, makes it the one-line error):
+
+- inverted boxes (``xmax < xmin`` or ``ymax < ymin``, a negative width or height): kept, as the
+  ILSVRC and VOC devkits and pycocotools keep them; they overlap nothing, so they match nothing
+  and are false positives at their confidence (COCO: ignored when exactly one side is negative,
+  as the area ``w * h`` is then outside every area range). :class:`InvertedBoxWarning`;
+- detections of classes the ground truth lacks: left out (as the VOC devkit, pycocotools and
+  Cartucho/mAP do), :class:`UnknownClassWarning` naming the classes and counts.
 
 Writers (:func:`write_detections`, one of :data:`FORMATS`): :func:`write_detections_json` (and
 :func:`detections_to_items` from arrays), :func:`write_devkit_submission` (needs the devkit's
@@ -42,7 +49,7 @@ from decimal import Decimal, InvalidOperation
 
 import numpy as np
 
-from backbone.errors import InputWarning, UserError
+from backbone.errors import InputWarning, Tally, UserError, strict_enabled
 from backbone.io import atomic_write, write_json
 
 from .datasets.coco import load_json
@@ -78,17 +85,22 @@ class UnknownClassWarning(InputWarning):
     """Detections of classes the ground truth does not have were left out (eval-map prints it)."""
 
 
-class _Unknown:
-    """Detections of classes the ground truth lacks: an error naming the first (``strict``), else
-    counted and left out, with one :class:`UnknownClassWarning` naming the classes and counts
-    (as the VOC devkit, pycocotools and Cartucho/mAP leave them out)."""
+class InvertedBoxWarning(InputWarning):
+    """Inverted detection boxes were read (and scored as the devkits score them: they match nothing)."""
 
-    def __init__(self, path: str, strict: bool):
-        self.path, self.strict, self.counts = path, strict, Counter()
+
+class _Unknown:
+    """Detections of classes the ground truth lacks: counted and left out, with one
+    :class:`UnknownClassWarning` naming the classes and counts (as the VOC devkit, pycocotools
+    and Cartucho/mAP leave them out); under ``--strict`` the first is the error, naming it."""
+
+    def __init__(self, path: str):
+        self.path, self.counts = path, Counter()
 
     def add(self, name, where: str, what: str = "class") -> None:
-        if self.strict:
-            raise UserError(f"{where}: unknown {what} {short(name)}")
+        if not self.counts and strict_enabled():
+            warnings.warn(UnknownClassWarning(f"{where}: unknown {what} {short(name)} (--strict makes this an error)"),
+                          stacklevel=3)
         self.counts[name if isinstance(name, str) else f"{what} {name}"] += 1
 
     def warn(self) -> None:
@@ -139,27 +151,44 @@ def _group(n_images: int, img: np.ndarray, boxes: np.ndarray, scores: np.ndarray
     return out
 
 
-def _check_det_boxes(boxes: np.ndarray, scores: np.ndarray, where) -> None:
-    """NaN/inf or negative-size boxes raise, naming ``where(i)`` (file and line/entry)."""
+def _check_det_boxes(boxes: np.ndarray, scores: np.ndarray, where, path: str, shown, sides: str = "xyxy",
+                     hint: str = "") -> None:
+    """NaN/inf numbers raise, naming ``where(i)`` (file and line/entry). Inverted boxes (``x2 <
+    x1`` or ``y2 < y1``) are kept and counted in one :class:`InvertedBoxWarning` for ``path``,
+    with the first as ``shown(i)`` (where, and the box as the file gives it); ``sides``: how
+    the file writes a box (``xyxy`` corners or ``xywh`` sizes), for the message."""
     bad = np.flatnonzero(~np.isfinite(boxes).all(axis=1) | ~np.isfinite(scores))
     if bad.size:
         raise UserError(f"{where(bad[0])}: NaN or infinite number in box {boxes[bad[0]].tolist()} / score {scores[bad[0]]}")
-    bad = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
-    if bad.size:
-        raise UserError(f"{where(bad[0])}: box {boxes[bad[0]].tolist()} has a negative size "
-                        f"(is the box format right? --box-format xyxy|xywh)")
+    inv = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+    if not inv.size:
+        return
+    what = "xmax < xmin or ymax < ymin" if sides == "xyxy" else "a negative width or height"
+    tally = Tally(path, f"box(es) inverted ({what})", InvertedBoxWarning,
+                  hint="kept and scored as the ILSVRC/VOC devkits and pycocotools score them: they overlap nothing"
+                       + (f"; {hint}" if hint else ""))
+    first = inv[:tally.max_examples]
+    for k, q in enumerate(first):   # the last example carries the rest of the count
+        tally.add(shown(q), 1 if k < len(first) - 1 else len(inv) - k)
+    tally.report(stacklevel=3)
 
 
-def read_detections(path: str, gt: Dataset, box_format: str = "xyxy", strict: bool = True) -> list[dict]:
+def _box_str(v) -> str:
+    """A file's four box numbers, as read."""
+    return "[" + ", ".join(repr(float(x)) for x in v) + "]"
+
+
+def read_detections(path: str, gt: Dataset, box_format: str = "xyxy") -> list[dict]:
     """Detections from ``path`` (format recognised from content), one dict per ``gt`` record.
-    Detections of classes ``gt`` lacks raise (``strict``) or are left out with one warning."""
+    Detections of classes ``gt`` lacks are left out, inverted boxes kept, each with one warning."""
     if box_format not in BOX_FORMATS:
         raise UserError(f"box format {box_format!r}: use xyxy or xywh")
     path = os.path.abspath(os.path.expanduser(path))
-    if os.path.isdir(path) and not any(os.scandir(path)):
-        kind = "empty"            # an empty folder of per-image files: no detections, AP 0
-    else:
-        kind = sniff(path)
+    kind = None
+    if os.path.isdir(path):
+        with os.scandir(path) as entries:   # closed (an unclosed iterator is a ResourceWarning)
+            kind = None if any(entries) else "empty"   # an empty folder of per-image files: no detections, AP 0
+    kind = kind or sniff(path)
     if kind == "empty":
         n = len(gt.records)
         return _group(n, np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
@@ -169,12 +198,12 @@ def read_detections(path: str, gt: Dataset, box_format: str = "xyxy", strict: bo
             ids = ids_path(path)
             if os.path.isfile(ids):
                 data = _join_ids(data, ids, gt)
-            return read_coco_results(data, path, gt, strict)
-        return items_to_detections(validate_items(data, path), path, gt, strict)
+            return read_coco_results(data, path, gt)
+        return items_to_detections(validate_items(data, path), path, gt)
     if kind == "devkit":
-        return read_devkit_submission(path, gt, strict)
+        return read_devkit_submission(path, gt)
     if kind == "text-folder":
-        return read_text_detections(path, gt, box_format, strict)
+        return read_text_detections(path, gt, box_format)
     raise UserError(f"detections {path}: not a format eval-map reads (detections JSON, COCO results JSON, "
                     f"devkit submission lines, or a folder of text files)")
 
@@ -206,11 +235,11 @@ def validate_items(data, path: str) -> list[dict]:
     return data
 
 
-def items_to_detections(items: list[dict], path: str, gt: Dataset, strict: bool = True) -> list[dict]:
+def items_to_detections(items: list[dict], path: str, gt: Dataset) -> list[dict]:
     """The project's detections JSON objects (checked by :func:`validate_items`) -> per-record
     arrays (labels by name or 1..C). One entry per image: two naming the same image raise."""
     images = _Images(gt)
-    unknown = _Unknown(path, strict)
+    unknown = _Unknown(path)
     index = {c: i + 1 for i, c in enumerate(gt.classes)}
     base = os.path.dirname(path)
     img, boxes, scores, labels, where = [], [], [], [], []
@@ -241,7 +270,8 @@ def items_to_detections(items: list[dict], path: str, gt: Dataset, strict: bool 
             where.append((k, j))
     boxes_a = np.array(boxes, np.float64).reshape(-1, 4)
     scores_a = np.array(scores, np.float64)
-    _check_det_boxes(boxes_a, scores_a, lambda q: f"{path}: entry #{where[q][0]} detection #{where[q][1]}")
+    _check_det_boxes(boxes_a, scores_a, lambda q: f"{path}: entry #{where[q][0]} detection #{where[q][1]}", path,
+                     lambda q: f"entry #{where[q][0]} detection #{where[q][1]}: {_box_str(boxes_a[q])}")
     unknown.warn()
     return _group(len(gt.records), np.array(img, np.int64), boxes_a, scores_a, np.array(labels, np.int64))
 
@@ -254,7 +284,7 @@ def _label_of_id(gt: Dataset) -> dict[int, int]:
 _NUMBER_TYPES = {int, float}
 
 
-def read_coco_results(data: list, path: str, gt: Dataset, strict: bool = True) -> list[dict]:
+def read_coco_results(data: list, path: str, gt: Dataset) -> list[dict]:
     """COCO results JSON (bbox ``[x, y, w, h]`` continuous) -> per-record arrays.
 
     Columns are gathered at once and checked as arrays; only when a check fails does the
@@ -262,6 +292,7 @@ def read_coco_results(data: list, path: str, gt: Dataset, strict: bool = True) -
     numbers (a numeric string or ``true`` is an error, a bbox ``"1234"`` is not 4 numbers)."""
     images = _Images(gt)
     lab_of = _label_of_id(gt)
+    strict = strict_enabled()   # the checked reader below names the first unknown category
     try:
         bbs = [d["bbox"] for d in data]
         sc = [d["score"] for d in data]
@@ -283,15 +314,17 @@ def read_coco_results(data: list, path: str, gt: Dataset, strict: bool = True) -
         ok = False
     if ok:
         boxes = np.concatenate([bb[:, :2], bb[:, :2] + bb[:, 2:]], axis=1)
-        _check_det_boxes(boxes, scores, lambda q: f"{path}: result #{q}")
         known = (cid >= 0) & (cid < len(lut)) & (labels > 0)
+        kq = np.flatnonzero(known)   # the results left out (unknown categories) are not checked
+        _check_det_boxes(boxes[kq], scores[kq], lambda q: f"{path}: result #{kq[q]}", path,
+                         lambda q: f"result #{kq[q]}: bbox {_box_str(bb[kq[q]])}", "xywh")
         if not known.all():
-            unknown = _Unknown(path, strict)
+            unknown = _Unknown(path)
             for c in cid[~known]:
                 unknown.add(_category_name(data, int(c)), path, "category id")
             unknown.warn()
         return _group(len(gt.records), img[known], boxes[known], scores[known], labels[known])
-    return _read_coco_results_checked(data, path, gt, images, lab_of, strict)
+    return _read_coco_results_checked(data, path, gt, images, lab_of)
 
 
 def _id_key(iid) -> str | None:
@@ -309,9 +342,9 @@ def _category_name(data, cid: int):
     return names.get(cid, cid) if names else cid
 
 
-def _read_coco_results_checked(data: list, path: str, gt: Dataset, images, lab_of, strict: bool = True) -> list[dict]:
+def _read_coco_results_checked(data: list, path: str, gt: Dataset, images, lab_of) -> list[dict]:
     n = len(data)
-    unknown = _Unknown(path, strict)
+    unknown = _Unknown(path)
     keep = np.ones(n, bool)
     img = np.empty(n, np.int64)
     boxes = np.empty((n, 4))
@@ -340,15 +373,17 @@ def _read_coco_results_checked(data: list, path: str, gt: Dataset, images, lab_o
         boxes[k] = (bb[0], bb[1], bb[0] + bb[2], bb[1] + bb[3])
     img, boxes, scores, labels = img[keep], boxes[keep], scores[keep], labels[keep]
     kept = np.flatnonzero(keep)
-    _check_det_boxes(boxes, scores, lambda q: f"{path}: result #{kept[q]}")
+    _check_det_boxes(boxes, scores, lambda q: f"{path}: result #{kept[q]}", path,
+                     lambda q: f"result #{kept[q]}: bbox {_box_str(data[kept[q]]['bbox'])}", "xywh")
     unknown.warn()
     return _group(len(gt.records), img, boxes, scores, labels)
 
 
-def read_devkit_submission(path: str, gt: Dataset, strict: bool = True) -> list[dict]:
-    """Lines ``image_index class_id confidence xmin ymin xmax ymax`` (1-based inclusive)."""
+def read_devkit_submission(path: str, gt: Dataset) -> list[dict]:
+    """Lines ``image_index class_id confidence xmin ymin xmax ymax`` (1-based inclusive; a UTF-8
+    BOM first is skipped)."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read ({e})") from None
@@ -390,15 +425,17 @@ def read_devkit_submission(path: str, gt: Dataset, strict: bool = True) -> list[
     cls = a[:, 1].astype(np.int64)
     labels = np.array([lab_of.get(int(c), -1) for c in cls], np.int64)
     bad = np.flatnonzero(labels < 0)
-    unknown = _Unknown(path, strict)
+    unknown = _Unknown(path)
     for q in bad:
         unknown.add(int(cls[q]), f"{path} line {line_of[q]}", "class id")
     scores = a[:, 2]
     file_boxes = a[:, 3:7]
     boxes = file_boxes.copy()
     boxes[:, :2] -= 1.0
-    _check_det_boxes(boxes, scores, lambda q: f"{path} line {line_of[q]}")
     known = labels > 0
+    kq = np.flatnonzero(known)   # the lines left out (unknown classes) are not checked, as in the other readers
+    _check_det_boxes(boxes[kq], scores[kq], lambda q: f"{path} line {line_of[kq[q]]}", path,
+                     lambda q: f"line {line_of[kq[q]]}: {_box_str(file_boxes[kq[q]])}")
     unknown.warn()
     return _group(len(gt.records), img[known], boxes[known], scores[known], labels[known])
 
@@ -410,14 +447,14 @@ def _float(t: str) -> float | None:
         return None
 
 
-def read_text_detections(folder: str, gt: Dataset, box_format: str = "xyxy", strict: bool = True) -> list[dict]:
+def read_text_detections(folder: str, gt: Dataset, box_format: str = "xyxy") -> list[dict]:
     """One text file per image, lines ``class confidence left top right bottom``. With xyxy,
     ``left - 1`` and ``top - 1`` are computed in decimal, so that the files
     :func:`write_text_detections` writes read back exactly."""
     images = _Images(gt)
-    unknown = _Unknown(folder, strict)
+    unknown = _Unknown(folder)
     index = {c: i + 1 for i, c in enumerate(gt.classes)}
-    img, boxes, scores, labels, where = [], [], [], [], []
+    img, boxes, scores, labels, where, shown = [], [], [], [], [], []
     for image_id, p in text_files(folder).items():
         i = images.find(image_id)
         if i is None:
@@ -440,9 +477,13 @@ def read_text_detections(folder: str, gt: Dataset, box_format: str = "xyxy", str
                 x1, y1 = x1 - 1.0, y1 - 1.0
             img.append(i); labels.append(index[name]); scores.append(v[0])
             boxes.append((x1, y1, x2, y2)); where.append(f"{p} line {n}")
+            shown.append((p, n, v[1:]))
     boxes_a = np.array(boxes, np.float64).reshape(-1, 4)
     scores_a = np.array(scores, np.float64)
-    _check_det_boxes(boxes_a, scores_a, lambda q: where[q])
+    other = "xywh" if box_format == "xyxy" else "xyxy"
+    _check_det_boxes(boxes_a, scores_a, lambda q: where[q], folder,
+                     lambda q: f"{os.path.relpath(shown[q][0], folder)} line {shown[q][1]}: {_box_str(shown[q][2])}",
+                     box_format, hint=f"or is the box format {other}? --box-format {other}")
     unknown.warn()
     return _group(len(gt.records), np.array(img, np.int64), boxes_a, scores_a, np.array(labels, np.int64))
 

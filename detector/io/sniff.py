@@ -66,7 +66,7 @@ def sniff(path: str) -> str:
     head = _head(path)
     if head.startswith(b"MATLAB"):
         return "mat"
-    s = head.lstrip()
+    s = head.removeprefix(b"\xef\xbb\xbf").lstrip()   # a UTF-8 BOM (Windows editors) is no content
     if not s:
         return "empty"
     if s[:1] in (b"[", b"{"):
@@ -99,7 +99,7 @@ def text_files(folder: str) -> dict[str, str]:
 def read_lines(path: str):
     check_regular(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:   # a BOM first is skipped
             return [(n, ln.split()) for n, ln in enumerate(f, 1) if ln.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read ({e})") from None

@@ -73,6 +73,25 @@ def test_matchings_are_eval_detections(s, thr):
         assert (gt[state == 1] >= 0).all() and (f.g_lab[gt[state == 1]] == f.d_lab[state == 1]).all()
 
 
+@SETTINGS
+@given(scene(blacklist=True, inverted=True), st.sampled_from(["voc", "voc07", "ilsvrc", "coco"]), st.sampled_from([None, 0.5]))
+def test_inverted_detections_get_evaluates_decisions(s, protocol, iou):
+    # an inverted detection (x2 < x1 or y2 < y1) overlaps nothing: a false positive in both, or
+    # (coco, one negative side: negative area, outside every range) ignored in both
+    gts, dets = s
+    thr = 0.5 if iou is None else iou
+    if protocol != "coco":
+        f = flatten(gts, dets, C)
+        tp, ignored = (match_ilsvrc if protocol == "ilsvrc" else match_voc)(f, C, thr)
+        state, _ = A._Scene(protocol, gts, dets, C, thr, None).match(thr)
+        np.testing.assert_array_equal(state == 1, tp, protocol)
+        np.testing.assert_array_equal(state == -1, ignored, protocol)
+    r = analyze(protocol, gts, dets, NAMES, iou=iou)
+    e = evaluate(protocol, gts, dets, C, iou=iou)
+    _same(r["AP"], e["AP"], f"{protocol} AP at {iou}")
+    assert r["npos"] == e["npos"]
+
+
 def _to_coco(gts, dets, cats):
     """pycocotools objects the way a user's files would give them (loadRes for the results)."""
     from pycocotools.coco import COCO
@@ -94,10 +113,10 @@ def _to_coco(gts, dets, cats):
 
 
 @st.composite
-def scaled_scene(draw):
+def scaled_scene(draw, inverted=False):
     """test_detection_ap's scenes with each image scaled so that objects span COCO's small,
     medium and large ranges (its boxes are at most 16 px)."""
-    gts, dets = draw(scene())
+    gts, dets = draw(scene(inverted=inverted))
     for g, d in zip(gts, dets):
         k = draw(st.sampled_from([1.0, 4.0, 9.0]))
         g["boxes"] = g["boxes"] * k
@@ -110,6 +129,16 @@ def scaled_scene(draw):
 @SETTINGS
 @given(scaled_scene(), st.sampled_from([None, 0.5]))
 def test_size_ranges_are_cocoevals_area_ranges(s, iou):
+    _size_ranges_are_cocoevals(s, iou)
+
+
+@SETTINGS
+@given(scaled_scene(inverted=True), st.sampled_from([None, 0.5]))
+def test_size_ranges_with_inverted_detections_are_cocoevals(s, iou):
+    _size_ranges_are_cocoevals(s, iou)
+
+
+def _size_ranges_are_cocoevals(s, iou):
     from pycocotools.cocoeval import COCOeval
 
     gts, dets = s

@@ -86,3 +86,15 @@ def test_gallery_reads_images_as_the_detector_does(tmp_path, tiles):
     (_, a), (_, b) = tiles
     assert a.shape == (40, 30, 3) and b.shape == (30, 40, 3)        # RGB: no colour map on a grey image
     assert a.dtype == np.uint8 and int(b[0, 0, 0]) == 128
+
+
+def test_gallery_crops_around_inverted_boxes_and_boxes_outside(tmp_path, tiles):
+    # an inverted false positive (x2 < x1, y2 < y1: eval-map scores it, as the devkits do) is
+    # cropped around its extent; a box wholly outside the image leaves its tile empty
+    ok = good_image(tmp_path, size=(40, 30))
+    out = P.plot_gallery([item(ok, box=(30, 25, 10, 5)), item(ok, box=(500, 500, 600, 600))], [], "cat", ["cat"],
+                         str(tmp_path / "g.png"))
+    assert out == str(tmp_path / "g.png")
+    (t0, a), (t1, b) = tiles
+    assert t0 == "FP 0.90 Loc/Loc inverted" and a.shape[:2] == (30, 40)
+    assert t1 == "box outside the image" and b is None

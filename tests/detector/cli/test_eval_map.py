@@ -10,7 +10,7 @@ import torch
 
 from detector.engine.train_detector import train_detector
 from detector.io.datasets import load_dataset
-from tests.detector.helpers import eval_map_error, jittered_proposals, run_eval_map, tiny_config, untrained_detector
+from tests.detector.helpers import coco_eval_files, eval_map_error, jittered_proposals, run_eval_map, tiny_config, untrained_detector
 
 
 @pytest.mark.parametrize("protocol, ap", [("voc", 0.2457), ("voc07", 0.2684)])
@@ -29,9 +29,15 @@ def test_published_sample_numbers(sample, tmp_path, capsys, protocol, ap):
 
 
 def test_wrong_box_format_is_reported_not_silent(sample, tmp_path, capsys):
-    # read as xyxy, the sample's width/height numbers give negative-size detections: an error
-    line = eval_map_error(capsys, "--ground-truth", sample / "groundtruths", "--detections", sample / "detections")
-    assert "00001.txt line 1: box" in line and "negative size" in line and "--box-format" in line
+    # read as xyxy, the sample's width/height numbers give inverted detections: scored (they match
+    # nothing), with one warning naming the box format; --strict: the error
+    rc, out, err = run_eval_map(capsys, "--ground-truth", sample / "groundtruths", "--detections", sample / "detections")
+    line = next(ln for ln in err.splitlines() if "inverted" in ln)
+    assert rc == 0 and err.count("inverted") == 1 and "00001.txt line 1: [5.0, 67.0, 31.0, 48.0]" in line, err
+    assert line.endswith("or is the box format xywh? --box-format xywh)"), line
+    # --strict: the first input warning is the error (here the ground truth's, read first)
+    line = eval_map_error(capsys, "--ground-truth", sample / "groundtruths", "--detections", sample / "detections", "--strict")
+    assert "box(es) dropped" in line, line
     # and degenerate ground-truth boxes: dropped, counted in one warning
     (tmp_path / "d.json").write_text("[]")
     rc, out, err = run_eval_map(capsys, "--ground-truth", sample / "groundtruths", "--detections", tmp_path / "d.json")
@@ -216,3 +222,113 @@ def test_analyze_bad_usage(test_data, tmp_path, capsys):
     bad = tmp_path / "g.yaml"
     bad.write_text("[1, 2]\n")
     assert "expected a mapping" in eval_map_error(capsys, *base, "--analyze", tmp_path / "x", "--class-groups", bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# inverted detection boxes, scored as each protocol's reference tool scores them
+
+# one class; ground truth A (image a), B (image b), D (image c, difficult), 1-based inclusive
+INVERTED_GT = {"a.txt": "cat 1 1 100 100\n", "b.txt": "cat 1 1 50 50\n", "c.txt": "cat 1 1 30 30 difficult\n"}
+# ranked: A exactly (TP); B with both corners swapped (devkit width 1 - 50 + 1 <= 0: eval_detection.m /
+# VOCevaldet.m compute no overlap, `if iw>0 & ih>0`; a false positive, though swapped back it would
+# take B); D swapped (FP; voc does not ignore it as it ignores detections on difficult boxes); B
+# exactly (TP: B is still free); on A with x swapped (FP)
+INVERTED_DEVKIT = "1 1 0.9 1 1 100 100\n2 1 0.8 50 50 1 1\n3 1 0.75 30 30 1 1\n2 1 0.7 1 1 50 50\n1 1 0.6 60 1 10 100\n"
+# voc (npos 2, D is difficult): TP FP FP TP FP, recall .5 .5 .5 1 1, precision 1 .5 1/3 .5 .4:
+#   all-point .5 * 1 + .5 * .5 = .75; 11-point (6 * 1 + 5 * .5) / 11
+# ilsvrc (no difficult flag, npos 3): recall 1/3 1/3 1/3 2/3 2/3, same precision: 1/3 + 1/3 * .5 = .5
+INVERTED_AP = {"voc": 0.75, "voc07": 8.5 / 11, "ilsvrc": 0.5}
+
+
+def _inverted_case(tmp_path, bom=False):
+    g = tmp_path / "gt"
+    g.mkdir()
+    for name, text in INVERTED_GT.items():
+        (g / name).write_text(text)
+    sub = tmp_path / "sub.txt"
+    sub.write_text(INVERTED_DEVKIT, encoding="utf-8-sig" if bom else "utf-8")
+    folder = tmp_path / "dets"     # the same detections as a folder of text files (Cartucho/mAP)
+    folder.mkdir()
+    for line in INVERTED_DEVKIT.splitlines():
+        idx, _, score, *box = line.split()
+        with open(folder / f"{'abc'[int(idx) - 1]}.txt", "a", encoding="utf-8-sig" if bom else "utf-8") as f:
+            f.write(f"cat {score} {' '.join(box)}\n")
+    return g, sub, folder
+
+
+@pytest.mark.parametrize("protocol", ["ilsvrc", "voc", "voc07"])
+def test_inverted_boxes_score_as_the_devkits(tmp_path, capsys, protocol):
+    g, sub, folder = _inverted_case(tmp_path)
+    for dets in (sub, folder):
+        rc, out, err = run_eval_map(capsys, "--protocol", protocol, "--ground-truth", g, "--detections", dets,
+                                    "--json", tmp_path / "r.json")
+        assert rc == 0, err
+        r = json.loads((tmp_path / "r.json").read_text())
+        assert r["mAP"] == pytest.approx(INVERTED_AP[protocol], abs=1e-12), (protocol, dets)
+        assert r["num_detections"] == [5] and r["num_tp"] == [2]
+    assert err.strip() == (f"eval-map: warning: {folder}: 3 box(es) inverted (xmax < xmin or ymax < ymin); e.g. "
+                           "a.txt line 2: [60.0, 1.0, 10.0, 100.0]; b.txt line 1: [50.0, 50.0, 1.0, 1.0]; "
+                           "c.txt line 1: [30.0, 30.0, 1.0, 1.0] (kept and scored as the ILSVRC/VOC devkits and "
+                           "pycocotools score them: they overlap nothing; or is the box format xywh? --box-format xywh)")
+
+
+def test_inverted_boxes_one_warning_and_strict(tmp_path, capsys):
+    g, sub, _ = _inverted_case(tmp_path)
+    rc, out, err = run_eval_map(capsys, "--protocol", "ilsvrc", "--ground-truth", g, "--detections", sub)
+    assert rc == 0 and err.strip() == (
+        f"eval-map: warning: {sub}: 3 box(es) inverted (xmax < xmin or ymax < ymin); e.g. line 2: [50.0, 50.0, 1.0, 1.0]; "
+        "line 3: [30.0, 30.0, 1.0, 1.0]; line 5: [60.0, 1.0, 10.0, 100.0] (kept and scored as the ILSVRC/VOC devkits and "
+        "pycocotools score them: they overlap nothing)"), err
+    line = eval_map_error(capsys, "--protocol", "ilsvrc", "--ground-truth", g, "--detections", sub, "--strict")
+    assert line == (f"eval-map: error: {sub}: line 2: [50.0, 50.0, 1.0, 1.0] (box(es) inverted (xmax < xmin or "
+                    "ymax < ymin); --strict makes this an error)")
+    # one --strict for every input warning: a class the ground truth lacks is the error too
+    sub.write_text("1 1 0.9 1 1 100 100\n1 2 0.8 1 1 100 100\n")
+    rc, out, err = run_eval_map(capsys, "--ground-truth", g, "--detections", sub)
+    assert rc == 0 and "1 detection(s) of classes the ground truth does not have left out: class id 2 (1)" in err
+    line = eval_map_error(capsys, "--ground-truth", g, "--detections", sub, "--strict")
+    assert line == f"eval-map: error: {sub} line 2: unknown class id 2 (--strict makes this an error)"
+
+
+def test_a_bom_first_in_a_submission_or_text_file_is_skipped(tmp_path, capsys):
+    g, sub, folder = _inverted_case(tmp_path, bom=True)
+    assert sub.read_bytes().startswith(b"\xef\xbb\xbf")
+    for dets in (sub, folder):
+        rc, out, err = run_eval_map(capsys, "--protocol", "voc", "--ground-truth", g, "--detections", dets,
+                                    "--json", tmp_path / "r.json")
+        assert rc == 0 and "left out" not in err, err
+        assert json.loads((tmp_path / "r.json").read_text())["mAP"] == pytest.approx(0.75, abs=1e-12)
+
+
+def test_coco_with_inverted_boxes_is_pycocotools(tmp_path, capsys):
+    # loadRes: area = w * h; one negative side: a negative area, outside every area range (an
+    # unmatched detection there is ignored); two: a false positive; each takes a maxDets slot
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt_file, res_file = coco_eval_files(tmp_path)
+    res = json.loads(res_file.read_text())
+    for k, r in enumerate(res):
+        x, y, w, h = r["bbox"]
+        if k % 3 == 0:
+            r["bbox"] = [x + w, y, -w, h] if k % 2 else [x, y + h, w, -h]
+        elif k % 5 == 0:
+            r["bbox"] = [x + w, y + h, -w, -h]
+    res_file.write_text(json.dumps(res))
+    rc, out, err = run_eval_map(capsys, "--protocol", "coco", "--ground-truth", gt_file, "--detections", res_file,
+                                "--json", tmp_path / "r.json", "--analyze", tmp_path / "an")
+    assert rc == 0 and err.count("box(es) inverted (a negative width or height)") == 1, err
+    ours = json.loads((tmp_path / "r.json").read_text())
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_file))
+        E = COCOeval(gt, gt.loadRes(str(res_file)), "bbox")
+        E.evaluate(); E.accumulate(); E.summarize()
+    names = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+             "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large"]
+    np.testing.assert_allclose([ours["stats"][n] for n in names], E.stats, atol=1e-12)
+    # the error analysis scores them the same way: its AP is the protocol's
+    an = json.loads((tmp_path / "an" / "analysis.json").read_text())
+    np.testing.assert_allclose(an["mAP"], ours["mAP"], atol=1e-12)

@@ -4,14 +4,18 @@ eval-map, whose bad input is one error line and exit code 2."""
 
 import json
 import random
+import re
+import warnings
 
 import numpy as np
 import pytest
 
-from backbone.errors import UserError
+from backbone.errors import InputWarning, UserError
 from detector.io.datasets import ground_truth
 from detector.io.datasets.ground_truth import read_ground_truth
 from detector.io.detections import (
+    InvertedBoxWarning,
+    UnknownClassWarning,
     detections_to_items,
     read_detections,
     write_coco_results,
@@ -73,7 +77,6 @@ def test_line_order_of_a_file_does_not_matter(sample, tmp_path, capsys):
     ('[{"image": "00001", "detections": [{"box": [1, 2, 3, 4], "score": 1, "label": 7}]}]', "unknown class 7"),
     ('[{"image": "00001", "detections": [{"box": [1, 2, NaN, 4], "score": 1, "label": "person"}]}]', "NaN or infinite"),
     ('[{"image": "00001", "detections": [{"box": [1, 2, Infinity, 4], "score": 1, "label": "person"}]}]', "NaN or infinite"),
-    ('[{"image": "00001", "detections": [{"box": [5, 2, 3, 4], "score": 1, "label": "person"}]}]', "negative size"),
     ('[{"image": "00001", "detections": [{"box": [1, 2, 3], "score": 1, "label": "person"}]}]', "box is not 4 numbers"),
     ('{"x": 1}', "expected a list"),
 ])
@@ -89,7 +92,6 @@ def test_bad_detections_json(sample, tmp_path, capsys, content, match):
     ("1 1 0.5 1 1 10 10\n99 1 0.5 1 1 10 10\n", "dk.txt line 2: image index 99 is not in the ground truth"),
     ("1 1 0.5 1 1 10 10\n1 1 nan 1 1 10 10\n", "dk.txt line 2: NaN or infinite"),
     ("1 1 0.5 1 1 10 10\n1 1 0.5 1 1 10\n", "dk.txt line 2: expected `image_index"),
-    ("1 1 0.5 1 1 10 10\n\n1 1 0.5 20 1 10 10\n", "dk.txt line 3: box .* negative size"),
 ])
 def test_bad_devkit_lines(sample, tmp_path, capsys, content, match):
     (tmp_path / "dk.txt").write_text(content)
@@ -269,8 +271,103 @@ def test_unknown_class_ids_of_every_reader_are_left_out(sample, tmp_path, capsys
     else:
         p.write_text("1 1 0.5 1 1 10 10\n1 7 0.5 1 1 10 10\n1 7 0.4 1 1 10 10\n")
         want = "class id 7 (2)"
-    with pytest.warns(UserWarning, match=r"left out: " + __import__("re").escape(want)):
-        dets = read_detections(str(p), gt, strict=False)
+    with pytest.warns(UnknownClassWarning, match=r"left out: " + re.escape(want)):
+        dets = read_detections(str(p), gt)
     assert sum(len(d["scores"]) for d in dets) == 1 and dets[0]["labels"].tolist() == [1]
-    with pytest.raises(UserError, match="unknown"):
-        read_detections(str(p), gt, strict=True)
+    with warnings.catch_warnings():   # --strict: the first is the error
+        warnings.simplefilter("error", InputWarning)
+        with pytest.raises(UnknownClassWarning, match="unknown"):
+            read_detections(str(p), gt)
+
+
+# ---------------------------------------------------------------------------------------------
+# inverted boxes and BOMs: read as the peers read them
+
+
+def _inverted_file(tmp_path, fmt):
+    """One normal and two inverted detections of image 00001 (person), in format ``fmt``; the
+    boxes we read (0-based, x2 exclusive) and the first inverted one's place as the warning names it."""
+    want = [[0, 0, 10, 10], [19, 0, 10, 10], [0, 29, 10, 20]]   # the second: x2 < x1, the third: y2 < y1
+    if fmt == "json":
+        p = tmp_path / "d.json"
+        p.write_text(json.dumps([{"image": "00001", "detections": [
+            {"box": b, "score": 0.9 - 0.1 * k, "label": "person"} for k, b in enumerate(want)]}]))
+        return p, want, "entry #0 detection #1: [19.0, 0.0, 10.0, 10.0]"
+    if fmt == "coco":
+        p = tmp_path / "c.json"
+        p.write_text(json.dumps([{"image_id": "00001", "category_id": 1, "score": 0.9 - 0.1 * k,
+                                  "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]} for k, b in enumerate(want)]))
+        return p, want, "result #1: bbox [19.0, 0.0, -9.0, 10.0]"
+    if fmt == "devkit":
+        p = tmp_path / "dk.txt"
+        p.write_text("".join(f"1 1 {0.9 - 0.1 * k:.1f} {b[0] + 1} {b[1] + 1} {b[2]} {b[3]}\n" for k, b in enumerate(want)))
+        return p, want, "line 2: [20.0, 1.0, 10.0, 10.0]"
+    p = tmp_path / "dets"
+    p.mkdir()
+    (p / "00001.txt").write_text("".join(f"person {0.9 - 0.1 * k:.1f} {b[0] + 1} {b[1] + 1} {b[2]} {b[3]}\n"
+                                         for k, b in enumerate(want)))
+    return p, want, "00001.txt line 2: [20.0, 1.0, 10.0, 10.0]"
+
+
+@pytest.mark.parametrize("fmt", ["json", "coco", "devkit", "txt"])
+def test_inverted_boxes_of_every_reader_are_kept_with_one_warning(sample, tmp_path, fmt):
+    gt = _sample_gt(sample)
+    p, want, first = _inverted_file(tmp_path, fmt)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        dets = read_detections(str(p), gt)
+    assert [w.category for w in seen] == [InvertedBoxWarning], [str(w.message) for w in seen]
+    msg = str(seen[0].message)
+    assert msg.startswith(f"{p}: 2 box(es) inverted (") and f"; e.g. {first}; " in msg, msg
+    np.testing.assert_allclose(dets[0]["boxes"], want)   # kept as they are: eval scores them as the devkits do
+    with warnings.catch_warnings():   # --strict: the first inverted box is the error
+        warnings.simplefilter("error", InputWarning)
+        with pytest.raises(InvertedBoxWarning, match=re.escape(f"{p}: {first} (box(es) inverted")):
+            read_detections(str(p), gt)
+
+
+def test_inverted_boxes_in_sizes_name_the_box_format(sample, tmp_path):
+    gt = _sample_gt(sample)
+    d = tmp_path / "dets"
+    d.mkdir()
+    (d / "00001.txt").write_text("person 0.5 10 10 -3 5\n")
+    with pytest.warns(InvertedBoxWarning, match=r"1 box\(es\) inverted \(a negative width or height\); "
+                      r"e\.g\. 00001\.txt line 1: \[10\.0, 10\.0, -3\.0, 5\.0\] .*--box-format xyxy"):
+        dets = read_detections(str(d), gt, "xywh")
+    np.testing.assert_allclose(dets[0]["boxes"], [[9, 9, 7, 15]])
+
+
+def test_a_utf8_bom_is_skipped(sample, tmp_path):
+    # Windows editors write one first; the class name (text) and the first number (devkit) are intact
+    gt = _sample_gt(sample)
+    want = read_detections(str(sample / "detections"), gt, "xywh")
+    d = tmp_path / "dets"
+    d.mkdir()
+    for f in (sample / "detections").iterdir():
+        (d / f.name).write_text(f.read_text(), encoding="utf-8-sig")
+    dk = tmp_path / "dk.txt"
+    write_devkit_submission(str(dk), gt, want)
+    dk.write_text(dk.read_text(), encoding="utf-8-sig")
+    assert dk.read_bytes().startswith(b"\xef\xbb\xbf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # nothing left out as an unknown class
+        for got in (read_detections(str(d), gt, "xywh"), read_detections(str(dk), gt)):
+            for a, b in zip(want, got):
+                np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-5)
+                np.testing.assert_array_equal(a["labels"], b["labels"])
+
+
+@pytest.mark.parametrize("fmt", ["coco", "devkit"])
+def test_detections_left_out_are_not_counted_as_inverted(sample, tmp_path, fmt):
+    # as the JSON and text readers: a detection of an unknown class is left out before its box is looked at
+    gt = _sample_gt(sample)
+    p = tmp_path / "d"
+    if fmt == "coco":
+        p.write_text('[{"image_id": "00001", "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.5},'
+                     ' {"image_id": "00001", "category_id": 3, "bbox": [9, 9, -4, 4], "score": 0.5}]')
+    else:
+        p.write_text("1 1 0.5 1 1 10 10\n1 7 0.5 10 10 1 1\n")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        read_detections(str(p), gt)
+    assert [w.category for w in seen] == [UnknownClassWarning], [str(w.message) for w in seen]

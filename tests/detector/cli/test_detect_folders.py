@@ -119,3 +119,20 @@ def test_files_of_one_name_from_two_folders_get_unique_pictures(untrained, cells
     assert {os.path.relpath(i["image"], tmp_path): i["picture"] for i in json.loads(js.read_text())} == {
         "a/same.png": "same.png", "b/same.png": "same_3.png", "c/same_2.png": "same_2.png"}
     assert _files(out_dir) == ["same.png", "same_2.png", "same_3.png"]
+
+
+def test_other_formats_hold_the_good_images_only(untrained, cells, tmp_path, capsys):
+    src = tmp_path / "in"
+    for sub in ("c1", "c2"):
+        (src / sub).mkdir(parents=True)
+    shutil.copy(cells[0], src / "c1" / "same.png")
+    (src / "c2" / "same.png").write_bytes(b"junk")  # planned as c2/same.txt beside c1/same.txt; left out
+    rc, out = _detect(capsys, untrained, src, "--json", tmp_path / "t", "--format", "txt")
+    assert rc == 1 and "1 image(s) could not be read" in out.err
+    assert _files(tmp_path / "t") == ["same.txt"]  # the one image left: its own stem names it
+    rc, _ = _detect(capsys, untrained, src, "--json", tmp_path / "c.json", "--format", "coco")
+    assert rc == 1
+    ids = json.loads((tmp_path / "c.ids.json").read_text())["images"]
+    assert ids == {"1": {"file": str(src / "c1" / "same.png"), "image_id": "c1/same"}}
+    rc, _ = _detect(capsys, untrained, src, "--json", tmp_path / "d.json")
+    assert rc == 1 and [set(i) for i in json.loads((tmp_path / "d.json").read_text())] == [{"image", "detections"}]

@@ -150,3 +150,20 @@ def test_the_lock_of_a_real_run_folder_in_another_process(tmp_path):
         _kill(child)
     assert _free(out)
     RunFolder(out, "train-classifier", "classifier", {}).check()
+
+
+def test_a_file_system_without_flock_is_one_warning_and_no_lock(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)  # NFS without lockd
+    out = tmp_path / "run"
+    rf = RunFolder(out, "train-detector", "rcnn", {}).check()
+    RunFolder(out, "train-detector", "rcnn", {}).check()  # warned once per folder
+    assert capsys.readouterr().err.splitlines() == [
+        f"train-detector: warning: {out}: cannot lock the run folder (No locks available: the file system has no "
+        "flock); a second job in this folder would not be refused"]
+    rf.start()

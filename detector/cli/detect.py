@@ -198,7 +198,8 @@ def picture_names(inputs: list[str], images: list[str]) -> dict[str, str]:
     names = {}
     for path, name in wanted.items():
         pick, k = name, 1
-        while pick.casefold() in used or (pick + ".png").casefold() in dirs or (pick != name and pick.casefold() in own):
+        while (pick.casefold() in used or (pick + ".png").casefold() in dirs
+               or (pick != name and pick.casefold() in own)):
             k += 1
             pick = f"{name}_{k}"
         used.add(pick.casefold())

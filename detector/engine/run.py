@@ -535,4 +535,5 @@ class RunFolder:
 
 
 __all__ = ["RunFolder", "config_difference", "config_compatible", "check_owner", "lock_run", "JobLock", "plot_curves",
-           "read_log", "LOCK_FILE", "RUN_FILE", "CONFIG_FILE", "LOG_FILE", "CURVES_FILE", "STATE_FILE", "MODEL_FILE", "BEST_FILE"]
+           "read_log", "LOCK_FILE", "RUN_FILE", "CONFIG_FILE", "LOG_FILE", "CURVES_FILE", "STATE_FILE", "MODEL_FILE",
+           "BEST_FILE"]

@@ -12,6 +12,7 @@ from PIL import Image
 
 from detector.cli.detect import MANIFEST
 from detector.cli.detect import main as detect_main
+from detector.cli.detect import picture_names
 from detector.io.datasets.records import Dataset, ImageRecord
 from detector.io.detections import read_detections
 from tests.detector.helpers import tiny_config, untrained_detector
@@ -80,7 +81,8 @@ def test_no_readable_image_is_the_error(untrained, tmp_path, capsys):
     rc, out = _detect(capsys, untrained, tmp_path, "--json", tmp_path / "d.json")
     assert rc == 2 and not (tmp_path / "d.json").exists()
     err = out.err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"detect: error: none of the 2 image(s) could be read: {tmp_path / 'x.jpg'} (")
+    assert len(err) == 1
+    assert err[0].startswith(f"detect: error: none of the 2 image(s) could be read: {tmp_path / 'x.jpg'} (")
 
 
 def test_same_names_in_two_folders_get_two_pictures_and_the_mapping(untrained, cells, tmp_path, capsys):
@@ -136,3 +138,16 @@ def test_other_formats_hold_the_good_images_only(untrained, cells, tmp_path, cap
     assert ids == {"1": {"file": str(src / "c1" / "same.png"), "image_id": "c1/same"}}
     rc, _ = _detect(capsys, untrained, src, "--json", tmp_path / "d.json")
     assert rc == 1 and [set(i) for i in json.loads((tmp_path / "d.json").read_text())] == [{"image", "detections"}]
+
+
+def test_picture_names_are_unique_and_deterministic(tmp_path):
+    (tmp_path / "IN" / "sub").mkdir(parents=True)
+    i = str(tmp_path / "IN")
+    images = [f"{i}/sub/x.jpg", f"{i}/sub/x.png", f"{i}/sub/X.jpg", f"{i}/sub/x_2.jpg", f"{tmp_path}/x.jpg"]
+    # x.png beside x.jpg, X.jpg (case-insensitive file systems), x_2.jpg keeps its own name
+    assert picture_names([i, f"{tmp_path}/x.jpg"], images) == {
+        images[0]: "sub/x", images[1]: "sub/x_3", images[2]: "sub/X_4", images[3]: "sub/x_2", images[4]: "x"}
+    # a picture x.png in the way of the folder x.png/ of another one's picture: renamed
+    (tmp_path / "x.png").mkdir()
+    assert picture_names([f"{tmp_path}/x.jpg", str(tmp_path)], [f"{tmp_path}/x.jpg", f"{tmp_path}/x.png/y.jpg"]) == {
+        f"{tmp_path}/x.jpg": "x_2", f"{tmp_path}/x.png/y.jpg": "x.png/y"}

@@ -265,8 +265,9 @@ def main(argv=None) -> int:
         description="Detect objects: selective search / MultiBox proposals scored by an Inception ensemble.",
         epilog="example: detect examples/BloodImage_00007.jpg --out out/ --json out/detections.json. "
                "Pictures keep the folders' structure: IN/c1/x.jpg of 'detect IN --out O' is O/c1/x.png (a file "
-               "given alone: O/x.png; a name taken twice: x_2, x_3, ... in input order), and each --json object "
-               "names its \"picture\" (relative to --out). Exit status: 0 every image done; 1 some images could "
+               "given alone: O/x.png; a name taken twice: x_2, x_3, ... in input order); each object of the "
+               "--json detections names its \"picture\" (relative to --out; with --format coco the ids file's "
+               "image_id is the picture's name). Exit status: 0 every image done; 1 some images could "
                "not be read: the others' results are written and one warning line names those left out; 2 bad "
                "usage or input, one error line (also when no image can be read, and with --strict when any "
                "image cannot be read or reads only with a warning: every image is decoded first, nothing is "

@@ -6,6 +6,12 @@ files an earlier ``detect`` wrote into that folder, as the folder's manifest
 refused unless ``--overwrite``, and an input image is never written (not even with
 ``--overwrite``). Pictures detect wrote are not read back as inputs when a folder is given.
 
+Pictures keep the inputs' folder structure (:func:`picture_names`), so no two inputs share
+one; the project's ``--json`` objects name each image's ``"picture"`` (relative to ``--out``).
+An image that cannot be read is left out: the others' results are written, one warning line
+names the images left out, and the exit code is :data:`EXIT_PARTIAL` (1); ``--strict`` decodes
+every image first and makes a bad one the error (exit 2) before anything is written.
+
 ``--format`` writes the ``--json`` detections in another tool's format: ``coco`` (COCO results
 JSON, images numbered in input order from 1, category id = label, the mapping in
 ``<name>.ids.json``), ``txt`` (``--json`` is a folder: one file per image, ``class score x1 y1 x2
@@ -28,16 +34,25 @@ import numpy as np
 
 from backbone.errors import UserError
 from backbone.io import atomic_write, check_writable
-from detector.cli.common import add_device_arg, cli_main
+from detector.cli.common import add_device_arg, add_strict_arg, cli_main
 from detector.engine.devices import resolve_device
 from detector.io.datasets.records import Dataset, ImageRecord
-from detector.io.detections import FORMATS, ids_path, text_files_of, write_detections
+from detector.io.detections import (
+    FORMATS,
+    detections_to_items,
+    ids_path,
+    text_files_of,
+    write_detections,
+    write_detections_json,
+)
 from detector.io.images import list_images, load_image
 from detector.model import Detector
 from detector.onnx import OnnxDetector
 
 #: in every folder detect writes to: which files it wrote there (name -> SHA-256 of the content)
 MANIFEST = ".detect-manifest.json"
+#: the exit code of a run that left out images it could not read (the others' results written)
+EXIT_PARTIAL = 1
 
 
 def _sha256(path: str) -> str | None:
@@ -162,18 +177,42 @@ def draw(image, det, path: str) -> None:
     atomic_write(path, picture(image, det), what="picture")
 
 
-def unique_names(images: list[str]) -> dict[str, str]:
-    """Each input's output name: its file stem, ``stem_2``, ``stem_3``, ... for repeated stems."""
-    used, names = set(), {}
+def picture_names(inputs: list[str], images: list[str]) -> dict[str, str]:
+    """Each image's picture name in ``--out`` (``/``-separated, without ``.png``): its path
+    relative to the folder given that holds it, without the extension (``IN/c1/same.jpg`` of
+    ``detect IN`` -> ``c1/same``), or the file stem of a file given alone. A name taken twice
+    (files of one name from two folders, ``x.jpg`` beside ``x.png``, two names equal but for
+    case) stays with the first image in input order; the others get ``name_2``, ``name_3``, ...,
+    skipping every name an input has of its own (``c1/same_2.jpg`` keeps ``c1/same_2``) and the
+    folders pictures go into. Deterministic: the same inputs give the same names."""
+    folders = [os.path.abspath(p) for p in inputs if os.path.isdir(p)]
+    wanted = {}
     for path in images:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        name, k = stem, 1
-        while name in used:  # two inputs with one name: never overwrite our own output
+        a = os.path.abspath(path)
+        base = next((f for f in folders if a.startswith(f.rstrip(os.sep) + os.sep)), None)
+        rel = os.path.relpath(a, base) if base else os.path.basename(a)
+        wanted[path] = os.path.splitext(rel)[0].replace(os.sep, "/")
+    own = {n.casefold() for n in wanted.values()}
+    dirs = {"/".join(parts[:k]).casefold() for parts in (n.split("/") for n in wanted.values())
+            for k in range(1, len(parts))}  # a picture named like a folder of pictures would be in its way
+    used: set[str] = set()
+    names = {}
+    for path, name in wanted.items():
+        pick, k = name, 1
+        while (pick.casefold() in used or (pick + ".png").casefold() in dirs
+               or (pick != name and pick.casefold() in own)):
             k += 1
-            name = f"{stem}_{k}"
-        used.add(name)
-        names[path] = name
+            pick = f"{name}_{k}"
+        used.add(pick.casefold())
+        names[path] = pick
     return names
+
+
+def _reason(path: str, e: UserError) -> str:
+    """A load error's message without its ``image PATH: `` prefix (the path is named once)."""
+    msg = str(e)
+    prefix = f"image {path}: "
+    return msg[len(prefix):] if msg.startswith(prefix) else msg
 
 
 def plan_detections(outputs: Outputs, path: str, fmt: str, dataset: Dataset) -> list[str]:
@@ -225,7 +264,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="detect",
         description="Detect objects: selective search / MultiBox proposals scored by an Inception ensemble.",
-        epilog="example: detect examples/BloodImage_00007.jpg --out out/ --json out/detections.json",
+        epilog="example: detect examples/BloodImage_00007.jpg --out out/ --json out/detections.json. "
+               "Pictures keep the folders' structure: IN/c1/x.jpg of 'detect IN --out O' is O/c1/x.png (a file "
+               "given alone: O/x.png; a name taken twice: x_2, x_3, ... in input order); each object of the "
+               "--json detections names its \"picture\" (relative to --out; with --format coco the ids file's "
+               "image_id is the picture's name). Exit status: 0 every image done; 1 some images could "
+               "not be read: the others' results are written and one warning line names those left out; 2 bad "
+               "usage or input, one error line (also when no image can be read, and with --strict when any "
+               "image cannot be read or reads only with a warning: every image is decoded first, nothing is "
+               "written).",
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--model", help="detector checkpoint (default: the bundled BCCD model), or FILE.onnx written by "
@@ -248,6 +295,7 @@ def main(argv=None) -> int:
     p.add_argument("--timing", action="store_true",
                    help="print seconds per stage for each image: load, proposals, warp, network, postprocess")
     add_device_arg(p)
+    add_strict_arg(p, "images")
     args = p.parse_args(argv)
     if not 0.0 <= args.score_thr <= 1.0:
         raise UserError(f"--score-thr {args.score_thr}: must be between 0 and 1")
@@ -267,10 +315,14 @@ def main(argv=None) -> int:
     images = input_images(args.inputs)
     outputs = Outputs(images, args.overwrite)
     pictures = {}
-    names = unique_names(images)
+    names = picture_names(args.inputs, images)
     if args.out:
         for path in images:
-            pictures[path] = outputs.check(os.path.join(args.out, names[path] + ".png"), "--out")
+            pic = os.path.join(args.out, *names[path].split("/")) + ".png"
+            pictures[path] = outputs.check(check_writable(pic, what="--out"), "--out")
+    if args.strict:  # every image decoded before any work: a bad one is the error, nothing is written
+        for path in images:
+            load_image(path)
     detector = (OnnxDetector(args.model) if args.model and args.model.endswith(".onnx")
                 else Detector.from_checkpoint(args.model, resolve_device(args.device)))
     dataset = Dataset(classes=list(detector.classes), records=[
@@ -282,16 +334,20 @@ def main(argv=None) -> int:
     if args.max_per_image is not None:
         test = replace(test, max_per_image=args.max_per_image)
     detector = detector.configured(test=test)
-    results = []
+    results, done, bad = [], [], []
     try:
-        for path in images:
+        for path, rec in zip(images, dataset.records):
             t0 = time.perf_counter()
-            image = load_image(path)
+            try:
+                image = load_image(path)
+            except UserError as e:  # left out, named in the one line at the end; the others go on
+                bad.append((path, _reason(path, e)))
+                continue
             t_load = time.perf_counter() - t0
             det = detector(image)
             det.seconds["load"] = t_load
             results.append(det.to_json(path))
-            rec = dataset.records[len(results) - 1]
+            done.append(rec)
             rec.height, rec.width = image.shape[:2]
             print(f"{path}: {len(det.boxes)} detections")
             if len(det.boxes):
@@ -303,14 +359,34 @@ def main(argv=None) -> int:
             if args.out:
                 draw(image, det, pictures[path])
                 outputs.written(pictures[path])
+        named = ", ".join(f"{p} ({why})" for p, why in bad)
+        if not done:
+            if len(bad) == 1:
+                raise UserError(f"image {bad[0][0]}: {bad[0][1]}")
+            raise UserError(f"none of the {len(bad)} image(s) could be read: {named}")
         if args.json:
-            write_detections(args.json, args.format, dataset, [to_arrays(r, dataset.classes) for r in results])
+            good = Dataset(classes=dataset.classes, records=done)
+            dets = [to_arrays(r, dataset.classes) for r in results]
+            if bad and args.format == "txt":  # a file name may depend on the images there are: check the new ones
+                mine = set(planned)
+                planned += [outputs.check(f, "--json") for f in text_files_of(args.json, good) if f not in mine]
+            if args.format == "json":  # the project's JSON: each image's picture too (relative to --out)
+                items = detections_to_items(good, dets)
+                if args.out:
+                    items = [{"image": item["image"], "picture": names[rec.path] + ".png", **item}
+                             for item, rec in zip(items, done)]
+                write_detections_json(args.json, items)
+            else:
+                write_detections(args.json, args.format, good, dets)
             for f in planned:
                 outputs.written(f)
-            print(f"wrote {args.json}" + (f" ({len(planned)} files)" if args.format == "txt" else "")
+            print(f"wrote {args.json}" + (f" ({len(done)} files)" if args.format == "txt" else "")
                   + (f" and {planned[1]}" if args.format == "coco" else ""), file=sys.stderr)
     finally:
         outputs.save()
+    if bad:
+        print(f"detect: warning: {len(bad)} image(s) could not be read and were left out: {named}", file=sys.stderr)
+        return EXIT_PARTIAL
     return 0
 
 

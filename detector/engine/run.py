@@ -13,6 +13,7 @@ Files in a run folder (``OUT`` = ``--out``; MultiBox's run is ``OUT/multibox``):
                     train.checkpoint_every steps inside one), with the number of metrics.jsonl rows it covers
     model.pt        the final model (MultiBox: multibox.pt), written when training ends
     best.pt         the model (same format as model.pt) at its best validation, when validation runs
+    .lock           while a job runs: its lock (:func:`lock_run`), naming its pid, host and start time
 
 The resume rule (:meth:`RunFolder.check`, before anything is written):
 
@@ -25,6 +26,17 @@ The resume rule (:meth:`RunFolder.check`, before anything is written):
   older version (those cannot be resumed);
 - ``--out`` naming a file or an unwritable folder is one error (:func:`backbone.io.check_writable`).
 
+One job per folder (:func:`lock_run`, in :meth:`RunFolder.check` between the refusals of a
+folder that is not this command's and the resume rule): rank 0 holds an ``flock`` (exclusive,
+non-blocking) on ``.lock`` while its run object lives, and the kernel drops it when the process
+ends, however it ends (even SIGKILL); the other ranks of a ``torchrun`` job share the folder
+without locking. A second job gets one line naming the holder's pid and start time, before any
+work. The lock creates the folder; at the end of the run the lock file goes, and so does a
+folder the lock created when nothing else was written there (a run that failed before its first
+write leaves nothing). Where the file system has no working ``flock`` (the call fails), one
+warning line says the folder is not locked and the run goes on; docs/DESIGN.md says where
+``flock`` succeeds on each machine without excluding the others.
+
 A kill between a ``metrics.jsonl`` row and the state save that follows it leaves one row the
 state does not cover: :meth:`RunFolder.start` trims the log to the state's rows, so the epoch
 run again is logged once. Every file is written atomically (:mod:`backbone.io`).
@@ -35,11 +47,20 @@ Progress: tqdm bars on a terminal only (the loops), one line per epoch on stderr
 
 from __future__ import annotations
 
+import datetime
+import errno
 import json
 import math
 import os
+import socket
 import sys
+import weakref
 from typing import Any, Callable
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock
+    fcntl = None  # type: ignore[assignment]
 
 import yaml
 
@@ -54,6 +75,8 @@ from backbone.io import (
     write_text,
 )
 
+from .devices import dist_info
+
 RUN_FORMAT = 1
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -62,6 +85,7 @@ CURVES_FILE = "curves.png"
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.pt"
 BEST_FILE = "best.pt"
+LOCK_FILE = ".lock"
 #: names a run of this version writes, and those of the older layouts (``last.pt``, ``log.jsonl``):
 #: found without a run.json, they are files of unknown origin
 RUN_FILES = (CONFIG_FILE, LOG_FILE, CURVES_FILE, STATE_FILE, MODEL_FILE, BEST_FILE, "multibox.pt", "last.pt",
@@ -176,6 +200,143 @@ def plot_curves(rows: list[dict], path: str, *, metric: str | None = None, group
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90), what="curves")
 
 
+# --------------------------------------------------------------------------------- the job lock
+
+
+def _rank() -> int:
+    """This process's rank in a torchrun job (0 when not distributed)."""
+    rank, _ = dist_info()
+    if rank:
+        return rank
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
+
+
+def _holder(fd: int) -> str:
+    """``pid N, started ...`` from the lock file the other job wrote (as far as it is readable)."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        who = f"pid {int(info['pid'])}"
+        if info.get("host") and info["host"] != socket.gethostname():
+            who += f" on {info['host']}"
+        return f"{who}, started {info['started']}"
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "pid unknown"
+
+
+def _release(folder: str, fd: int, created: bool, owner: int) -> None:
+    """Drop a job lock: its file is removed (still locked: a job that opened it meanwhile finds
+    it replaced and retries, :func:`lock_run`), and the folder too when the lock created it and
+    nothing else was written there (a run refused or failed before its first write). In a forked
+    child (a data loader worker) only the child's copy of the descriptor is closed."""
+    if os.getpid() != owner:
+        os.close(fd)
+        return
+    path = os.path.join(folder, LOCK_FILE)
+    try:
+        if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+            os.unlink(path)
+            if created and not os.listdir(folder):
+                os.rmdir(folder)
+    except OSError:
+        pass
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)  # also when a forked worker still shares the descriptor
+    except OSError:
+        pass
+    os.close(fd)
+
+
+class JobLock:
+    """The ``flock`` of one run folder held by this process (:func:`lock_run`), shared by the
+    process's :class:`RunFolder` objects of that folder and dropped with the last of them (the
+    end of the run), or by the kernel when the process ends, however it ends."""
+
+    def __init__(self, folder: str, fd: int, created: bool):
+        self.folder, self.fd = folder, fd
+        self._finalizer = weakref.finalize(self, _release, folder, fd, created, os.getpid())
+
+    def holds(self, path: str) -> bool:
+        """Whether the lock file at ``path`` is still the file this lock holds."""
+        try:
+            return os.path.samestat(os.fstat(self.fd), os.stat(path, follow_symlinks=False))
+        except OSError:
+            return False
+
+    def release(self) -> None:
+        self._finalizer()
+
+
+#: the run folders this process holds the lock of (real path -> lock): a process opening its own
+#: folder again (a stage, a resume check) does not conflict with itself
+_LOCKS: "weakref.WeakValueDictionary[str, JobLock]" = weakref.WeakValueDictionary()
+_UNLOCKABLE: set[str] = set()
+
+
+def lock_run(out_dir: str | os.PathLike, command: str) -> JobLock | None:
+    """The job lock of the run folder ``out_dir`` (created when missing): an exclusive,
+    non-blocking ``flock`` on ``OUT/.lock``, whose text names this process (pid, host, start
+    time) for the message another job gets. Held while the returned :class:`JobLock` lives (a
+    :class:`RunFolder` keeps it for its run), released by the kernel when the process ends.
+
+    Another job holding it: :class:`UserError`, one line naming its pid and start time. Only
+    rank 0 of a torchrun job locks (its ranks share the folder): other ranks get None at once.
+    A file system without ``flock``: one warning line on stderr, no lock, None."""
+    if fcntl is None or _rank() != 0:
+        return None
+    out = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
+    path = os.path.join(out, LOCK_FILE)
+    real = os.path.realpath(out)
+    held = _LOCKS.get(real)
+    if held is not None and held.holds(path):
+        return held
+    for _ in range(10):  # a lock file removed by the job that held it (_release): take the new one
+        created = not os.path.isdir(out)
+        flags = os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            os.makedirs(out, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_RDWR | flags, 0o644)
+            except PermissionError:  # another user's lock file, left by a killed run: read-only still locks
+                fd = os.open(path, os.O_RDONLY | flags)
+        except FileNotFoundError:  # the folder removed meanwhile by the job that created it (_release)
+            continue
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot open its job lock {LOCK_FILE} ({e.strerror or e}); "
+                            "choose another --out") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                holder = _holder(fd)
+                os.close(fd)
+                raise UserError(f"{out}: another job is training in this folder ({holder}); "
+                                "wait for it or choose another --out") from None
+            os.close(fd)
+            if real not in _UNLOCKABLE:
+                _UNLOCKABLE.add(real)
+                print(f"{command}: warning: {out}: cannot lock the run folder ({e.strerror or e}: the file system "
+                      "has no flock); a second job in this folder would not be refused", file=sys.stderr, flush=True)
+            return None
+        lock = JobLock(out, fd, created)
+        if lock.holds(path):
+            break
+        lock.release()
+    else:  # pragma: no cover - ten jobs in a row removed the file under this one
+        raise UserError(f"--out {out}: its job lock {LOCK_FILE} keeps being replaced; choose another --out")
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started, "command": command})
+    try:  # who holds it, for the other job's message (the lock itself is the flock, not this text)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (info + "\n").encode("utf-8"), 0)
+    except OSError:
+        pass
+    _LOCKS[real] = lock
+    return lock
+
+
 # --------------------------------------------------------------------------------- the folder
 
 
@@ -255,15 +416,30 @@ class RunFolder:
         self.rows: list[dict] = []
         self._state: dict | None = None
         self._checked = False
+        self._lock: JobLock | None = None  # the job lock, held while this run object lives
 
     # -- before anything is written
 
     def check(self) -> "RunFolder":
-        """Every refusal of the resume rule, reading only; loads the state to resume from."""
-        info = check_owner(self.out_dir, self.command, self.kind)
+        """Every refusal of the resume rule, reading only, with the job lock taken (rank 0 of a
+        writing run, :func:`lock_run`) between the refusals of a folder that is not this
+        command's and the others; loads the state to resume from."""
+        info = check_owner(self.out_dir, self.command, self.kind)  # not ours: refused before the lock file
+        if self.write:
+            self._lock = lock_run(self.out_dir, self.command)
+        try:
+            if self._lock is not None:  # what the folder holds now that no other job can write it
+                info = check_owner(self.out_dir, self.command, self.kind)
+            self._resume_rule(info)
+        except BaseException:
+            self._lock = None  # a refused run holds no lock (dropped with its last reference)
+            raise
+        self._checked = True
+        return self
+
+    def _resume_rule(self, info: dict | None) -> None:
         if info is None:
-            self._checked = True
-            return self
+            return
         self.found = True
         if not self.resume:
             raise UserError(f"--out {self.out_dir}: already holds a training run ({self.command}, {RUN_FILE}); "
@@ -281,8 +457,6 @@ class RunFolder:
                 raise UserError(f"training state {self.state_path}: not the state of this {self.command} run; "
                                 "choose another --out")
             self._state = st
-        self._checked = True
-        return self
 
     def load_state(self) -> dict | None:
         """The saved state (what :meth:`save_state` got), or None when there is nothing to resume."""
@@ -360,5 +534,6 @@ class RunFolder:
         return self.save_model(write, best=True)
 
 
-__all__ = ["RunFolder", "config_difference", "config_compatible", "check_owner", "plot_curves", "read_log",
-           "RUN_FILE", "CONFIG_FILE", "LOG_FILE", "CURVES_FILE", "STATE_FILE", "MODEL_FILE", "BEST_FILE"]
+__all__ = ["RunFolder", "config_difference", "config_compatible", "check_owner", "lock_run", "JobLock", "plot_curves",
+           "read_log", "LOCK_FILE", "RUN_FILE", "CONFIG_FILE", "LOG_FILE", "CURVES_FILE", "STATE_FILE", "MODEL_FILE",
+           "BEST_FILE"]

@@ -32,7 +32,8 @@ def test_detect_score_thr_one_gives_no_detections_but_a_picture(model, test_data
                       "--json", str(tmp_path / "d.json")])
     assert rc == 0
     assert "BloodImage_00000.jpg: 0 detections" in capsys.readouterr().out
-    assert json.loads((tmp_path / "d.json").read_text()) == [{"image": str(img), "detections": []}]
+    assert json.loads((tmp_path / "d.json").read_text()) == [{"image": str(img), "picture": "BloodImage_00000.png",
+                                                               "detections": []}]
     assert Image.open(tmp_path / "out" / "BloodImage_00000.png").size == (640, 480)
 
 

@@ -61,7 +61,7 @@ def test_run_folder_files_and_resume(tmp_path):
     out = tmp_path / "run"
     rf = _started(out)
     assert {p.name for p in out.iterdir()} == {"run.json", "config.yaml", "metrics.jsonl", "curves.png",
-                                                "train_state.pt"}
+                                                "train_state.pt", ".lock"}  # .lock: the job lock of the live run
     run = json.loads((out / "run.json").read_text())
     assert run == {"format": 1, "command": "train-detector", "kind": "rcnn", "config": CFG}
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -25,8 +25,9 @@ class UserError(Exception):
 
 class InputWarning(UserWarning):
     """Input a peer tool reads, read here too, but not as it should be (inverted boxes, a
-    truncated JPEG, a BOM, an annotated size that disagrees with the image, ...). The message
-    names the file, the count and the first examples. ``--strict`` makes it an error."""
+    truncated JPEG, a duplicate split line, an annotated size that disagrees with the image,
+    ...). The message names the file, the count and the first examples. ``--strict`` makes it
+    an error. (A UTF-8 BOM is no defect: it is skipped silently, as Python's ``utf-8-sig``.)"""
 
 
 def strict_enabled() -> bool:

@@ -105,10 +105,10 @@ class _StrictAction(argparse.Action):
 
 def add_strict_arg(p: argparse.ArgumentParser, what: str = "input") -> None:
     """``--strict``: the one counted warning a peer-readable defect gets (inverted boxes, a
-    truncated image, a BOM, a size that disagrees with the image, ...) becomes the error."""
+    truncated image, a duplicate split line, a size that disagrees with the image, ...) becomes the error."""
     p.add_argument("--strict", action=_StrictAction,
                    help=f"refuse {what} that the reference tools read with a warning (inverted boxes, truncated "
-                        "images, BOMs, annotated sizes that disagree with the image, ...): one error line, exit 2")
+                        "images, duplicate lines or ids, annotated sizes that disagree with the image, ...): one error line, exit 2")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

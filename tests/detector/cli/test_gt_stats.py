@@ -46,3 +46,16 @@ def test_data_prints_the_summary_alone(capsys):
     assert "images: 5 (train 3, val 1, test 1)" in out and "IoU" not in out
     assert main(["--data", str(root / "nope.yaml")]) == 2
     assert "gt-stats: error: dataset " in capsys.readouterr().err
+
+
+def test_data_warns_of_an_empty_training_split(test_data, tmp_path, capsys, monkeypatch):
+    """gt-stats --data on a dataset whose train.txt is empty: the summary says so (was silent)."""
+    import shutil
+
+    monkeypatch.setenv("GOOGLENET_DET_CACHE", str(tmp_path / "cache"))
+    voc = tmp_path / "voc"
+    shutil.copytree(test_data / "voc-mini", voc)
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("")
+    assert main(["--data", str(voc)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: split 'train' has no images (training on it trains nothing)" in out, out

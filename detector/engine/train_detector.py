@@ -174,7 +174,7 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
     if train_mb:
         multibox_run(cfg, mb_dir, cfg.data.train_split, resume=resume).check()
     kind = kind_of(cfg)
-    train_set = load_dataset(cfg.data, cfg.data.train_split)
+    train_set = load_dataset(cfg.data, cfg.data.train_split).require_images()
     classes = train_set.classes
     if cfg.model.init:  # a wrong --init file fails now, not after the proposals are computed
         build_member(cfg, len(classes), 0)

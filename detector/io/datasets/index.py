@@ -13,7 +13,8 @@ boxes as written, difficult flags and lines) with the file's path (relative to t
 whose absolute path is in the header), size, modification and status-change times in ns and
 inode. Every lookup stats the file: a changed size, mtime, ctime or inode is parsed again (only
 that file; the ctime and inode catch an edit that kept size and mtime, as ``rsync -a`` or
-``touch -r`` leave it), a file gone is dropped, a new one parsed and added; the index is written back (atomically) only when something changed.
+``touch -r`` leave it), a file gone is dropped, a new one parsed and added; the index is
+written back (atomically) only when something changed.
 The entries hold what is in the files, before any class list, blacklist or box cleaning is
 applied, so readers of different settings share one index and cannot mix results.
 

@@ -205,6 +205,9 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
                 val_set = load_dataset(cfg.data, cfg.data.val_split)
             except UserError as e:
                 rf.say(f"no validation ({e})")
+            if val_set is not None and not len(val_set):   # would score nothing: mAP nan, a best.pt of nan
+                rf.say(f"no validation (split {cfg.data.val_split!r} of {val_set.root}: no images)")
+                val_set = None
             if val_set is not None and val_set.classes != classes:
                 raise UserError(f"validation split classes {val_set.classes} differ from training classes {classes}")
             if val_set is not None and val_proposals is None:

@@ -327,3 +327,18 @@ def test_empty_training_split_is_one_error_before_any_work(mini, tmp_path, capsy
     assert rc == 2 and err == [f"train-detector: error: {what} split 'train' of {voc}: no images, nothing to train on "
                                "(an empty split file or folder? see data.root and data.train_split)"], err
     assert not (tmp_path / "run").exists() or snapshot(tmp_path / "run") == {}
+
+
+def test_empty_validation_split_is_no_validation(mini, props, tmp_path, capsys, monkeypatch):
+    """An empty val split scored nothing: 'val mAP nan' and a best.pt chosen on nan."""
+    import shutil
+
+    monkeypatch.setenv("GOOGLENET_DET_CACHE", str(tmp_path / "cache"))
+    voc = tmp_path / "voc"
+    shutil.copytree(mini, voc)
+    (voc / "ImageSets" / "Main" / "val.txt").write_text("")
+    cfg = tiny_config(voc, **{"data.val_split": "val", "train.val_every": 1})
+    _train(cfg, tmp_path / "run", (props[0], None))
+    err = capsys.readouterr().err
+    assert f"no validation (split 'val' of {voc}: no images)" in err and "nan" not in err, err
+    assert not (tmp_path / "run" / "best.pt").exists()

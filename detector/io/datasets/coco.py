@@ -36,6 +36,7 @@ from .common import (
     image_size,
     split_of,
     walk_files,
+    warn_blank_names,
 )
 from .folder import fixed_split
 from .records import Dataset, ImageRecord
@@ -104,7 +105,6 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
                                        _list(data, "annotations", path, required=False))
     first_of: dict[int, int] = {}
     name_of: dict[str, int] = {}
-    blank = Tally(path, "category name(s) blank (shown so in every table and file)", DatasetWarning)
     cats = []
     for k, c in enumerate(categories):
         cid = _whole(c.get("id"), strings=True) if isinstance(c, dict) else None
@@ -117,13 +117,11 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
         if not isinstance(name, (str, int)) or isinstance(name, bool):
             raise UserError(f"{path}: category #{k} (id {_short(cid)}): name {_short(name)} is not a string")
         name = str(name)
-        if not name.strip():
-            blank.add(f"category #{k} (id {_short(cid)}) is named {name!r}")
         if name in name_of:
             raise UserError(f"{path}: categories #{name_of[name]} and #{k} have the same name {name!r}")
         name_of[name] = k
         cats.append((cid, name))
-    blank.report()
+    warn_blank_names(path, [(f"category #{k} (id {_short(cid)})", n) for k, (cid, n) in enumerate(cats)])
     cats.sort()
     cat_ids = [c[0] for c in cats]
     cat_names = [c[1] for c in cats]

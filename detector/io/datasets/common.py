@@ -89,6 +89,16 @@ def read_class_file(path: str) -> ClassList:
     return ClassList(names)
 
 
+def warn_blank_names(what: str, named: list[tuple[str, str]]) -> None:
+    """ONE warning for the class names of ``named`` (``(where, name)``) that are blank: the
+    peers read them, and every table and file would show an invisible class."""
+    tally = Tally(what, "class name(s) blank (shown so in every table and file)", DatasetWarning)
+    for where, name in named:
+        if not name.strip():
+            tally.add(f"{where} is named {name!r}")
+    tally.report(stacklevel=3)
+
+
 def configured_classes(data, root: str) -> ClassList | None:
     """The class list the config gives (``data.classes`` or ``data.classes_file``), else None."""
     if data.classes:

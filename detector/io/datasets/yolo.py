@@ -42,6 +42,7 @@ from .common import (
     own_splits,
     read_class_file,
     walk_files,
+    warn_blank_names,
 )
 from .folder import fixed_split
 from .records import Dataset, ImageRecord
@@ -94,6 +95,7 @@ def yaml_names(data: dict, path: str) -> list[str] | None:
     if not isinstance(names, list) or not names or any(isinstance(n, (dict, list)) or n is None for n in names):
         raise UserError(f"{path}: names must be a list of class names or an {{id: name}} map")
     names = [str(n) for n in names]
+    warn_blank_names(path, [(f"names[{k}]", n) for k, n in enumerate(names)])
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise UserError(f"{path}: class {dup[0]!r} is named twice in names")

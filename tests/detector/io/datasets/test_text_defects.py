@@ -236,8 +236,18 @@ def test_blank_coco_category_name_is_one_warning(tmp_path):
     with pytest.warns(DatasetWarning) as rec:
         ds = read_ground_truth(str(p))
     assert [str(w.message) for w in rec] == [
-        f"{p}: 1 category name(s) blank (shown so in every table and file); e.g. category #0 (id 1) is named '  '"]
+        f"{p}: 1 class name(s) blank (shown so in every table and file); e.g. category #0 (id 1) is named '  '"]
     assert ds.classes == ["  ", "cell"]
+
+
+def test_blank_yolo_class_name_is_one_warning(tmp_path):
+    root = _copy("yolo", tmp_path)
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nnames: [Platelets, ' ', WBC]\n")
+    with pytest.warns(DatasetWarning) as rec:
+        ds = load_dataset(DataConfig(root=str(root)), "train")
+    assert [str(w.message) for w in rec] == [
+        f"{root / 'data.yaml'}: 1 class name(s) blank (shown so in every table and file); e.g. names[1] is named ' '"]
+    assert ds.classes == ["Platelets", " ", "WBC"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -669,7 +669,7 @@ def outcome(fn, *args, **kwargs):
     return got, [str(w.message) for w in seen]
 
 
-def _text_readers(d):
+def _text_readers():
     """(name, base text, reader of a path) of every text reader of dataset files."""
     gt = small_gt()
     return [
@@ -689,8 +689,7 @@ def _text_readers(d):
 @st.composite
 def bom_inputs(draw):
     """(reader index, text): a reader's base text with tokens/lines or JSON values mutated."""
-    with folder() as d:
-        readers = _text_readers(d)
+    readers = _text_readers()
     k = draw(st.integers(0, len(readers) - 1))
     name, base, _ = readers[k]
     if name in ("COCO", "detections", "COCO results"):
@@ -705,7 +704,7 @@ def bom_inputs(draw):
 def check_bom_changes_nothing(value):
     k, text = value
     with folder() as d:
-        name, _, reader = _text_readers(d)[k]
+        name, _, reader = _text_readers()[k]
         p = os.path.join(d, "f.json" if name in ("COCO", "detections", "COCO results") else
                          "f.xml" if name == "VOC XML" else "f.yaml" if name == "data.yaml" else "f.txt")
         data = text.encode("utf-8", "surrogatepass")

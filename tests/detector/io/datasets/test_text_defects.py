@@ -3,6 +3,7 @@ file, split file, YOLO label file, image list or data.yaml; a split or label lin
 COCO file naming one file_name under two image ids; a blank COCO category name; splits without
 images (fixtures: tests/data/layouts, five BCCD images, MIT)."""
 
+import contextlib
 import json
 import shutil
 import warnings
@@ -12,13 +13,13 @@ import pytest
 
 from backbone.errors import InputWarning, UserError
 from detector.config import DataConfig
-from detector.io.datasets import DatasetWarning, load_dataset, read_class_file
+from detector.io.datasets import DatasetWarning, load_dataset, read_class_file, read_ground_truth
 from detector.io.datasets.common import read_split_file
 from detector.io.datasets.ilsvrc import read_split_with_index
 from detector.io.datasets.summary import summarize
 from detector.io.detections import read_detections
 from tests.conftest import ROOT
-from tests.detector.helpers import ilsvrc_layout
+from tests.detector.helpers import ilsvrc_layout, run_eval_map
 
 LAYOUTS = ROOT / "tests" / "data" / "layouts"
 BOM = "\ufeff"
@@ -51,12 +52,12 @@ def _records(ds):
     return [(r.image_id, r.path, r.boxes.tolist(), r.labels.tolist()) for r in ds.records]
 
 
+@contextlib.contextmanager
 def _strict():
     """--strict, as the CLIs set it."""
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("error", InputWarning)
-    return ctx
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        yield
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,12 +135,8 @@ def test_split_file_listing_an_image_twice(tmp_path):
                        f"e.g. line {len(ids) + 1} {ids[0]!r} is line 1 again; line {len(ids) + 2} {ids[0]!r} is "
                        f"line 1 again; line {len(ids) + 3} {ids[1]!r} is line 2 again")
     assert _records(ds) == ref                        # each image once (was: counted twice)
-    ctx = _strict()
-    try:
-        with pytest.raises(DatasetWarning, match=rf"line {len(ids) + 1} '{ids[0]}' is line 1 again .*--strict"):
-            read_split_file(str(split))
-    finally:
-        ctx.__exit__(None, None, None)
+    with _strict(), pytest.raises(DatasetWarning, match=rf"line {len(ids) + 1} '{ids[0]}' is line 1 again .*--strict"):
+        read_split_file(str(split))
 
 
 def test_ilsvrc_split_listing_an_image_twice(tmp_path):
@@ -184,7 +181,6 @@ def _coco_two_ids(tmp_path):
 
 
 def test_coco_file_name_under_two_ids_is_one_image(tmp_path):
-    from detector.io.datasets import read_ground_truth
     p = _coco_two_ids(tmp_path)
     with pytest.warns(DatasetWarning) as rec:
         ds = read_ground_truth(str(p))
@@ -204,16 +200,11 @@ def test_coco_file_name_under_two_ids_is_one_image(tmp_path):
     items = tmp_path / "dets.json"
     items.write_text(json.dumps([{"image": "a.jpg", "detections": [{"box": [10, 5, 30, 15], "label": 1, "score": 1}]}]))
     assert read_detections(str(items), ds)[0]["scores"].tolist() == [1.0]   # was: 'a.jpg' not in the ground truth
-    ctx = _strict()
-    try:
-        with pytest.raises(DatasetWarning, match=r"image #2 \(id 8\) is file 'a.jpg' of image id 7 .*--strict"):
-            read_ground_truth(str(p))
-    finally:
-        ctx.__exit__(None, None, None)
+    with _strict(), pytest.raises(DatasetWarning, match=r"image #2 \(id 8\) is file 'a.jpg' of image id 7 .*--strict"):
+        read_ground_truth(str(p))
 
 
 def test_eval_map_scores_both_ids_against_the_merged_image(tmp_path, capsys):
-    from tests.detector.helpers import run_eval_map
     p = _coco_two_ids(tmp_path)
     res = tmp_path / "res.json"
     res.write_text(json.dumps([{"image_id": i, "category_id": 1, "bbox": b, "score": s} for i, b, s in
@@ -229,7 +220,6 @@ def test_eval_map_scores_both_ids_against_the_merged_image(tmp_path, capsys):
 
 
 def test_blank_coco_category_name_is_one_warning(tmp_path):
-    from detector.io.datasets import read_ground_truth
     p = tmp_path / "gt.json"
     p.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
                              "annotations": [], "categories": [{"id": 1, "name": "  "}, {"id": 2, "name": "cell"}]}))

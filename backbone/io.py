@@ -186,7 +186,7 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
     if not os.path.isfile(path):
         raise UserError(f"{what}: no such file" if not os.path.exists(path) else f"{what}: not a regular file")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:   # a BOM is skipped
             return yaml.safe_load(f)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -16,7 +16,7 @@ import warnings
 from typing import Callable
 
 from backbone.errors import InputWarning, UserError
-from backbone.io import read_yaml
+from backbone.io import CACHE_ENV, read_yaml
 from backbone.weights import published_weights
 from detector.classification.init import IMAGENET, SCRATCH
 from detector.engine.devices import resolve_device  # noqa: F401  (re-exported for the CLIs)
@@ -44,6 +44,7 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
             print(f"{prog}: warning: {str(message).splitlines()[0] if str(message) else category.__name__}",
                   file=sys.stderr)
 
+        cache_env = os.environ.get(CACHE_ENV)   # --cache-dir sets it for this command only
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = one_line
@@ -63,6 +64,11 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
             # of the Python docs, "Note on SIGPIPE")
             _silence_stdout()
             return 141
+        finally:
+            if cache_env is None:
+                os.environ.pop(CACHE_ENV, None)
+            else:
+                os.environ[CACHE_ENV] = cache_env
         return int(rc or 0)
 
     def entry(argv=None) -> int:
@@ -109,6 +115,17 @@ def add_strict_arg(p: argparse.ArgumentParser, what: str = "input") -> None:
     p.add_argument("--strict", action=_StrictAction,
                    help=f"refuse {what} that the reference tools read with a warning (inverted boxes, truncated "
                         "images, duplicate lines or ids, annotated sizes that disagree with the image, ...): one error line, exit 2")
+
+
+class _CacheDirAction(argparse.Action):
+    """``--cache-dir D``: the cache folder of everything this command caches (proposals, the
+    annotation index, fallback split files): ``$GOOGLENET_DET_CACHE`` set to ``D`` (what
+    :func:`backbone.io.cache_dir` reads; :func:`cli_main` restores it when the command ends)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        path = os.path.abspath(os.path.expanduser(values))
+        os.environ[CACHE_ENV] = path
+        setattr(namespace, self.dest, path)
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -163,7 +180,9 @@ def add_config_args(p: argparse.ArgumentParser, required: bool = True, data: boo
                        "--set data.format=auto, and configs/default.yaml when --config is not given")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config setting, e.g. --set train.epochs=3 (repeatable)")
-    p.add_argument("--cache-dir", help="cache folder for proposals (default: ~/.cache/googlenet-det)")
+    p.add_argument("--cache-dir", action=_CacheDirAction,
+                   help="cache folder for proposals and the annotation index (default: $GOOGLENET_DET_CACHE, "
+                        "else ~/.cache/googlenet-det)")
 
 
 def config_source(args, p: argparse.ArgumentParser) -> tuple[str | None, list[str], str | None]:

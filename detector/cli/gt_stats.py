@@ -14,7 +14,7 @@ import argparse
 
 from backbone.errors import UserError
 
-from detector.cli.common import add_config_args, cli_main, config_source
+from detector.cli.common import add_config_args, add_strict_arg, cli_main, config_source
 from detector.io.datasets import load_dataset, resolve_data
 from detector.io.datasets.summary import summarize
 from detector.gt_stats import max_same_class_iou
@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="gt-stats", description=__doc__.split("\n\n")[0])
     add_config_args(p, required=True, data=True)
     p.add_argument("--split", default="trainval", help="dataset split (default trainval)")
+    add_strict_arg(p, "a dataset")
     args = p.parse_args(argv)
 
     config, overrides, data_root = config_source(args, p)

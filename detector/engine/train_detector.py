@@ -178,7 +178,7 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
     if train_mb:
         multibox_run(cfg, mb_dir, cfg.data.train_split, resume=resume).check()
     kind = kind_of(cfg)
-    train_set = load_dataset(cfg.data, cfg.data.train_split)
+    train_set = load_dataset(cfg.data, cfg.data.train_split).require_images()
     classes = train_set.classes
     if cfg.model.init:  # a wrong --init file fails now, not after the proposals are computed
         build_member(cfg, len(classes), 0)
@@ -209,6 +209,9 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
                 val_set = load_dataset(cfg.data, cfg.data.val_split)
             except UserError as e:
                 rf.say(f"no validation ({e})")
+            if val_set is not None and not len(val_set):   # would score nothing: mAP nan, a best.pt of nan
+                rf.say(f"no validation (split {cfg.data.val_split!r} of {val_set.root}: no images)")
+                val_set = None
             if val_set is not None and val_set.classes != classes:
                 raise UserError(f"validation split classes {val_set.classes} differ from training classes {classes}")
             if val_set is not None and val_proposals is None:

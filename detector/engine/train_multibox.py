@@ -121,9 +121,7 @@ def train_multibox(cfg, out_dir: str, device="cpu", split: str | None = None, *,
         rf.say(f"multibox: {rf.out_dir} already trained ({done} of {mb.epochs} epochs)")
         return rf.model_path
 
-    ds = load_dataset(cfg.data, split)
-    if len(ds) == 0:
-        raise UserError(f"split {split}: no images")
+    ds = load_dataset(cfg.data, split).require_images("MultiBox training")
     gts = [_normalised_boxes(r) for r in ds.records]
     S = mb.input_size
     images = _Images(ds.records, S, keep=len(ds) <= getattr(cfg.train, "cache_images", 0))

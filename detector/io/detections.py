@@ -117,6 +117,9 @@ class _Images:
 
     def __init__(self, gt: Dataset):
         self.by_id = {r.image_id: i for i, r in enumerate(gt.records)}
+        for i, r in enumerate(gt.records):   # COCO ids merged into this image (one file_name, two ids)
+            for a in r.aliases:
+                self.by_id.setdefault(a, i)
         self.by_path = {os.path.abspath(r.path): i for i, r in enumerate(gt.records) if r.path}
         stems: dict[str, list[int]] = {}
         for i, r in enumerate(gt.records):

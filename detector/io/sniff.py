@@ -64,6 +64,7 @@ def sniff(path: str) -> str:
         raise UserError(f"{path}: no such file or folder")
     check_regular(path)
     head = _head(path)
+    head = head[3:] if head.startswith(b"\xef\xbb\xbf") else head   # a UTF-8 BOM: the readers skip it
     if head.startswith(b"MATLAB"):
         return "mat"
     s = head.removeprefix(b"\xef\xbb\xbf").lstrip()   # a UTF-8 BOM (Windows editors) is no content

@@ -23,7 +23,7 @@ import reprlib
 
 import numpy as np
 
-from backbone.errors import UserError
+from backbone.errors import Tally, UserError
 
 from ..sniff import number
 from .common import (
@@ -31,10 +31,12 @@ from .common import (
     SPLIT_ALIASES,
     BoxCleaner,
     ClassList,
+    DatasetWarning,
     MissingSplit,
     image_size,
     split_of,
     walk_files,
+    warn_blank_names,
 )
 from .folder import fixed_split
 from .records import Dataset, ImageRecord
@@ -48,7 +50,7 @@ def load_json(path: str, what: str = "JSON file"):
     if not os.path.isfile(path):
         raise UserError(f"{what} {path}: not a regular file (a folder, FIFO, socket or device is never read)")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:   # a BOM is skipped
             return json.load(f)
     except json.JSONDecodeError as e:
         raise UserError(f"{path} line {e.lineno}: malformed JSON ({e.msg})") from None
@@ -119,6 +121,7 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
             raise UserError(f"{path}: categories #{name_of[name]} and #{k} have the same name {name!r}")
         name_of[name] = k
         cats.append((cid, name))
+    warn_blank_names(path, [(f"category #{k} (id {_short(cid)})", n) for k, (cid, n) in enumerate(cats)])
     cats.sort()
     cat_ids = [c[0] for c in cats]
     cat_names = [c[1] for c in cats]
@@ -161,6 +164,12 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
             raise UserError(f"{where}: iscrowd {_short(crowd)} is not 0 or 1")
         per_image.setdefault(iid, []).append((bbox, label_of[cid], bool(crowd), area))
     cleaner = BoxCleaner(f"{path}", one_based=False)
+    merged_into = _same_file_ids(images)
+    aliases: dict[int, list[int]] = {}
+    for later, first in merged_into.items():
+        aliases.setdefault(first, []).append(later)
+    merged = Tally(path, "image id(s) name a file_name listed before under another id; each is merged into that "
+                   "image (the union of their annotations; detections of either id score against it)", DatasetWarning)
     records = []
     seen: dict[int, int] = {}
     for k, im in enumerate(images):
@@ -171,6 +180,10 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
             raise UserError(f"{path}: images #{seen[iid]} and #{k} have the same id {_short(iid)} "
                             "(its boxes would be counted twice)")
         seen[iid] = k
+        if iid in merged_into:
+            merged.add(f"image #{k} (id {_short(iid)}) is file {im['file_name']!r} of image id "
+                       f"{_short(merged_into[iid])}")
+            continue
         size = []
         for key in ("width", "height"):
             v = im.get(key)
@@ -183,7 +196,7 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
         file_name = im.get("file_name", "")
         if not isinstance(file_name, str):
             raise UserError(f"{path}: image #{k} (id {_short(iid)}): file_name {_short(file_name)} is not a string")
-        objs = per_image.get(iid, [])
+        objs = per_image.get(iid, []) + [o for a in aliases.get(iid, ()) for o in per_image.get(a, [])]
         xywh = np.array([o[0] for o in objs], np.float64).reshape(-1, 4)
         file_boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         img_path = os.path.abspath(os.path.join(image_dir, file_name)) if image_dir else file_name
@@ -193,12 +206,35 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
         records.append(ImageRecord(image_id=str(iid), path=img_path, width=w, height=h, boxes=boxes,
                                    labels=np.array([o[1] for o in objs], np.int64)[keep],
                                    difficult=np.array([o[2] for o in objs], bool)[keep],
-                                   areas=np.array([o[3] for o in objs], np.float64)[keep]))
+                                   areas=np.array([o[3] for o in objs], np.float64)[keep],
+                                   aliases=tuple(str(a) for a in aliases.get(iid, ()))))
     unknown = set(per_image) - set(seen)
     if unknown:
         raise UserError(f"{path}: annotations refer to image id {_short(min(unknown))}, which is not in 'images'")
     cleaner.report()
+    merged.report()
     return Dataset(classes=names, records=records, root=image_dir, split=split, class_ids=ids)
+
+
+def _same_file_ids(images: list) -> dict[int, int]:
+    """``{image id: the first image id with the same file_name}`` for the images that repeat a
+    file under another id (read twice, the image would train twice, once as background, and be
+    scored twice). Entries that are not well-formed are left to the reader's errors."""
+    first: dict[str, int] = {}
+    firsts: set[int] = set()
+    out: dict[int, int] = {}
+    for im in images:
+        if not isinstance(im, dict):
+            continue
+        iid, name = _whole(im.get("id"), strings=True), im.get("file_name")
+        if iid is None or not isinstance(name, str) or not name:
+            continue
+        if name not in first:
+            first[name] = iid
+            firsts.add(iid)
+        elif iid not in firsts and iid not in out:   # (an id given twice is the reader's error)
+            out[iid] = first[name]
+    return out
 
 
 DEFAULT_ANNOTATIONS = "annotations/instances_{split}.json"

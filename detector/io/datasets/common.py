@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from backbone.errors import InputWarning, UserError
+from backbone.errors import InputWarning, Tally, UserError
 
 
 #: the largest image side believed in an annotation (PNG stops at 2^31 - 1; a larger number is
@@ -58,7 +58,7 @@ def read_class_file(path: str) -> ClassList:
     if os.path.exists(path) and not os.path.isfile(path):
         raise UserError(f"class file {path}: not a regular file (a folder, FIFO, socket or device is never read)")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:   # a BOM (Notepad's UTF-8) is not part of a name
             lines = [(i + 1, ln.strip()) for i, ln in enumerate(f)]
     except OSError as e:
         raise UserError(f"class file {path}: cannot read ({e.strerror or e})") from None
@@ -89,6 +89,16 @@ def read_class_file(path: str) -> ClassList:
     return ClassList(names)
 
 
+def warn_blank_names(what: str, named: list[tuple[str, str]]) -> None:
+    """ONE warning for the class names of ``named`` (``(where, name)``) that are blank: the
+    peers read them, and every table and file would show an invisible class."""
+    tally = Tally(what, "class name(s) blank (shown so in every table and file)", DatasetWarning)
+    for where, name in named:
+        if not name.strip():
+            tally.add(f"{where} is named {name!r}")
+    tally.report(stacklevel=3)
+
+
 def configured_classes(data, root: str) -> ClassList | None:
     """The class list the config gives (``data.classes`` or ``data.classes_file``), else None."""
     if data.classes:
@@ -110,17 +120,35 @@ def resolve_path(path: str, root: str) -> str:
 
 
 def read_split_file(path: str) -> list[str]:
-    """Image ids of a split file: the first word of each non-empty line (VOC/ILSVRC layouts)."""
+    """Image ids of a split file: the first word of each non-empty line (VOC/ILSVRC layouts); a
+    BOM is skipped, an id listed again is dropped (:func:`drop_repeats`: one warning)."""
     if not os.path.exists(path):
         raise MissingSplit(f"split file {path}: no such file")
     if not os.path.isfile(path):
         raise UserError(f"split file {path}: not a regular file (a folder, FIFO, socket or device is never read)")
     try:
-        with open(path, encoding="utf-8") as f:
-            ids = [ln.split()[0] for ln in f if ln.strip()]
+        with open(path, encoding="utf-8-sig") as f:
+            rows = [(n, ln.split()[0]) for n, ln in enumerate(f, 1) if ln.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"split file {path}: cannot read ({e})") from None
-    return ids
+    return [rows[k][1] for k in drop_repeats(rows, f"split file {path}")]
+
+
+def drop_repeats(rows: list[tuple[int, str]], what: str, noun: str = "image") -> list[int]:
+    """Positions in ``rows`` (``(line number, key)``) of each key's first line. A key listed again
+    would be read (trained, scored) twice: its later lines are dropped with ONE warning naming
+    ``what`` and the count (``--strict``: the error)."""
+    first: dict[str, int] = {}
+    keep = []
+    tally = Tally(what, f"line(s) repeat an {noun} listed before and are dropped", DatasetWarning)
+    for k, (n, key) in enumerate(rows):
+        if key in first:
+            tally.add(f"line {n} {key!r} is line {first[key]} again")
+            continue
+        first[key] = n
+        keep.append(k)
+    tally.report(stacklevel=3)
+    return keep
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,9 +83,10 @@ def fixed_split(root: str, split: str, all_ids: list[str]) -> tuple[list[str], s
     d = ensure_splits(root, all_ids)
     path = os.path.join(d, split + ".txt")
     ids = read_split_file(path)
-    listed = set()
+    listed = set(ids)
     for name in glob.glob(os.path.join(glob.escape(d), "*.txt")):
-        listed.update(read_split_file(name))
+        if os.path.abspath(name) != os.path.abspath(path):   # read once: one warning per file
+            listed.update(read_split_file(name))
     new = [i for i in all_ids if i not in listed]
     if new:
         warnings.warn(f"dataset {root}: {len(new)} annotation file(s) are in no split file of {d} "

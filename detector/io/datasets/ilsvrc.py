@@ -14,7 +14,7 @@ import os
 
 from backbone.errors import UserError
 
-from .common import BoxCleaner, ClassList, MissingSplit, read_class_file
+from .common import BoxCleaner, ClassList, MissingSplit, drop_repeats, read_class_file
 from .records import Dataset
 from .voc import VocAnnotation, annotation_to_record, find_image, voc_parser
 
@@ -24,14 +24,15 @@ MAP_DET_PLACES = ("map_det.txt", os.path.join("devkit", "data", "map_det.txt"))
 def _lines(path: str, what: str) -> list[str]:
     """The lines of a text file; unreadable or not UTF-8: one :class:`UserError`."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:   # a BOM is skipped
             return f.read().split("\n")   # universal newlines: \r\n and \r are \n here
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{what} {path}: cannot read ({e})") from None
 
 
 def read_split_with_index(path: str) -> list[tuple[str, int]]:
-    """``(id, image_index)`` per line of an ILSVRC split file (index = line number when absent)."""
+    """``(id, image_index)`` per line of an ILSVRC split file (index = line number when absent); an
+    id listed again is dropped with one warning (:func:`~.common.drop_repeats`)."""
     if not os.path.isfile(path):
         raise MissingSplit(f"split file {path}: no such file")
     out = []
@@ -45,8 +46,8 @@ def read_split_with_index(path: str) -> list[tuple[str, int]]:
                 idx = int(parts[1])
             except ValueError:
                 raise UserError(f"split file {path} line {n}: second column {parts[1]!r} is not an image index") from None
-        out.append((parts[0], idx))
-    return out
+        out.append((n, parts[0], idx))
+    return [out[k][1:] for k in drop_repeats([(n, i) for n, i, _ in out], f"split file {path}")]
 
 
 def read_blacklist(path: str, classes: ClassList) -> dict[int, set[int]]:

@@ -10,9 +10,11 @@ one file per annotation folder (the VOC ``Annotations/`` folder shared by its sp
 ILSVRC ``Annotations/DET/<split>/``). An entry is the parse result of one file (the
 :class:`~detector.io.datasets.voc.VocAnnotation`: filename, size, objects with their names,
 boxes as written, difficult flags and lines) with the file's path (relative to the folder,
-whose absolute path is in the header), size and modification time in ns. Every lookup stats
-the file: a changed size or mtime is parsed again (only that file), a file gone is dropped, a
-new one parsed and added; the index is written back (atomically) only when something changed.
+whose absolute path is in the header), size, modification and status-change times in ns and
+inode. Every lookup stats the file: a changed size, mtime, ctime or inode is parsed again (only
+that file; the ctime and inode catch an edit that kept size and mtime, as ``rsync -a`` or
+``touch -r`` leave it), a file gone is dropped, a new one parsed and added; the index is
+written back (atomically) only when something changed.
 The entries hold what is in the files, before any class list, blacklist or box cleaning is
 applied, so readers of different settings share one index and cannot mix results.
 
@@ -42,11 +44,19 @@ from backbone.io import atomic_write, cache_dir, check_zip_crcs, one_line
 from .common import DatasetWarning
 
 #: bump when the parse result of a file changes (older indexes are then rebuilt)
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 INDEX_KIND = "googlenet-det annotation index"
 DISABLE_ENV = "GOOGLENET_DET_NO_ANNOTATION_INDEX"
 
-_INT_ARRAYS = ("size", "mtime_ns", "width", "height", "obj_start", "obj_line")
+#: the file's stat fields an entry is valid for (any change: parsed again)
+_STAT = ("size", "mtime_ns", "ctime_ns", "inode")
+_INT_ARRAYS = (*_STAT, "width", "height", "obj_start", "obj_line")
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    """The :data:`_STAT` of a file, each an int64 (an inode above 2^63 wraps, as C's cast)."""
+    return tuple(v - (1 << 64) if v >= 1 << 63 else v
+                 for v in (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
 
 
 def index_disabled() -> bool:
@@ -125,7 +135,7 @@ class AnnotationIndex:
               and len(filenames) == n and all(isinstance(s, str) for s in files)
               and all(isinstance(s, str) for s in vocab)
               and all(s is None or isinstance(s, str) for s in filenames)
-              and all(len(a[k]) == n for k in ("size", "mtime_ns", "width", "height"))
+              and all(len(a[k]) == n for k in (*_STAT, "width", "height"))
               and len(start) == n + 1 and start[0] == 0 and bool(np.all(np.diff(start) >= 0))
               and a["obj_box"].shape == (m, 4) and all(len(a[k]) == m for k in ("obj_name", "obj_difficult", "obj_line"))
               and (m == 0 or (a["obj_name"].min() >= 0 and a["obj_name"].max() < len(vocab))))
@@ -160,17 +170,17 @@ class AnnotationIndex:
         if not regular:                          # gone (or a folder, FIFO...): dropped, the parser says why
             self._drop(rel, r)
             return self._parse(path)
-        if r is not None and r not in self._stale and int(self._a["size"][r]) == st.st_size \
-                and int(self._a["mtime_ns"][r]) == st.st_mtime_ns:
+        key = _stat_key(st)
+        if r is not None and r not in self._stale and tuple(int(self._a[k][r]) for k in _STAT) == key:
             self.hits += 1
             return self._from_row(path, r)
         new = self._new.get(rel)
-        if new is not None and new[0] == st.st_size and new[1] == st.st_mtime_ns:
+        if new is not None and new[0] == key:
             self.hits += 1
-            return new[2]
+            return new[1]
         self._drop(rel, r)
         ann = self._parse(path)
-        self._new[rel] = (st.st_size, st.st_mtime_ns, ann)
+        self._new[rel] = (key, ann)
         self.parsed += 1
         self.dirty = True
         return ann
@@ -194,7 +204,7 @@ class AnnotationIndex:
         vocab = list(self._vocab)
         code = {v: i for i, v in enumerate(vocab)}
         new = list(self._new.items())
-        for _, (_, _, ann) in new:
+        for _, (_, ann) in new:
             for o in ann.objects:
                 if o.name not in code:
                     code[o.name] = len(vocab)
@@ -202,30 +212,29 @@ class AnnotationIndex:
         if n:
             counts = np.diff(a["obj_start"])
             keep_obj = np.repeat(keep, counts)
-            old = {k: a[k][keep] for k in ("size", "mtime_ns", "width", "height")}
+            old = {k: a[k][keep] for k in (*_STAT, "width", "height")}
             old_counts = counts[keep]
             old_obj = {k: a[k][keep_obj] for k in ("obj_box", "obj_name", "obj_difficult", "obj_line")}
         else:
-            old = {k: np.zeros(0, np.int64) for k in ("size", "mtime_ns", "width", "height")}
+            old = {k: np.zeros(0, np.int64) for k in (*_STAT, "width", "height")}
             old_counts = np.zeros(0, np.int64)
             old_obj = {"obj_box": np.zeros((0, 4)), "obj_name": np.zeros(0, np.int64),
                        "obj_difficult": np.zeros(0, bool), "obj_line": np.zeros(0, np.int64)}
-        objs = [o for _, (_, _, ann) in new for o in ann.objects]
-        out = {
-            "size": np.concatenate([old["size"], np.array([v[0] for _, v in new], np.int64)]),
-            "mtime_ns": np.concatenate([old["mtime_ns"], np.array([v[1] for _, v in new], np.int64)]),
-            "width": np.concatenate([old["width"], np.array([v[2].width for _, v in new], np.int64)]),
-            "height": np.concatenate([old["height"], np.array([v[2].height for _, v in new], np.int64)]),
+        objs = [o for _, (_, ann) in new for o in ann.objects]
+        out = {k: np.concatenate([old[k], np.array([v[0][j] for _, v in new], np.int64)]) for j, k in enumerate(_STAT)}
+        out.update({
+            "width": np.concatenate([old["width"], np.array([v[1].width for _, v in new], np.int64)]),
+            "height": np.concatenate([old["height"], np.array([v[1].height for _, v in new], np.int64)]),
             "obj_start": np.concatenate([[0], np.cumsum(np.concatenate(
-                [old_counts, np.array([len(v[2].objects) for _, v in new], np.int64)]))]).astype(np.int64),
+                [old_counts, np.array([len(v[1].objects) for _, v in new], np.int64)]))]).astype(np.int64),
             "obj_box": np.concatenate([old_obj["obj_box"], np.array([o.box for o in objs], np.float64).reshape(-1, 4)]),
             "obj_name": np.concatenate([old_obj["obj_name"], np.array([code[o.name] for o in objs], np.int64)]),
             "obj_difficult": np.concatenate([old_obj["obj_difficult"], np.array([o.difficult for o in objs], bool)]),
             "obj_line": np.concatenate([old_obj["obj_line"], np.array([o.line for o in objs], np.int64)]),
-        }
+        })
         kept = np.flatnonzero(keep).tolist()
         strings = {"files": [self._files[i] for i in kept] + [rel for rel, _ in new],
-                   "filenames": [self._filenames[i] for i in kept] + [v[2].filename for _, v in new],
+                   "filenames": [self._filenames[i] for i in kept] + [v[1].filename for _, v in new],
                    "vocab": vocab}
         header = {"kind": INDEX_KIND, "version": INDEX_VERSION, "folder": self.folder}
         out["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)

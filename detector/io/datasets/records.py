@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from backbone.errors import UserError
+
 
 @dataclass
 class ImageRecord:
@@ -24,6 +26,7 @@ class ImageRecord:
     blacklist: frozenset[int] = field(default_factory=frozenset)  # ILSVRC: labels not scored for this image
     devkit_index: int | None = None   # ILSVRC: the image's index in devkit files (split file column 2)
     areas: np.ndarray | None = None   # COCO: each box's ``area`` from the file (segment area), else None
+    aliases: tuple[str, ...] = ()     # COCO: other ids the file gave this image (one file_name, two ids: merged)
 
     def __post_init__(self):
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -49,3 +52,12 @@ class Dataset:
 
     def __getitem__(self, i: int) -> ImageRecord:
         return self.records[i]
+
+    def require_images(self, what: str = "training") -> "Dataset":
+        """``self``, or one :class:`UserError` when it has no images (an empty split file, a
+        YOLO ``train:`` folder without images): training on it would train nothing and write an
+        untrained model as if it had worked. Called before any work."""
+        if not self.records:
+            raise UserError(f"{what} split {self.split!r} of {self.root or 'the dataset'}: no images, nothing to "
+                            "train on (an empty split file or folder? see data.root and data.train_split)")
+        return self

@@ -2,9 +2,10 @@
 
 :func:`summarize` reads the train / val / test splits of a resolved ``DataConfig`` and gives the
 layout, images per split, boxes per class over all images and per split, box sides (shorter
-and longer side: min / median / max, pixels) and warnings: classes with fewer than
-:data:`FEW_BOXES` boxes (too few to learn a class from) and boxes whose shorter side is under
-:data:`SMALL_BOX` pixels (below the stride of the feature maps: hard to detect).
+and longer side: min / median / max, pixels) and warnings: splits without images (an empty
+split file: training on it would train nothing), classes with fewer than :data:`FEW_BOXES`
+boxes (too few to learn a class from) and boxes whose shorter side is under :data:`SMALL_BOX`
+pixels (below the stride of the feature maps: hard to detect).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Summary:
     classes: list[str]
     splits: dict[str, Dataset] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    train_split: str = ""
 
     def _all(self) -> list:
         seen, out = set(), []
@@ -50,7 +52,8 @@ class Summary:
         return np.sort(wh, axis=1)   # (N, 2): shorter, longer side
 
     def warnings(self) -> list[str]:
-        out = []
+        out = [f"split {s!r} has no images" + (" (training on it trains nothing)" if s == self.train_split else "")
+               for s, ds in self.splits.items() if not len(ds)]
         recs = self._all()
         for name, n in zip(self.classes, self.counts(recs)):
             if n < FEW_BOXES:
@@ -99,4 +102,5 @@ def summarize(data, load, layout_line: str | None = None) -> Summary:
         classes = classes or ds.classes
     if classes is None:
         load(replace(data), data.train_split)   # raises the reader's own error naming what is missing
-    return Summary(layout_line or f"data: {data.format} layout at {data.root}", list(classes), splits, missing)
+    return Summary(layout_line or f"data: {data.format} layout at {data.root}", list(classes), splits, missing,
+                   data.train_split)

@@ -28,18 +28,21 @@ import os
 
 import numpy as np
 
-from backbone.errors import UserError
+from backbone.errors import Tally, UserError
 from backbone.io import read_yaml
 
 from .common import (
     BoxCleaner,
     ClassList,
+    DatasetWarning,
     MissingSplit,
     check_unique_stems,
+    drop_repeats,
     image_size,
     own_splits,
     read_class_file,
     walk_files,
+    warn_blank_names,
 )
 from .folder import fixed_split
 from .records import Dataset, ImageRecord
@@ -92,6 +95,7 @@ def yaml_names(data: dict, path: str) -> list[str] | None:
     if not isinstance(names, list) or not names or any(isinstance(n, (dict, list)) or n is None for n in names):
         raise UserError(f"{path}: names must be a list of class names or an {{id: name}} map")
     names = [str(n) for n in names]
+    warn_blank_names(path, [(f"names[{k}]", n) for k, n in enumerate(names)])
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise UserError(f"{path}: class {dup[0]!r} is named twice in names")
@@ -133,12 +137,13 @@ def _images_of(entry: str, path: str) -> list[str]:
         return [p for p in walk_files(entry, _EXTS)]
     lines = []
     try:
-        with open(entry, encoding="utf-8") as f:
-            lines = [ln.strip() for ln in f if ln.strip()]
+        with open(entry, encoding="utf-8-sig") as f:   # a BOM is skipped
+            lines = [(n, ln.strip()) for n, ln in enumerate(f, 1) if ln.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{entry} (named in {path}): cannot read ({e})") from None
     parent = os.path.dirname(entry)
-    return [os.path.abspath(x if os.path.isabs(x) else os.path.join(parent, x)) for x in lines]
+    images = [(n, os.path.abspath(x if os.path.isabs(x) else os.path.join(parent, x))) for n, x in lines]
+    return [images[k][1] for k in drop_repeats(images, f"image list {entry}")]
 
 
 def all_images(root: str) -> list[str]:
@@ -171,11 +176,14 @@ def class_names(root: str, yaml_path: str | None, classes: ClassList | None) -> 
     return found, source
 
 
-def _parse_labels(path: str, n_classes: int, source: str, width: int, height: int):
-    """(file boxes xyxy in pixels (N, 4), class ids (N,)) of one label file."""
+def _parse_labels(path: str, n_classes: int, source: str, width: int, height: int, repeats: Tally | None = None):
+    """(file boxes xyxy in pixels (N, 4), class ids (N,)) of one label file. A line repeating an
+    earlier one (same class, same numbers) is dropped and counted in ``repeats``, as ultralytics
+    drops duplicate labels."""
     boxes, ids = [], []
+    seen: dict[tuple, int] = {}
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:   # a BOM is skipped
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read ({e})") from None
@@ -198,6 +206,11 @@ def _parse_labels(path: str, n_classes: int, source: str, width: int, height: in
             raise UserError(f"{path} line {n}: coordinates {' '.join(parts[1:])[:60]!r} are not numbers") from None
         if not all(math.isfinite(x) for x in v):
             raise UserError(f"{path} line {n}: coordinates are not finite numbers")
+        if (cid, *v) in seen:
+            if repeats is not None:
+                repeats.add(f"{os.path.basename(path)} line {n} is line {seen[(cid, *v)]} again")
+            continue
+        seen[(cid, *v)] = n
         if len(v) == 4:
             cx, cy, w, h = v
             b = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
@@ -228,6 +241,9 @@ def _split_images(root: str, yaml_path: str | None, split: str) -> tuple[list[st
             for k in keys:
                 for e in entries[k]:
                     images.extend(_images_of(e, yaml_path))
+            if not images:   # ultralytics: "No images found in ..."
+                named = ", ".join(f"{k} {e}" for k in keys for e in entries[k])
+                raise UserError(f"{yaml_path}: no images in its {split!r} split ({named})")
             return sorted(dict.fromkeys(images)), base
         root = base if os.path.isdir(base) else root
     images = all_images(root)
@@ -261,16 +277,19 @@ def read_yolo(root: str, split: str, classes: ClassList | None = None) -> Datase
     images, base = _split_images(folder, yaml_path, split)
     check_unique_stems(images, f"dataset {root} split {split}")
     cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=False)
+    repeats = Tally(f"dataset {root} split {split}", "label line(s) repeat an earlier line of their file and are "
+                    "dropped", DatasetWarning)
     records = []
     for p in images:
         w, h = image_size(p)
         lp = label_path(p)
         if os.path.isfile(lp):
-            file_boxes, ids = _parse_labels(lp, len(names), source, w, h)
+            file_boxes, ids = _parse_labels(lp, len(names), source, w, h, repeats)
         else:
             file_boxes, ids = np.zeros((0, 4)), np.zeros(0, np.int64)
         boxes, keep = cleaner(file_boxes, w, h, os.path.basename(lp))
         records.append(ImageRecord(image_id=os.path.splitext(os.path.basename(p))[0], path=p, width=w, height=h,
                                    boxes=boxes, labels=ids[keep] + 1, difficult=np.zeros(int(keep.sum()), bool)))
     cleaner.report()
+    repeats.report()
     return Dataset(classes=names, records=records, root=base, split=split)

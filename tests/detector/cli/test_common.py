@@ -24,3 +24,27 @@ def test_a_closed_stdout_pipe_stops_quietly():
     p = subprocess.run(f"{sys.executable} -c \"{code}\" | head -1", shell=True, capture_output=True, text=True,
                        timeout=60)
     assert p.stdout == "line 0\n" and "Traceback" not in p.stderr and "Error" not in p.stderr
+
+
+def test_cache_dir_moves_the_annotation_index_too(test_data, tmp_path, monkeypatch, capsys):
+    """--cache-dir D: the annotation index is written in D (was: in the default cache, only the
+    proposals moved), and the default is back when the command ends."""
+    import os
+    import shutil
+
+    from backbone.io import cache_dir
+    from detector.io.datasets.index import DISABLE_ENV, index_path
+
+    default = tmp_path / "default"
+    monkeypatch.setenv("GOOGLENET_DET_CACHE", str(default))
+    monkeypatch.delenv(DISABLE_ENV, raising=False)
+    voc = tmp_path / "voc"
+    shutil.copytree(test_data / "voc-mini", voc)
+    mine = tmp_path / "mine"
+    rc = main(["--config", str(ROOT / "configs" / "bccd.yaml"), "--data-root", str(voc), "--split", "train",
+               "--cache-dir", str(mine)])
+    assert rc == 0, capsys.readouterr().err
+    ann = str(voc / "Annotations")
+    assert os.path.isfile(index_path(ann, str(mine)))
+    assert not os.path.exists(index_path(ann, str(default)))
+    assert cache_dir() == str(default)

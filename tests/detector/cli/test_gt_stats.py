@@ -46,3 +46,34 @@ def test_data_prints_the_summary_alone(capsys):
     assert "images: 5 (train 3, val 1, test 1)" in out and "IoU" not in out
     assert main(["--data", str(root / "nope.yaml")]) == 2
     assert "gt-stats: error: dataset " in capsys.readouterr().err
+
+
+def test_data_warns_of_an_empty_training_split(test_data, tmp_path, capsys, monkeypatch):
+    """gt-stats --data on a dataset whose train.txt is empty: the summary says so (was silent)."""
+    import shutil
+
+    monkeypatch.setenv("GOOGLENET_DET_CACHE", str(tmp_path / "cache"))
+    voc = tmp_path / "voc"
+    shutil.copytree(test_data / "voc-mini", voc)
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("")
+    assert main(["--data", str(voc)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: split 'train' has no images (training on it trains nothing)" in out, out
+
+
+def test_strict_refuses_a_split_file_listing_an_image_twice(test_data, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from tests.detector.helpers import one_error
+
+    monkeypatch.setenv("GOOGLENET_DET_CACHE", str(tmp_path / "cache"))
+    voc = tmp_path / "voc"
+    shutil.copytree(test_data / "voc-mini", voc)
+    split = voc / "ImageSets" / "Main" / "train.txt"
+    split.write_text("BloodImage_00000\nBloodImage_00001\nBloodImage_00000\n")
+    assert main(["--data", str(voc)]) == 0
+    err = capsys.readouterr().err
+    assert err == (f"gt-stats: warning: split file {split}: 1 line(s) repeat an image listed before and are dropped; "
+                   "e.g. line 3 'BloodImage_00000' is line 1 again\n")
+    assert main(["--data", str(voc), "--strict"]) == 2
+    one_error(capsys, "gt-stats", "line 3 'BloodImage_00000' is line 1 again", "--strict makes this an error")

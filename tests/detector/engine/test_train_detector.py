@@ -306,3 +306,39 @@ def test_ddp_two_ranks_skip_together_and_box_head_without_foreground(tmp_path):
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert r0["agree"] is False and r1["agree"] is False
     assert torch.equal(r0["grad"], r1["grad"]) and r0["grad"].abs().sum() > 0  # all-reduced
+
+
+@pytest.mark.parametrize("stage", ["classifier", "all", "multibox"])
+def test_empty_training_split_is_one_error_before_any_work(mini, tmp_path, capsys, monkeypatch, stage):
+    """An empty train.txt trained nothing, printed 'loss n/a (no step)', exited 0 and wrote an
+    untrained model.pt and best.pt (issue 20): one error line, exit 2, nothing written."""
+    import shutil
+
+    monkeypatch.setenv("GOOGLENET_DET_CACHE", str(tmp_path / "cache"))
+    voc = tmp_path / "voc"
+    shutil.copytree(mini, voc)
+    (voc / "ImageSets" / "Main" / "train.txt").write_text("\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  format: voc\n  root: {voc}\n  classes: [Platelets, RBC, WBC]\n")
+    over = ["--set", "proposals.method=" + ("ss+multibox" if stage == "all" else "ss")]
+    rc = train_main(["--config", str(cfg), "--out", str(tmp_path / "run"), "--stage", stage, *over])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    what = "MultiBox training" if stage == "multibox" else "training"
+    assert rc == 2 and err == [f"train-detector: error: {what} split 'train' of {voc}: no images, nothing to train on "
+                               "(an empty split file or folder? see data.root and data.train_split)"], err
+    assert not (tmp_path / "run").exists() or snapshot(tmp_path / "run") == {}
+
+
+def test_empty_validation_split_is_no_validation(mini, props, tmp_path, capsys, monkeypatch):
+    """An empty val split scored nothing: 'val mAP nan' and a best.pt chosen on nan."""
+    import shutil
+
+    monkeypatch.setenv("GOOGLENET_DET_CACHE", str(tmp_path / "cache"))
+    voc = tmp_path / "voc"
+    shutil.copytree(mini, voc)
+    (voc / "ImageSets" / "Main" / "val.txt").write_text("")
+    cfg = tiny_config(voc, **{"data.val_split": "val", "train.val_every": 1})
+    _train(cfg, tmp_path / "run", (props[0], None))
+    err = capsys.readouterr().err
+    assert f"no validation (split 'val' of {voc}: no images)" in err and "nan" not in err, err
+    assert not (tmp_path / "run" / "best.pt").exists()

@@ -169,3 +169,27 @@ def test_unchanged_index_is_not_written_again(voc, cache):
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))
     _run(ann, NAMES)
     assert os.stat(path).st_mtime_ns == 1_000_000_000
+
+
+def test_edit_keeping_size_and_mtime_is_read_again(voc, cache):
+    """``rsync -a`` and ``touch -r`` give an edited file its old mtime; with the same size the
+    index kept the old labels (issue 20): the ctime and the inode say the file changed."""
+    ann = voc / "Annotations"
+    _run(ann, NAMES)
+    p = ann / NAMES[0]
+    st = os.stat(p)
+    text = p.read_text()
+    assert "<xmin>260</xmin>" in text
+    p.write_text(text.replace("<xmin>260</xmin>", "<xmin>261</xmin>"))     # in place, as an editor
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))                       # touch -r: the old mtime
+    assert (os.path.getsize(p), os.stat(p).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    a2, p2 = _run(ann, NAMES)
+    assert p2 == [NAMES[0]] and a2[0].objects[0].box[0] == 261
+    tmp = ann / ".new.tmp"                                                  # rsync -a: a new file renamed over
+    tmp.write_text(text.replace("<xmin>260</xmin>", "<xmin>262</xmin>"))
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp, p)
+    a3, p3 = _run(ann, NAMES)
+    assert p3 == [NAMES[0]] and a3[0].objects[0].box[0] == 262
+    _, p4 = _run(ann, NAMES)
+    assert p4 == []                                                         # and then from the index again

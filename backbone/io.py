@@ -147,8 +147,10 @@ def check_zip_crcs(path: str, what: str = "file") -> None:
 def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     """``torch.load(path, weights_only=True)`` onto the CPU, after a zip CRC check.
 
-    Missing, empty, a folder, damaged, truncated, or holding Python objects other than tensors
-    and plain data (which are never loaded): one :class:`UserError` line naming ``what``."""
+    Missing, empty, a folder, damaged, truncated, holding Python objects other than tensors
+    and plain data (which are never loaded), or a tensor with NaN or infinite values (weights
+    of a diverged training, which would detect nothing without a word): one
+    :class:`UserError` line naming ``what``."""
     path = os.path.expanduser(os.fspath(path))
     if not os.path.exists(path):
         raise UserError(f"{what} {path}: no such file")
@@ -160,7 +162,7 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         raise UserError(f"{what} {path}: empty file")
     check_zip_crcs(path, what)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's weights_only message is multi-line advice; the cause is in __context__
         inner = one_line(e.__context__ or e)
@@ -172,10 +174,31 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     # short record, ...) raise whatever type they hit in damaged bytes
     except Exception as e:  # noqa: BLE001
         raise UserError(f"{what} {path}: not a readable PyTorch file ({one_line(e)})") from None
+    bad = first_non_finite(obj)
+    if bad is not None:
+        raise UserError(f"{what} {path}: tensor {bad} holds NaN or infinite values (a diverged training?)")
+    return obj
+
+
+def first_non_finite(obj: Any) -> str | None:
+    """The dotted name (``members[0].fc.weight``) of the first floating-point tensor holding a
+    NaN or an infinity in ``obj`` (nested dicts, lists, tuples; walked without recursion, as
+    a file may nest deeper than Python's stack), else None."""
+    stack = [("", obj)]
+    while stack:
+        name, v = stack.pop()
+        if isinstance(v, torch.Tensor):
+            if (v.is_floating_point() or v.is_complex()) and v.numel() and not bool(torch.isfinite(v).all()):
+                return name or "(the whole file)"
+        elif isinstance(v, dict):
+            stack += reversed([(f"{name}.{k}" if name else str(k), x) for k, x in v.items()])
+        elif isinstance(v, (list, tuple)):
+            stack += reversed([(f"{name}[{i}]", x) for i, x in enumerate(v)])
+    return None
 
 
 __all__ = ["CACHE_ENV", "cache_dir", "atomic_write", "atomic_save", "write_text", "write_json", "check_writable",
-           "one_line", "check_zip_crcs", "safe_torch_load"]
+           "one_line", "check_zip_crcs", "safe_torch_load", "first_non_finite"]
 
 
 def read_yaml(path: str | os.PathLike, what: str) -> Any:

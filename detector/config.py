@@ -34,6 +34,20 @@ CONV_INITS = ("default", "xavier", "kaiming_fan_in")
 MAX_CONTEXT_PAD = 112.0
 
 
+def check_class_names(names: list[str], key: str) -> None:
+    """Raise :class:`UserError` (``{key} must ...``) unless ``names`` is a non-empty list of
+    distinct, non-empty class names: a name given twice would relabel every box of the later
+    class silently (label i is names[i - 1]). For configs and checkpoints alike."""
+    if not names:
+        raise UserError(f"{key} must not be empty")
+    stripped = [c.strip() for c in names]
+    if "" in stripped:
+        raise UserError(f"{key} must not hold an empty name, got {list(names)}")
+    dup = next((c for i, c in enumerate(stripped) if c in stripped[:i]), None)
+    if dup is not None:
+        raise UserError(f"{key} must name each class once, got {dup!r} twice")
+
+
 @dataclass
 class DataConfig:
     format: str = setting("auto", choices=CLASSIFIER_FORMATS)  # auto | voc | ilsvrc | voc_xml | yolo | coco | folder
@@ -51,12 +65,7 @@ class DataConfig:
 
     def cross_check(self, prefix: str) -> None:
         if self.classes is not None:
-            names = [c.strip() for c in self.classes]
-            if "" in names:
-                raise UserError(f"{prefix}classes must not hold an empty name, got {self.classes}")
-            dup = sorted({c for c in names if names.count(c) > 1})
-            if dup:
-                raise UserError(f"{prefix}classes must name each class once, got {dup[0]!r} twice")
+            check_class_names(self.classes, f"{prefix}classes")
 
 
 #: detector kinds (``model.kind``): R-CNN (the paper's) and the shared-feature Fast R-CNN

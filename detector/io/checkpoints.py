@@ -33,6 +33,7 @@ from backbone.config import to_dict
 from backbone.errors import UserError
 from backbone.io import atomic_save, safe_torch_load
 from backbone.multicrop import IMAGENET_MEAN, IMAGENET_STD
+from detector.config import check_class_names
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -131,6 +132,7 @@ def load_detector(path: str) -> dict:
         if key not in ck:
             raise UserError(f"model {path}: checkpoint lacks {key!r}")
     _check_fields(ck, _DETECTOR_FIELDS, f"model {path}")
+    check_class_names(ck["classes"], f"model {path}: field 'classes'")
     if not ck["members"]:
         raise UserError(f"model {path}: checkpoint has no trained members")
     kind = ck.get("detector_kind", "rcnn")  # version 1: R-CNN, the only kind then
@@ -278,6 +280,7 @@ def read_classifier(path: str | os.PathLike) -> dict[str, Any]:
             f"({CLASSIFIER_FORMAT_VERSION}); update googlenet-det"
         )
     _check_fields(ckpt, _CLASSIFIER_FIELDS, f"checkpoint {path}")
+    check_class_names(ckpt["classes"], f"checkpoint {path}: field 'classes'")
     if ckpt["arch"] not in NETWORKS:
         raise UserError(f"checkpoint {path}: unknown network {ckpt['arch']!r}")
     if len(ckpt["classes"]) != ckpt["num_classes"]:

@@ -154,3 +154,45 @@ def test_classifier_checkpoint_of_version_1_and_without_optional_fields_is_read(
     torch.save({**ck, "format_version": 1}, tmp_path / "old.pt")
     _, meta = load_classifier(tmp_path / "old.pt")
     assert meta["classes"] == ["a", "b"] and meta["mean"] == [0.485, 0.456, 0.406]
+
+
+# --- silent wrong results (issue 20, h4): class names and non-finite weights ------------------
+
+@pytest.mark.parametrize("classes, match", [
+    (["RBC", "RBC", "WBC"], r"field 'classes' must name each class once, got 'RBC' twice$"),  # relabelled silently
+    ([], r"field 'classes' must not be empty$"),                                             # was a size mismatch
+    (["a", " "], r"field 'classes' must not hold an empty name"),
+])
+def test_detector_checkpoint_class_names(tmp_path, classes, match):
+    from detector.io.checkpoints import load_detector
+
+    p = tmp_path / "m.pt"
+    torch.save({**DETECTOR, "classes": classes}, p)
+    with pytest.raises(UserError, match=match) as e:
+        load_detector(str(p))
+    assert str(e.value).startswith(f"model {p}: ")
+
+
+def test_classifier_checkpoint_duplicate_class_names(tmp_path):
+    ck = _classifier_dict(tmp_path)
+    ck["classes"] = ["a", "a"]
+    torch.save(ck, tmp_path / "dup.pt")
+    with pytest.raises(UserError, match=r"dup.pt: field 'classes' must name each class once, got 'a' twice$"):
+        read_classifier(tmp_path / "dup.pt")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_at_load(tmp_path, bad):
+    from detector.io.checkpoints import load_detector
+
+    w = torch.zeros(3)
+    w[1] = bad
+    p = tmp_path / "det.pt"
+    torch.save({**DETECTOR, "members": [{"w": w}]}, p)  # detected nothing and exited 0
+    with pytest.raises(UserError, match=r"det.pt: tensor members\[0\]\.w holds NaN or infinite values"):
+        load_detector(str(p))
+    ck = _classifier_dict(tmp_path)
+    ck["state_dict"]["fc.weight"][0, 0] = bad
+    torch.save(ck, tmp_path / "cls.pt")
+    with pytest.raises(UserError, match=r"cls.pt: tensor state_dict\.fc\.weight holds NaN or infinite values"):
+        read_classifier(tmp_path / "cls.pt")

@@ -48,7 +48,7 @@ import yaml
 
 from .errors import UserError
 from .googlenet import MIN_INPUT_SIZE as _GOOGLENET_MIN
-from .io import read_yaml, write_text
+from .io import YAMLShapeError, parse_yaml, read_yaml, write_text
 
 T = TypeVar("T")
 
@@ -364,7 +364,9 @@ def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
         key, raw = item.split("=", 1)
         key = key.strip()
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = parse_yaml(raw) if raw.strip() else None
+        except YAMLShapeError as e:  # a recursive alias, a key given twice: never a value
+            raise UserError(f"--set {item}: {e.problem}") from None
         except yaml.YAMLError:
             value = raw
         node, tp = data, type(cfg)

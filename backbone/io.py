@@ -201,6 +201,64 @@ __all__ = ["CACHE_ENV", "cache_dir", "atomic_write", "atomic_save", "write_text"
            "one_line", "check_zip_crcs", "safe_torch_load", "first_non_finite"]
 
 
+class YAMLShapeError(yaml.MarkedYAMLError):
+    """YAML that PyYAML reads but that would be silently wrong here: a key given twice in one
+    mapping (the last one would win) or a recursive alias (an endless structure)."""
+
+
+class YAMLLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a duplicate key in a mapping (naming it and both lines;
+    merge keys ``<<`` may still be overridden, as YAML intends) and a recursive alias
+    (``&a [*a]``, which every check walking the data would recurse into forever)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._open_anchors: set[str] = set()
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open_anchors:
+                raise YAMLShapeError(None, None, f"recursive alias *{event.anchor} (inside its own anchor "
+                                     f"&{event.anchor})", event.start_mark)
+            return super().compose_node(parent, index)
+        anchor = getattr(event, "anchor", None)
+        if anchor is None or anchor in self._open_anchors:  # a duplicate anchor: yaml's own error
+            return super().compose_node(parent, index)
+        self._open_anchors.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._open_anchors.discard(anchor)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    seen = key in first
+                except TypeError:
+                    continue  # an unhashable key: SafeConstructor's own error
+                if seen:
+                    raise YAMLShapeError(None, None, f"key {key!r} given twice, on line {first[key]} and line {line}; "
+                                         "the last one would win", key_node.start_mark)
+                first[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(stream: Any) -> Any:
+    """``yaml.safe_load`` with :class:`YAMLLoader`'s checks (duplicate keys, recursive aliases)."""
+    loader = YAMLLoader(stream)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | os.PathLike, what: str) -> Any:
     """The data of YAML (or JSON) file ``path``; ``what`` names it in the one-line errors
     (``"config PATH"``, ``"data.yaml PATH"``): a missing or unreadable file, invalid YAML (with
@@ -210,7 +268,7 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
         raise UserError(f"{what}: no such file" if not os.path.exists(path) else f"{what}: not a regular file")
     try:
         with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+            return parse_yaml(f)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""

@@ -192,3 +192,21 @@ def test_read_yaml_one_line_errors(tmp_path):
     (tmp_path / "latin.yaml").write_bytes(b"a: \xe9\xff\n")
     with pytest.raises(UserError, match="cannot read"):
         read_yaml(tmp_path / "latin.yaml", "config l")
+
+
+def test_read_yaml_refuses_duplicate_keys_and_recursive_aliases(tmp_path):
+    """The last of two equal keys won silently (format: voc, then format: yolo); a recursive
+    alias was a RecursionError in every check walking the data."""
+    from backbone.io import read_yaml
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  format: voc\n  root: x\n  format: yolo\n")
+    with pytest.raises(UserError, match=r"^config c: line 4 is not valid YAML \(key 'format' given twice, on line 2 "
+                                        r"and line 4; the last one would win\)$"):
+        read_yaml(p, "config c")
+    p.write_text("data:\n  classes: &a [*a]\n")
+    with pytest.raises(UserError, match=r"^config c: line 2 is not valid YAML \(recursive alias \*a"):
+        read_yaml(p, "config c")
+    # what YAML means stays: a merge key overridden, an alias used twice
+    p.write_text("base: &b {lr: 1, epochs: 2}\ntrain:\n  <<: *b\n  lr: 3\nx: [*b, *b]\n")
+    assert read_yaml(p, "config c")["train"] == {"lr": 3, "epochs": 2}

@@ -75,6 +75,7 @@ class Detector:
         ck = load_detector(path)
         cfg = from_dict(DetectorConfig, ck["config"], source=f"model {path}")
         kind = kind_of(cfg)
+        _check_members(members, len(ck["members"]), f"model {path}: ")
         members_ = []
         states = ck["members"][:members] if members else ck["members"]
         for i, state in enumerate(states):
@@ -103,6 +104,7 @@ class Detector:
         if multibox != "keep":
             new.multibox = multibox
         if members:
+            _check_members(members, len(self.ensemble.members))
             new.ensemble = Ensemble(list(self.ensemble.members)[:members])
         return new
 
@@ -169,6 +171,13 @@ def working_copy(image: np.ndarray, max_side: int = WORKING_MAX_SIDE) -> tuple[n
     w, h = max(1, int(round(width * s))), max(1, int(round(height * s)))
     small = cv2.resize(np.ascontiguousarray(image), (w, h), interpolation=cv2.INTER_AREA)
     return small, w / width, h / height
+
+
+def _check_members(wanted: int, have: int, where: str = "") -> None:
+    """``test.members`` N (the first N members only) of a model with ``have``: N <= have."""
+    if wanted > have:
+        raise UserError(f"{where}test.members {wanted}: the model has {have} ensemble member"
+                        f"{'s' if have != 1 else ''}")
 
 
 def _first_key_problem(e: RuntimeError) -> str:

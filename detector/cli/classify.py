@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    for flag, n in (("--top", args.top), ("--batch-size", args.batch_size)):
+        if n < 1:
+            raise UserError(f"{flag} {n}: must be >= 1")
     if args.threads:
         if args.threads < 1:
             raise UserError(f"--threads {args.threads}: must be >= 1")

@@ -161,3 +161,12 @@ def test_classify_paper_googlenet_weights(tmp_path, capsys):
     one_error(capsys, "classify", "does not match", "--arch googlenet_bn")
     helptext = classify.build_parser().format_help()
     assert "googlenet_bn" in helptext and "inception_v3" in helptext and "no ImageNet weights" in helptext
+
+
+@pytest.mark.parametrize("flag, value", [("--top", "0"), ("--top", "-2"), ("--batch-size", "0")])
+def test_classify_counts_below_one_are_one_line(trained, tmp_path, capsys, flag, value):
+    """--top 0 printed one class anyway; --batch-size 0 was accepted."""
+    img = tmp_path / "x.png"
+    Image.new("RGB", (40, 40)).save(img)
+    assert classify.main([str(img), "--model", str(trained / "model.pt"), flag, value]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"classify: error: {flag} {value}: must be >= 1"]

@@ -24,7 +24,7 @@ from proposals import propose
 from proposals.multibox import multibox_from_checkpoint
 
 from .assets import default_model_path
-from .config import DetectorConfig, ProposalConfig, TestConfig
+from .config import WORKING_MAX_SIDE, DetectorConfig, ProposalConfig, TestConfig  # noqa: F401 (WORKING_MAX_SIDE: re-exported)
 from .ensemble import Ensemble
 from .io.checkpoints import load_detector
 from .io.images import load_image
@@ -153,17 +153,11 @@ class Detector:
         return Detections(b, s.numpy().astype(np.float32), l.numpy().astype(np.int64), self.classes, times)
 
 
-#: the longest side the detector works at: a longer image is scaled down to it for proposals
-#: and scoring (boxes mapped back). BCCD's 640 px, VOC's 500 px and COCO's 640 px images are
-#: unchanged; a 2000 x 2000 copy is 12 MB (48 MB as the float tensor the networks read), while a
-#: camera's 50 megapixels would be 600 MB as that tensor, and selective search resizes to its
-#: own 500 px working width anyway.
-WORKING_MAX_SIDE = 2000
-
-
 def working_copy(image: np.ndarray, max_side: int = WORKING_MAX_SIDE) -> tuple[np.ndarray, float, float]:
     """``image`` scaled down (area interpolation) so that its longer side is at most
-    ``max_side``, and the x and y scale factors (new size / old size; 1.0 when unchanged)."""
+    ``max_side`` (:data:`detector.config.WORKING_MAX_SIDE`, the detector's working side; selective
+    search then resizes to its own 500 px working width), and the x and y scale factors (new
+    size / old size; 1.0 when unchanged)."""
     height, width = image.shape[:2]
     if max(height, width) <= max_side:
         return image, 1.0, 1.0

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from backbone import NETWORKS, build_backbone
-from backbone.config import to_dict
+from backbone.config import MAX_INPUT_SIZE, MAX_NUM_CLASSES, to_dict
 from backbone.errors import UserError
 from backbone.io import atomic_save, safe_torch_load
 from backbone.multicrop import IMAGENET_MEAN, IMAGENET_STD
@@ -238,9 +238,9 @@ def _is_classifier_config(v) -> bool:
 
 _CLASSIFIER_FIELDS: dict[str, Check] = {
     "arch": (lambda v: isinstance(v, str), "a network name"),
-    "num_classes": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "num_classes": (lambda v: _is_int(v) and 1 <= v <= MAX_NUM_CLASSES, f"an integer in [1, {MAX_NUM_CLASSES}]"),
     "classes": (_is_str_list, "a list of class names"),
-    "input_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (pixels)"),
+    "input_size": (lambda v: _is_int(v) and 1 <= v <= MAX_INPUT_SIZE, f"an integer in [1, {MAX_INPUT_SIZE}] (pixels)"),
     "aux_logits": (lambda v: isinstance(v, bool), "true or false"),
     "transform_input": (lambda v: isinstance(v, bool), "true or false"),
     "mean": (_is_channel_stats, "3 finite numbers"),

@@ -119,17 +119,19 @@ def _classifier_dict(tmp_path) -> dict:
     ("classes", torch.zeros(2), "field 'classes' must be a list of class names, got a Tensor"),   # was TypeError
     ("classes", [1, 2], "field 'classes' must be a list of class names"),
     ("classes", "ab", "field 'classes' must be a list of class names, got str 'ab'"),     # len("ab") == 2 passed
-    ("num_classes", "2", "field 'num_classes' must be an integer >= 1, got str '2'"),
-    ("num_classes", 1e308, "field 'num_classes' must be an integer >= 1, got float 1e\\+308"),  # was OverflowError
-    ("num_classes", None, "field 'num_classes' must be an integer >= 1, got None"),       # was TypeError
-    ("num_classes", 0, "field 'num_classes' must be an integer >= 1, got int 0"),
+    ("num_classes", "2", "field 'num_classes' must be an integer in \\[1, 100000\\], got str '2'"),
+    ("num_classes", 1e308, "field 'num_classes' must be an integer in \\[1, 100000\\], got float 1e\\+308"),  # was OverflowError
+    ("num_classes", None, "field 'num_classes' must be an integer in \\[1, 100000\\], got None"),       # was TypeError
+    ("num_classes", 0, "field 'num_classes' must be an integer in \\[1, 100000\\], got int 0"),
     ("arch", [], "field 'arch' must be a network name, got a list"),                    # was TypeError (unhashable)
     ("arch", "alexnet", "unknown network 'alexnet'"),
     ("format_version", "abc", "field 'format_version' must be an integer >= 1, got str 'abc'"),  # was ValueError
     ("format_version", torch.zeros(2), "field 'format_version' must be an integer >= 1, got a Tensor"),
     ("format_version", 0, "field 'format_version' must be an integer >= 1, got int 0"),
     ("format_version", 3, "format version 3 is newer than this program's"),
-    ("input_size", 32.5, "field 'input_size' must be an integer >= 1"),
+    ("input_size", 32.5, "field 'input_size' must be an integer in \\[1, 1024\\]"),
+    ("input_size", 100000, "field 'input_size' must be an integer in \\[1, 1024\\] \\(pixels\\), got int 100000"),  # 200 GB
+    ("num_classes", 10 ** 8, "field 'num_classes' must be an integer in \\[1, 100000\\], got int 100000000"),  # 400 GB
     ("aux_logits", "yes", "field 'aux_logits' must be true or false"),
     ("mean", [0.5, 0.5], "field 'mean' must be 3 finite numbers"),
     ("std", [0.5, 0.0, 0.5], "field 'std' must be 3 finite numbers > 0"),

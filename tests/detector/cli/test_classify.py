@@ -170,3 +170,13 @@ def test_classify_counts_below_one_are_one_line(trained, tmp_path, capsys, flag,
     Image.new("RGB", (40, 40)).save(img)
     assert classify.main([str(img), "--model", str(trained / "model.pt"), flag, value]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"classify: error: {flag} {value}: must be >= 1"]
+
+
+def test_classify_input_size_out_of_range_is_one_line(tmp_path, capsys):
+    """--input-size 100000 for --arch models asked for 200 GB of crops."""
+    img = tmp_path / "x.png"
+    Image.new("RGB", (40, 40)).save(img)
+    w = tmp_path / "w.pth"
+    torch.save(build_backbone("googlenet_bn", 1000).state_dict(), w)
+    assert classify.main([str(img), "--arch", "googlenet_bn", "--weights", str(w), "--input-size", "100000"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["classify: error: --input-size 100000: must be in [1, 1024]"]

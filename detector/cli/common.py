@@ -16,6 +16,7 @@ import warnings
 from typing import Callable
 
 from backbone.errors import InputWarning, UserError
+from backbone.io import check_writable
 from detector.engine.devices import resolve_device  # noqa: F401  (re-exported for the CLIs)
 from detector.io.datasets import resolve_data
 
@@ -128,7 +129,17 @@ def add_config_args(p: argparse.ArgumentParser, required: bool = True, data: boo
                        "--set data.format=auto, and configs/default.yaml when --config is not given")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config setting, e.g. --set train.epochs=3 (repeatable)")
-    p.add_argument("--cache-dir", help="cache folder for proposals (default: ~/.cache/googlenet-det)")
+    p.add_argument("--cache-dir", action=_CacheDirAction,
+                   help="cache folder for proposals (default: ~/.cache/googlenet-det)")
+
+
+class _CacheDirAction(argparse.Action):
+    """``--cache-dir D``: refused when it cannot be written (a read-only folder, a file in the
+    way), while the arguments are read: before the config, the data summary and any work."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        check_writable(values, what=option_string or "--cache-dir", folder=True)
+        setattr(namespace, self.dest, values)
 
 
 def config_source(args, p: argparse.ArgumentParser) -> tuple[str | None, list[str], str | None]:

@@ -24,3 +24,41 @@ def test_a_closed_stdout_pipe_stops_quietly():
     p = subprocess.run(f"{sys.executable} -c \"{code}\" | head -1", shell=True, capture_output=True, text=True,
                        timeout=60)
     assert p.stdout == "line 0\n" and "Traceback" not in p.stderr and "Error" not in p.stderr
+
+
+def test_an_unwritable_cache_dir_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """--cache-dir that cannot be written was found after the data summary, at the first
+    proposal saved; every command taking it refuses it first now (cli.common)."""
+    import detector.cli.train_detector as td
+
+    def no_work(*a, **k):
+        raise AssertionError("the config was read before --cache-dir was checked")
+
+    monkeypatch.setattr(td, "load_detector_config", no_work)
+    (tmp_path / "file").write_text("x")
+    bad = tmp_path / "file" / "cache"
+    assert td.main(["--config", str(ROOT / "configs" / "bccd.yaml"), "--out", str(tmp_path / "run"),
+                    "--cache-dir", str(bad)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"train-detector: error: --cache-dir {bad}: {tmp_path / 'file'} "
+                                                     "is a file, not a folder"]
+
+
+def test_a_read_only_cache_dir_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import os
+
+    import pytest
+
+    import detector.cli.train_detector as td
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    monkeypatch.setattr(td, "load_detector_config", lambda *a, **k: pytest.fail("the config was read first"))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert td.main(["--config", str(ROOT / "configs" / "bccd.yaml"), "--out", str(tmp_path / "run"),
+                        "--cache-dir", str(ro)]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"train-detector: error: --cache-dir {ro}: folder {ro} is not writable"]
+    finally:
+        ro.chmod(0o700)

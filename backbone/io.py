@@ -83,8 +83,30 @@ def atomic_write(path: str | os.PathLike, data: "str | bytes | Callable[[BinaryI
 
 
 def atomic_save(obj: Any, path: str | os.PathLike, *, what: str = "checkpoint") -> str:
-    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda f: torch.save(obj, f), what=what)
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`): a full disk or a
+    file-size limit is one :class:`UserError`, the previous file kept."""
+    def save(f):
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            # torch's zip writer reports a failed write as "unexpected pos ..."; the OSError
+            # (ENOSPC, EFBIG) of the file is only its context
+            cause = _os_error_in(e)
+            if cause is None:
+                raise
+            raise cause from None
+    return atomic_write(path, save, what=what)
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """The OSError in the cause/context chain of ``e`` (None when there is none)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def write_text(path: str | os.PathLike, text: str, *, what: str = "file") -> str:

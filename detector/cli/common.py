@@ -8,6 +8,7 @@ and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import io
 import os
@@ -46,6 +47,7 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
             with warnings.catch_warnings():
                 warnings.showwarning = one_line
                 rc = fn(argv)
+            _flush_stdout()  # here, not at exit: a full disk is our one line, not Python's "Exception ignored"
         except USER_ERRORS as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
@@ -61,6 +63,17 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
             # of the Python docs, "Note on SIGPIPE")
             _silence_stdout()
             return 141
+        except OSError as e:
+            if e.errno not in _FULL:
+                raise
+            # stdout (or a file written without backbone.io) on a full disk or over `ulimit -f`;
+            # the files written through backbone.io.atomic_write are UserErrors naming the path
+            _silence_stdout()
+            try:
+                print(f"{prog}: error: {e.filename or 'standard output'}: cannot write ({e.strerror})", file=sys.stderr)
+            except OSError:
+                pass  # stderr is full too: the exit code says it
+            return 2
         return int(rc or 0)
 
     def entry(argv=None) -> int:
@@ -71,6 +84,18 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
 
     entry.__wrapped__ = fn  # type: ignore[attr-defined]
     return entry
+
+
+#: errno of a write that found no room: a full disk (ENOSPC), a file-size limit (EFBIG), a quota (EDQUOT)
+_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _flush_stdout() -> None:
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except ValueError:  # closed by the command itself
+        pass
 
 
 def _silence_stdout() -> None:

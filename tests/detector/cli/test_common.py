@@ -62,3 +62,34 @@ def test_a_read_only_cache_dir_is_refused_before_any_work(tmp_path, capsys, monk
         assert capsys.readouterr().err.splitlines() == [f"train-detector: error: --cache-dir {ro}: folder {ro} is not writable"]
     finally:
         ro.chmod(0o700)
+
+
+def _model_summary(stdout, limit=None):
+    """model-summary in a subprocess, its output to ``stdout`` (a file-size limit ``limit``)."""
+    import os
+    import subprocess
+    import sys
+
+    pre = ""
+    if limit is not None:  # SIGXFSZ ignored: the write fails with EFBIG instead of killing the process
+        pre = (f"import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); ")
+    code = pre + "import sys; from detector.cli.model_summary import main; sys.argv = ['model-summary']; main()"
+    return subprocess.run([sys.executable, "-c", code], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+
+
+def test_a_full_stdout_is_one_line():
+    """`model-summary > /dev/full` was a traceback (or Python's "Exception ignored" at exit,
+    code 120); a full disk is one line now, exit code 2."""
+    with open("/dev/full", "w") as full:
+        p = _model_summary(full)
+    assert p.returncode == 2 and p.stderr.splitlines() == [
+        "model-summary: error: standard output: cannot write (No space left on device)"], p.stderr
+
+
+def test_stdout_over_the_file_size_limit_is_one_line(tmp_path):
+    with open(tmp_path / "out.txt", "w") as out:
+        p = _model_summary(out, limit=40)
+    assert p.returncode == 2 and p.stderr.splitlines() == [
+        "model-summary: error: standard output: cannot write (File too large)"], p.stderr

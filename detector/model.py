@@ -71,6 +71,8 @@ class Detector:
     def from_checkpoint(cls, path: str | None = None, device: str | torch.device = "cpu", members: int = 0) -> "Detector":
         """Load a detector checkpoint (None: the bundled default model; ``members``: use only
         the first N ensemble members)."""
+        if path is not None and not os.fspath(path).strip():  # "" ran the bundled model without a word
+            raise UserError(f"model {os.fspath(path)!r}: an empty path (give none for the bundled model)")
         path = path or default_model_path()
         ck = load_detector(path)
         cfg = from_dict(DetectorConfig, ck["config"], source=f"model {path}")

@@ -65,3 +65,13 @@ def test_more_members_than_the_model_has_is_one_line():
     with pytest.raises(UserError, match=rf"test.members 5: the model has {n} ensemble members$"):
         Detector.from_checkpoint(default_model_path(), members=5)
     assert len(det.configured(members=n).ensemble.members) == n
+
+
+def test_an_empty_model_path_is_not_the_bundled_model():
+    """``Detector.from_checkpoint("")`` (eval-map --split --config C --model '') ran the bundled model."""
+    import pytest
+
+    from backbone.errors import UserError
+
+    with pytest.raises(UserError, match=r"^model '': an empty path \(give none for the bundled model\)$"):
+        Detector.from_checkpoint("")

@@ -48,7 +48,7 @@ import yaml
 
 from .errors import UserError
 from .googlenet import MIN_INPUT_SIZE as _GOOGLENET_MIN
-from .io import read_yaml, write_text
+from .io import YAMLShapeError, parse_yaml, read_yaml, write_text
 
 T = TypeVar("T")
 
@@ -94,6 +94,11 @@ def rules_of(f: dataclasses.Field) -> Rules | None:
 
 #: smallest input side each network accepts (ceil-mode pools; torchvision's adaptive pools)
 MIN_INPUT_SIZES = {"googlenet": _GOOGLENET_MIN, "googlenet_bn": 15, "inception_v3": 75}
+#: largest input side any schema or checkpoint may ask for (a 1024 px input is 21 times the
+#: activations of the paper's 224; a checkpoint's 100000 asked for 200 GB)
+MAX_INPUT_SIZE = 1024
+#: most classes a network head may have (ImageNet-21k has 21841; 10^8 asked for 400 GB)
+MAX_NUM_CLASSES = 100_000
 #: torchvision's Inception v3 auxiliary head (avg pool 5/3, then a 5x5 conv) needs a 17x17
 #: Mixed_6e map: 299 px inputs and up, in training
 INCEPTION_V3_AUX_MIN = 299
@@ -101,7 +106,10 @@ INCEPTION_V3_AUX_MIN = 299
 
 def check_input_size(arch: str, size: int, aux_logits: bool = False, prefix: str = "") -> None:
     """Raise :class:`UserError` (naming ``{prefix}input_size``) when network ``arch`` cannot
-    take ``size`` px inputs (with its auxiliary heads in training when ``aux_logits``)."""
+    take ``size`` px inputs (with its auxiliary heads in training when ``aux_logits``), or
+    ``size`` is above :data:`MAX_INPUT_SIZE`."""
+    if size > MAX_INPUT_SIZE:
+        raise UserError(f"{prefix}input_size {size}: at most {MAX_INPUT_SIZE} px")
     need = MIN_INPUT_SIZES.get(arch)
     if need is not None and size < need:
         raise UserError(f"{prefix}input_size {size}: {prefix}arch {arch} needs at least {need} px")
@@ -364,7 +372,9 @@ def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
         key, raw = item.split("=", 1)
         key = key.strip()
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = parse_yaml(raw) if raw.strip() else None
+        except YAMLShapeError as e:  # a recursive alias, a key given twice: never a value
+            raise UserError(f"--set {item}: {e.problem}") from None
         except yaml.YAMLError:
             value = raw
         node, tp = data, type(cfg)

@@ -83,8 +83,30 @@ def atomic_write(path: str | os.PathLike, data: "str | bytes | Callable[[BinaryI
 
 
 def atomic_save(obj: Any, path: str | os.PathLike, *, what: str = "checkpoint") -> str:
-    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda f: torch.save(obj, f), what=what)
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`): a full disk or a
+    file-size limit is one :class:`UserError`, the previous file kept."""
+    def save(f):
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            # torch's zip writer reports a failed write as "unexpected pos ..."; the OSError
+            # (ENOSPC, EFBIG) of the file is only its context
+            cause = _os_error_in(e)
+            if cause is None:
+                raise
+            raise cause from None
+    return atomic_write(path, save, what=what)
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """The OSError in the cause/context chain of ``e`` (None when there is none)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def write_text(path: str | os.PathLike, text: str, *, what: str = "file") -> str:
@@ -147,8 +169,10 @@ def check_zip_crcs(path: str, what: str = "file") -> None:
 def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     """``torch.load(path, weights_only=True)`` onto the CPU, after a zip CRC check.
 
-    Missing, empty, a folder, damaged, truncated, or holding Python objects other than tensors
-    and plain data (which are never loaded): one :class:`UserError` line naming ``what``."""
+    Missing, empty, a folder, damaged, truncated, holding Python objects other than tensors
+    and plain data (which are never loaded), or a tensor with NaN or infinite values (weights
+    of a diverged training, which would detect nothing without a word): one
+    :class:`UserError` line naming ``what``."""
     path = os.path.expanduser(os.fspath(path))
     if not os.path.exists(path):
         raise UserError(f"{what} {path}: no such file")
@@ -160,7 +184,7 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         raise UserError(f"{what} {path}: empty file")
     check_zip_crcs(path, what)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's weights_only message is multi-line advice; the cause is in __context__
         inner = one_line(e.__context__ or e)
@@ -172,10 +196,89 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     # short record, ...) raise whatever type they hit in damaged bytes
     except Exception as e:  # noqa: BLE001
         raise UserError(f"{what} {path}: not a readable PyTorch file ({one_line(e)})") from None
+    bad = first_non_finite(obj)
+    if bad is not None:
+        raise UserError(f"{what} {path}: tensor {bad} holds NaN or infinite values (a diverged training?)")
+    return obj
+
+
+def first_non_finite(obj: Any) -> str | None:
+    """The dotted name (``members[0].fc.weight``) of the first floating-point tensor holding a
+    NaN or an infinity in ``obj`` (nested dicts, lists, tuples; walked without recursion, as
+    a file may nest deeper than Python's stack), else None."""
+    stack = [("", obj)]
+    while stack:
+        name, v = stack.pop()
+        if isinstance(v, torch.Tensor):
+            if (v.is_floating_point() or v.is_complex()) and v.numel() and not bool(torch.isfinite(v).all()):
+                return name or "(the whole file)"
+        elif isinstance(v, dict):
+            stack += reversed([(f"{name}.{k}" if name else str(k), x) for k, x in v.items()])
+        elif isinstance(v, (list, tuple)):
+            stack += reversed([(f"{name}[{i}]", x) for i, x in enumerate(v)])
+    return None
 
 
 __all__ = ["CACHE_ENV", "cache_dir", "atomic_write", "atomic_save", "write_text", "write_json", "check_writable",
-           "one_line", "check_zip_crcs", "safe_torch_load"]
+           "one_line", "check_zip_crcs", "safe_torch_load", "first_non_finite"]
+
+
+class YAMLShapeError(yaml.MarkedYAMLError):
+    """YAML that PyYAML reads but that would be silently wrong here: a key given twice in one
+    mapping (the last one would win) or a recursive alias (an endless structure)."""
+
+
+class YAMLLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a duplicate key in a mapping (naming it and both lines;
+    merge keys ``<<`` may still be overridden, as YAML intends) and a recursive alias
+    (``&a [*a]``, which every check walking the data would recurse into forever)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._open_anchors: set[str] = set()
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open_anchors:
+                raise YAMLShapeError(None, None, f"recursive alias *{event.anchor} (inside its own anchor "
+                                     f"&{event.anchor})", event.start_mark)
+            return super().compose_node(parent, index)
+        anchor = getattr(event, "anchor", None)
+        if anchor is None or anchor in self._open_anchors:  # a duplicate anchor: yaml's own error
+            return super().compose_node(parent, index)
+        self._open_anchors.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._open_anchors.discard(anchor)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    seen = key in first
+                except TypeError:
+                    continue  # an unhashable key: SafeConstructor's own error
+                if seen:
+                    raise YAMLShapeError(None, None, f"key {key!r} given twice, on line {first[key]} and line {line}; "
+                                         "the last one would win", key_node.start_mark)
+                first[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(stream: Any) -> Any:
+    """``yaml.safe_load`` with :class:`YAMLLoader`'s checks (duplicate keys, recursive aliases)."""
+    loader = YAMLLoader(stream)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: str | os.PathLike, what: str) -> Any:
@@ -187,7 +290,7 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
         raise UserError(f"{what}: no such file" if not os.path.exists(path) else f"{what}: not a regular file")
     try:
         with open(path, encoding="utf-8-sig") as f:   # a BOM is skipped
-            return yaml.safe_load(f)
+            return parse_yaml(f)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""

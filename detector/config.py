@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backbone import NETWORKS
-from backbone.config import check_config, check_input_size, load_config, setting
+from backbone.config import MAX_INPUT_SIZE, check_config, check_input_size, load_config, setting
 from backbone.errors import UserError
 from eval import PROTOCOLS
-from proposals.config import ProposalConfig
+from proposals.config import MAX_BOXES, ProposalConfig
 
 #: dataset layouts ``data.format`` names (readers in :mod:`detector.io.datasets`); ``auto``: the
 #: layout recognised from the folder's content (:mod:`detector.io.datasets.layout`)
@@ -32,6 +32,31 @@ CLASSIFIER_FORMATS = (*FORMATS, "imagefolder")
 CONV_INITS = ("default", "xavier", "kaiming_fan_in")
 #: context padding (at the 224 scale) must leave room inside a warp: 2 * pad < 224
 MAX_CONTEXT_PAD = 112.0
+#: the longest image side the detector works at (``detect``, ``eval-map --split``, training):
+#: a longer image is scaled down to it (:func:`detector.model.working_copy`), and no resize
+#: (``model.fast.min_side`` / ``max_side``, ``test.scales``, the fast kind's stretch of a thin
+#: image to its network's minimum) makes a side longer. BCCD's 640 px, VOC's 500 px and COCO's
+#: 640 px images are unchanged; a 2000 x 2000 copy is 12 MB (48 MB as the float tensor the
+#: networks read), while a camera's 50 megapixels would be 600 MB as that tensor.
+WORKING_MAX_SIDE = 2000
+#: bounds of the other sizes a config or a checkpoint controls (each a generous multiple of
+#: what the paper or any config here uses), so that a typo is one line, not a 200 GB allocation
+MAX_MEMBERS = 100
+MAX_BATCH = 4096  # regions or crops per forward pass / per training batch
+
+
+def check_class_names(names: list[str], key: str) -> None:
+    """Raise :class:`UserError` (``{key} must ...``) unless ``names`` is a non-empty list of
+    distinct, non-empty class names: a name given twice would relabel every box of the later
+    class silently (label i is names[i - 1]). For configs and checkpoints alike."""
+    if not names:
+        raise UserError(f"{key} must not be empty")
+    stripped = [c.strip() for c in names]
+    if "" in stripped:
+        raise UserError(f"{key} must not hold an empty name, got {list(names)}")
+    dup = next((c for i, c in enumerate(stripped) if c in stripped[:i]), None)
+    if dup is not None:
+        raise UserError(f"{key} must name each class once, got {dup!r} twice")
 
 
 @dataclass
@@ -51,12 +76,7 @@ class DataConfig:
 
     def cross_check(self, prefix: str) -> None:
         if self.classes is not None:
-            names = [c.strip() for c in self.classes]
-            if "" in names:
-                raise UserError(f"{prefix}classes must not hold an empty name, got {self.classes}")
-            dup = sorted({c for c in names if names.count(c) > 1})
-            if dup:
-                raise UserError(f"{prefix}classes must name each class once, got {dup[0]!r} twice")
+            check_class_names(self.classes, f"{prefix}classes")
 
 
 #: detector kinds (``model.kind``): R-CNN (the paper's) and the shared-feature Fast R-CNN
@@ -71,7 +91,7 @@ FAST_TAPS = ("inception3a", "inception3b", "inception4a", "inception4b", "incept
 class RcnnConfig:
     """``model.rcnn``: settings only R-CNN uses."""
 
-    input_size: int = setting(224, ge=1)      # warp size S (at least the network's minimum)
+    input_size: int = setting(224, ge=1, le=MAX_INPUT_SIZE)  # warp size S (at least the network's minimum)
     context_pad: float = setting(16.0, ge=0, lt=MAX_CONTEXT_PAD)  # context at the paper's 224 scale; scaled by S/224
 
 
@@ -80,18 +100,18 @@ class FastConfig:
     """``model.fast``: settings only the shared-feature kind uses (see :mod:`detector.fast`)."""
 
     tap: list[str] = setting(["inception4e"], min_len=1, choices=FAST_TAPS)  # trunk stage(s) pooled from; several: an FPN
-    roi_size: int = setting(7, ge=1)          # roi_align output, roi_size x roi_size
-    reduce_channels: int = setting(128, ge=1)  # 1x1 reduction of the tap before pooling
-    fc_dim: int = setting(1024, ge=1)         # the head's fully connected width
+    roi_size: int = setting(7, ge=1, le=64)          # roi_align output, roi_size x roi_size
+    reduce_channels: int = setting(128, ge=1, le=4096)  # 1x1 reduction of the tap before pooling
+    fc_dim: int = setting(1024, ge=1, le=16384)         # the head's fully connected width
     num_fc: int = setting(1, ge=1, le=2)      # fully connected layers in the head
-    fc_rank: int = setting(256, ge=0)         # first FC factorised through this rank (0: a full FC)
+    fc_rank: int = setting(256, ge=0, le=4096)         # first FC factorised through this rank (0: a full FC)
     norm: str = setting("bn", choices=("bn", "gn", "none"))  # trunk normalisation (bn: batch statistics)
-    sampling_ratio: int = setting(2, ge=0)    # roi_align samples per bin side (0: adaptive)
+    sampling_ratio: int = setting(2, ge=0, le=16)    # roi_align samples per bin side (0: adaptive)
     dropout: float = setting(0.0, ge=0, lt=1)  # in the head
-    min_side: int = setting(600, ge=1)        # images resized to this shorter side (Fast R-CNN: 600) ...
-    max_side: int = setting(1000, ge=1)       # ... and at most this longer side
-    chunk: int = setting(512, ge=1)           # proposals per head pass at test time (bounds memory)
-    train_crop: int = setting(0, ge=0)        # train on random crop x crop windows of the resized image (0: whole images)
+    min_side: int = setting(600, ge=1, le=WORKING_MAX_SIDE)        # images resized to this shorter side (Fast R-CNN: 600) ...
+    max_side: int = setting(1000, ge=1, le=WORKING_MAX_SIDE)       # ... and at most this longer side
+    chunk: int = setting(512, ge=1, le=16384)           # proposals per head pass at test time (bounds memory)
+    train_crop: int = setting(0, ge=0, le=WORKING_MAX_SIDE)        # train on random crop x crop windows of the resized image (0: whole images)
 
     @staticmethod
     def upgrade(data: dict) -> dict:
@@ -109,7 +129,7 @@ class ModelConfig:
     arch: str = setting("googlenet", choices=NETWORKS)  # a backbone network name
     rcnn: RcnnConfig | None = setting(None)   # model.kind rcnn only (filled with defaults when absent)
     fast: FastConfig | None = setting(None)   # model.kind fast only (filled with defaults when absent)
-    members: int = setting(6, ge=1)           # ensemble size (paper: 6)
+    members: int = setting(6, ge=1, le=MAX_MEMBERS)           # ensemble size (paper: 6)
     aux_logits: bool = setting(True)          # aux heads (training only), loss weight train.aux_weight
     init: str | None = setting(None)          # train-classifier checkpoint, torchvision state dict, imagenet
                                               # (the arch's published weights) or none (from scratch)
@@ -163,12 +183,12 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = setting(10, ge=1)
-    batch_size: int = setting(128, ge=1)      # regions per batch
+    batch_size: int = setting(128, ge=1, le=MAX_BATCH)  # regions per batch
     fg_fraction: float = setting(0.25, gt=0, le=1)  # 32 foreground of 128
     fg_iou: float = setting(0.5, gt=0, le=1)  # IoU >= fg_iou with a gt box: foreground
     bg_iou_low: float = setting(0.0, ge=0, lt=1)  # background: bg_iou_low <= IoU < fg_iou
-    images_per_batch: int = setting(2, ge=1)
-    max_proposals: int = setting(2000, ge=1)  # per image considered for sampling
+    images_per_batch: int = setting(2, ge=1, le=256)
+    max_proposals: int = setting(2000, ge=1, le=MAX_BOXES)  # per image considered for sampling
     lr: float = setting(0.01, gt=0)
     momentum: float = setting(0.9, ge=0, lt=1)
     weight_decay: float = setting(0.0005, ge=0)
@@ -209,12 +229,12 @@ class TestConfig:
     protocol: str = setting("voc", choices=PROTOCOLS)  # ilsvrc | voc07 | voc | coco
     nms_iou: float = setting(0.3, ge=0, le=1)
     score_thr: float = setting(0.05, ge=0, le=1)
-    max_per_image: int = setting(100, ge=1)
-    max_proposals: int = setting(2000, ge=1)  # per image at inference
-    batch_size: int = setting(128, ge=1)      # regions per forward pass (bounds memory)
-    members: int = setting(0, ge=0)           # score with the first N ensemble members only (0: all)
+    max_per_image: int = setting(100, ge=1, le=MAX_BOXES)
+    max_proposals: int = setting(2000, ge=1, le=MAX_BOXES)  # per image at inference
+    batch_size: int = setting(128, ge=1, le=MAX_BATCH)  # regions per forward pass (bounds memory)
+    members: int = setting(0, ge=0, le=MAX_MEMBERS)  # score with the first N ensemble members only (0: all)
     bbox_reg: bool = setting(True)            # apply the model's box regression when it has one
-    scales: list[int] | None = setting(None, min_len=1, ge=1)  # fast kind: test-time image pyramid (shorter
+    scales: list[int] | None = setting(None, min_len=1, ge=1, le=WORKING_MAX_SIDE)  # fast kind: test-time image pyramid (shorter
                                               # sides; each proposal scored at the scale nearest 224^2); None: model.fast.min_side
 
 
@@ -252,7 +272,7 @@ class CropConfig:
 @dataclass
 class ClassifierModelConfig:
     arch: str = setting("googlenet", choices=NETWORKS)  # a backbone network name
-    input_size: int = setting(224, ge=1)      # S: training crops are S x S; test crops scale by S/224
+    input_size: int = setting(224, ge=1, le=MAX_INPUT_SIZE)  # S: training crops are S x S; test crops scale by S/224
     aux_logits: bool = setting(True)          # auxiliary heads during training (loss weight train.aux_weight)
     dropout: float | None = setting(None, ge=0, lt=1)  # main-head dropout (None: the network's default, 40% for googlenet)
     init: str | None = setting(None)          # torchvision state dict to start from (class layers kept fresh),
@@ -268,7 +288,7 @@ class ClassifierModelConfig:
 @dataclass
 class ClassifierTrainConfig:
     epochs: int = setting(8, ge=1)
-    batch_size: int = setting(64, ge=1)
+    batch_size: int = setting(64, ge=1, le=MAX_BATCH)
     lr: float = setting(0.01, gt=0)
     momentum: float = setting(0.9, ge=0, lt=1)   # paper: 0.9
     weight_decay: float = setting(0.0002, ge=0)
@@ -303,7 +323,7 @@ class ClassifierTrainConfig:
 @dataclass
 class ClassifierTestConfig:
     crops: list[int] = setting([1, 10, 144], choices=(1, 10, 144), min_len=1)
-    batch_size: int = setting(256, ge=1)         # crops per forward pass
+    batch_size: int = setting(256, ge=1, le=MAX_BATCH)  # crops per forward pass
 
 
 @dataclass

@@ -24,7 +24,7 @@ from proposals import propose
 from proposals.multibox import multibox_from_checkpoint
 
 from .assets import default_model_path
-from .config import DetectorConfig, ProposalConfig, TestConfig
+from .config import WORKING_MAX_SIDE, DetectorConfig, ProposalConfig, TestConfig  # noqa: F401 (WORKING_MAX_SIDE: re-exported)
 from .ensemble import Ensemble
 from .io.checkpoints import load_detector
 from .io.images import load_image
@@ -71,10 +71,13 @@ class Detector:
     def from_checkpoint(cls, path: str | None = None, device: str | torch.device = "cpu", members: int = 0) -> "Detector":
         """Load a detector checkpoint (None: the bundled default model; ``members``: use only
         the first N ensemble members)."""
+        if path is not None and not os.fspath(path).strip():  # "" ran the bundled model without a word
+            raise UserError(f"model {os.fspath(path)!r}: an empty path (give none for the bundled model)")
         path = path or default_model_path()
         ck = load_detector(path)
         cfg = from_dict(DetectorConfig, ck["config"], source=f"model {path}")
         kind = kind_of(cfg)
+        _check_members(members, len(ck["members"]), f"model {path}: ")
         members_ = []
         states = ck["members"][:members] if members else ck["members"]
         for i, state in enumerate(states):
@@ -103,6 +106,7 @@ class Detector:
         if multibox != "keep":
             new.multibox = multibox
         if members:
+            _check_members(members, len(self.ensemble.members))
             new.ensemble = Ensemble(list(self.ensemble.members)[:members])
         return new
 
@@ -151,17 +155,11 @@ class Detector:
         return Detections(b, s.numpy().astype(np.float32), l.numpy().astype(np.int64), self.classes, times)
 
 
-#: the longest side the detector works at: a longer image is scaled down to it for proposals
-#: and scoring (boxes mapped back). BCCD's 640 px, VOC's 500 px and COCO's 640 px images are
-#: unchanged; a 2000 x 2000 copy is 12 MB (48 MB as the float tensor the networks read), while a
-#: camera's 50 megapixels would be 600 MB as that tensor, and selective search resizes to its
-#: own 500 px working width anyway.
-WORKING_MAX_SIDE = 2000
-
-
 def working_copy(image: np.ndarray, max_side: int = WORKING_MAX_SIDE) -> tuple[np.ndarray, float, float]:
     """``image`` scaled down (area interpolation) so that its longer side is at most
-    ``max_side``, and the x and y scale factors (new size / old size; 1.0 when unchanged)."""
+    ``max_side`` (:data:`detector.config.WORKING_MAX_SIDE`, the detector's working side; selective
+    search then resizes to its own 500 px working width), and the x and y scale factors (new
+    size / old size; 1.0 when unchanged)."""
     height, width = image.shape[:2]
     if max(height, width) <= max_side:
         return image, 1.0, 1.0
@@ -169,6 +167,13 @@ def working_copy(image: np.ndarray, max_side: int = WORKING_MAX_SIDE) -> tuple[n
     w, h = max(1, int(round(width * s))), max(1, int(round(height * s)))
     small = cv2.resize(np.ascontiguousarray(image), (w, h), interpolation=cv2.INTER_AREA)
     return small, w / width, h / height
+
+
+def _check_members(wanted: int, have: int, where: str = "") -> None:
+    """``test.members`` N (the first N members only) of a model with ``have``: N <= have."""
+    if wanted > have:
+        raise UserError(f"{where}test.members {wanted}: the model has {have} ensemble member"
+                        f"{'s' if have != 1 else ''}")
 
 
 def _first_key_problem(e: RuntimeError) -> str:

@@ -27,6 +27,7 @@ import operator
 import os
 import sys
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -113,12 +114,51 @@ def _save(path: str, boxes: np.ndarray, seconds: float) -> None:
                                           seconds=np.float64(seconds)), what="proposal cache file")
 
 
-def _load(path: str) -> tuple[np.ndarray, float] | None:
+class ProposalCacheWarning(UserWarning):
+    """A file of our own proposal cache was damaged (NaN boxes, truncated, not an ``.npz``, ...)
+    and is recomputed. Not an :class:`~backbone.errors.InputWarning`: the cache is no input of
+    the user's, so ``--strict`` recomputes it all the same."""
+
+
+def _read(path: str) -> tuple[tuple[np.ndarray, float] | None, str | None]:
+    """``((boxes, seconds), None)`` of cache file ``path``; ``(None, None)`` when it is missing;
+    ``(None, problem)`` when it is damaged: not an npz, truncated, ``boxes`` not an (N, 4) array
+    of finite numbers, ``seconds`` not one finite number."""
+    if not os.path.isfile(path):
+        return None, None
     try:
-        with np.load(path) as z:
-            return z["boxes"].astype(np.float32).reshape(-1, 4), float(z["seconds"])
-    except (OSError, ValueError, KeyError, EOFError):
-        return None  # missing or damaged (e.g. a disk filled up): recomputed
+        with open(path, "rb") as f, np.load(f) as z:  # our own handle: closed on a damaged zip too
+            boxes, seconds = z["boxes"], z["seconds"]
+    # the file is np.load's only input, and its zip and npy parsers raise whatever type they hit
+    # in damaged bytes (BadZipFile, EOFError, ValueError, OSError, KeyError, zlib.error, ...)
+    except Exception as e:  # noqa: BLE001
+        return None, f"unreadable ({type(e).__name__})"
+    if boxes.dtype.kind not in "fiu" or boxes.ndim != 2 or boxes.shape[1] != 4:
+        return None, f"boxes of shape {boxes.shape} and type {boxes.dtype}, expected (N, 4) numbers"
+    with np.errstate(all="ignore"):  # a float64 beyond float32's range becomes inf, refused below
+        boxes = boxes.astype(np.float32)
+    if not np.isfinite(boxes).all():
+        return None, "NaN or infinite boxes"
+    if seconds.dtype.kind not in "fiu" or seconds.size != 1 or not np.isfinite(seconds).all():
+        return None, "no finite seconds"
+    return (boxes, float(seconds.reshape(()))), None
+
+
+def _load(path: str, damaged: dict | None = None) -> tuple[np.ndarray, float] | None:
+    """(boxes, seconds) of cache file ``path``, or None when it is missing or damaged (a disk
+    that filled up, a killed copy, an edit): recomputed; ``damaged`` gets ``path: problem``."""
+    got, problem = _read(path)
+    if problem is not None and damaged is not None:
+        damaged.setdefault(path, problem)
+    return got
+
+
+def _report_damaged(damaged: dict) -> None:
+    if damaged:
+        n = len(damaged)
+        examples = "; ".join(f"{os.path.basename(p)}: {why}" for p, why in list(damaged.items())[:3])
+        warnings.warn(f"proposal cache: {n} damaged file{'s' if n != 1 else ''} recomputed "
+                      f"({os.path.dirname(next(iter(damaged)))}); e.g. {examples}", ProposalCacheWarning, stacklevel=3)
 
 
 def _ss_task(args) -> float:
@@ -244,9 +284,11 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
                   default=0)
     mine = range(rank, len(records), world)
     try:
-        todo = [i for i in mine if _load(os.path.join(final_dir, names[i])) is None]
+        damaged: dict[str, str] = {}
+        todo = [i for i in mine if _load(os.path.join(final_dir, names[i]), damaged) is None]
         spent = _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox,
-                         sync.start_heartbeat if sync is not None else lambda: None)
+                         sync.start_heartbeat if sync is not None else lambda: None, damaged)
+        _report_damaged(damaged)
         if sync is not None:
             sync.set_state("done")
             per_image = spent / len(todo) if todo else PER_IMAGE_GUESS
@@ -282,15 +324,16 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
     return boxes
 
 
-def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, started) -> float:
+def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, started, damaged=None) -> float:
     """Compute and save the proposals of images ``todo``; returns the seconds spent. Calls
-    ``started()`` once the worker processes are forked (and before MultiBox)."""
+    ``started()`` once the worker processes are forked (and before MultiBox). Damaged
+    selective search files found are recomputed and noted in ``damaged``."""
     t0 = time.perf_counter()
     if todo and cfg.uses_ss:
         os.makedirs(ss_dir, exist_ok=True)
         kwargs = {"preset": cfg.preset, "superpixel_scale": cfg.superpixel_scale, "working_width": cfg.working_width,
                       "min_box_width": cfg.min_box_width, "backend": cfg.backend, "max_boxes": cfg.max_boxes}
-        missing = [i for i in todo if _load(os.path.join(ss_dir, names[i])) is None]
+        missing = [i for i in todo if _load(os.path.join(ss_dir, names[i]), damaged) is None]
         tasks = [(records[i].path, os.path.join(ss_dir, names[i]), kwargs) for i in missing]
         bar = tqdm(total=len(tasks), desc="selective search", unit="img", disable=not sys.stderr.isatty())
         try:

@@ -6,9 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backbone import NETWORKS
-from backbone.config import check_input_size, setting
+from backbone.config import MAX_INPUT_SIZE, check_input_size, setting
 
 from .selective_search import BACKENDS, PRESETS
+
+#: bounds of the sizes a config or a checkpoint controls (generous multiples of the paper's):
+#: a working width above the detector's 2000 px working side only upsamples (100000 asked
+#: for 22 GB), and each prior is 5 outputs of the network's last layer
+MAX_WORKING_WIDTH = 2000
+MAX_PRIORS = 10_000
+MAX_BOXES = 100_000
 
 #: the proposal methods (``proposals.method``)
 METHODS = ("ss", "multibox", "ss+multibox")
@@ -17,12 +24,12 @@ METHODS = ("ss", "multibox", "ss+multibox")
 @dataclass
 class MultiBoxConfig:
     arch: str = setting("googlenet_bn", choices=NETWORKS)  # backbone trunk (BN: trains from scratch in the few epochs a CPU allows)
-    input_size: int = setting(160, ge=1)   # network input (image resized to SxS; 160 keeps CPU training short)
-    num_priors: int = setting(400, ge=1)   # K boxes regressed, priors by k-means on training boxes
+    input_size: int = setting(160, ge=1, le=MAX_INPUT_SIZE)   # network input (image resized to SxS; 160 keeps CPU training short)
+    num_priors: int = setting(400, ge=1, le=MAX_PRIORS)   # K boxes regressed, priors by k-means on training boxes
     alpha: float = setting(0.3, ge=0)      # weight of the location loss (alpha/2 * squared error)
     matching: str = setting("bipartite", choices=("bipartite", "greedy"))  # bipartite (Hungarian) | greedy
     epochs: int = setting(8, ge=1)
-    batch_size: int = setting(32, ge=1)
+    batch_size: int = setting(32, ge=1, le=4096)
     optimizer: str = setting("adam", choices=("adam", "sgd"))  # adam | sgd (from scratch, Adam converges in the few epochs a CPU allows)
     lr: float = setting(0.001, gt=0)
     momentum: float = setting(0.9, ge=0, lt=1)
@@ -41,13 +48,13 @@ class ProposalConfig:
     backend: str = setting("ours", choices=BACKENDS)       # ours | selectivesearch (the PyPI package)
     preset: str = setting("fast", choices=PRESETS)         # single | fast | quality | opencv_fast
     superpixel_scale: float = setting(2.0, gt=0)   # multiplies Felzenszwalb k and min size (paper: 2)
-    working_width: int = setting(500, ge=0)        # image resized to this width before segmentation (0: kept)
+    working_width: int = setting(500, ge=0, le=MAX_WORKING_WIDTH)        # image resized to this width before segmentation (0: kept)
     min_box_width: float = setting(20.0, ge=0)     # at the working width (0: keep every box)
-    max_boxes: int | None = setting(None, ge=1)    # cap on selective search boxes per image (after ranking)
-    multibox_top_k: int = setting(200, ge=1)       # paper: top 200 MultiBox boxes
+    max_boxes: int | None = setting(None, ge=1, le=MAX_BOXES)    # cap on selective search boxes per image (after ranking)
+    multibox_top_k: int = setting(200, ge=1, le=MAX_PRIORS)       # paper: top 200 MultiBox boxes
     multibox_checkpoint: str | None = setting(None)
     merge_iou: float = setting(0.95, ge=0, le=1)   # near-duplicates between SS and MultiBox removed above this IoU
-    max_total: int | None = setting(None, ge=1)    # cap on the final proposals per image (after merging); None: no cap
+    max_total: int | None = setting(None, ge=1, le=MAX_BOXES)    # cap on the final proposals per image (after merging); None: no cap
     multibox: MultiBoxConfig = field(default_factory=MultiBoxConfig)
 
     # the method, parsed: callers ask these instead of testing the string

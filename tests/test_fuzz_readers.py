@@ -860,3 +860,54 @@ def check_repeated_lines_read_once(value):
 
 test_repeated_lines_read_once, test_repeated_lines_read_once_slow = fuzz(repeated_lines(), 150)(
     check_repeated_lines_read_once)
+
+
+# --- damaged proposal cache (h4) ---
+# detector.proposal_cache reads back its own .npz files; one damaged by a full disk, a killed copy
+# or an edit (NaN boxes, truncated bytes, another dtype or shape) is recomputed: the reader
+# returns finite (N, 4) float32 boxes or None (recompute), never another exception
+
+
+@st.composite
+def proposal_cache_files(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64, np.float16, np.int64, np.uint8, np.bool_,
+                                  np.complex64, "U3"]))
+    shape = draw(st.sampled_from([(0, 4), (3, 4), (2, 5), (8,), (), (1, 4, 1)]))
+    values = draw(st.lists(st.sampled_from([0.0, 1.5, 640.0, -3.0, np.nan, np.inf, -np.inf, 1e300]),
+                           min_size=1, max_size=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # building the garbage (NaN cast to int, ...) is not the reader's
+        boxes = np.resize(np.array(values), shape).astype(dtype)
+    seconds = draw(st.sampled_from([np.float64(0.5), np.float64(np.nan), np.zeros(3), np.array("x")]))
+    parts = {"boxes": boxes, "seconds": seconds}
+    if draw(st.booleans()):
+        parts.pop(draw(st.sampled_from(["boxes", "seconds"])))
+    buf = io.BytesIO()
+    np.savez(buf, **parts)
+    data = buf.getvalue()
+    kind = draw(st.integers(0, 5))
+    if kind == 0:
+        return draw(st.binary(max_size=300))
+    if kind == 1:
+        return data[: draw(st.integers(0, len(data)))]   # truncated (a full disk)
+    return draw(byte_edits(data)) if kind == 2 else data
+
+
+def check_proposal_cache(content):
+    """detector.proposal_cache._load on mutated cache files: finite (N, 4) boxes or None."""
+    from detector.proposal_cache import _load
+
+    with folder() as d, warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("error", ResourceWarning)   # an unclosed file of a damaged zip
+        damaged = {}
+        got = _load(write(os.path.join(d, "x.npz"), content), damaged)
+        if got is None:
+            return
+        boxes, seconds = got
+        assert not damaged
+        assert boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 4 and np.isfinite(boxes).all()
+        assert isinstance(seconds, float) and np.isfinite(seconds)
+
+
+test_proposal_cache, test_proposal_cache_slow = fuzz(proposal_cache_files(), 200)(check_proposal_cache)

@@ -19,6 +19,7 @@ import argparse
 import torch
 
 from backbone import NETWORKS
+from backbone.config import MAX_INPUT_SIZE
 from backbone.errors import UserError
 from backbone.multicrop import CROP_COUNTS, predict_probs
 from detector.classification.members import load_members
@@ -53,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    for flag, n in (("--top", args.top), ("--batch-size", args.batch_size)):
+        if n < 1:
+            raise UserError(f"{flag} {n}: must be >= 1")
+    if args.input_size is not None and not 1 <= args.input_size <= MAX_INPUT_SIZE:  # 100000: 200 GB
+        raise UserError(f"--input-size {args.input_size}: must be in [1, {MAX_INPUT_SIZE}]")
     if args.threads:
         if args.threads < 1:
             raise UserError(f"--threads {args.threads}: must be >= 1")

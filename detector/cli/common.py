@@ -8,6 +8,7 @@ and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import io
 import os
@@ -16,7 +17,7 @@ import warnings
 from typing import Callable
 
 from backbone.errors import InputWarning, UserError
-from backbone.io import CACHE_ENV, read_yaml
+from backbone.io import CACHE_ENV, check_writable, read_yaml
 from backbone.weights import published_weights
 from detector.classification.init import IMAGENET, SCRATCH
 from detector.engine.devices import resolve_device  # noqa: F401  (re-exported for the CLIs)
@@ -49,6 +50,7 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
             with warnings.catch_warnings():
                 warnings.showwarning = one_line
                 rc = fn(argv)
+            _flush_stdout()  # here, not at exit: a full disk is our one line, not Python's "Exception ignored"
         except USER_ERRORS as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
@@ -64,6 +66,17 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
             # of the Python docs, "Note on SIGPIPE")
             _silence_stdout()
             return 141
+        except OSError as e:
+            if e.errno not in _FULL:
+                raise
+            # stdout (or a file written without backbone.io) on a full disk or over `ulimit -f`;
+            # the files written through backbone.io.atomic_write are UserErrors naming the path
+            _silence_stdout()
+            try:
+                print(f"{prog}: error: {e.filename or 'standard output'}: cannot write ({e.strerror})", file=sys.stderr)
+            except OSError:
+                pass  # stderr is full too: the exit code says it
+            return 2
         finally:
             if cache_env is None:
                 os.environ.pop(CACHE_ENV, None)
@@ -79,6 +92,18 @@ def cli_main(fn: Callable[..., int | None]) -> Callable[..., int]:
 
     entry.__wrapped__ = fn  # type: ignore[attr-defined]
     return entry
+
+
+#: errno of a write that found no room: a full disk (ENOSPC), a file-size limit (EFBIG), a quota (EDQUOT)
+_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _flush_stdout() -> None:
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except ValueError:  # closed by the command itself
+        pass
 
 
 def _silence_stdout() -> None:
@@ -120,9 +145,12 @@ def add_strict_arg(p: argparse.ArgumentParser, what: str = "input") -> None:
 class _CacheDirAction(argparse.Action):
     """``--cache-dir D``: the cache folder of everything this command caches (proposals, the
     annotation index, fallback split files): ``$GOOGLENET_DET_CACHE`` set to ``D`` (what
-    :func:`backbone.io.cache_dir` reads; :func:`cli_main` restores it when the command ends)."""
+    :func:`backbone.io.cache_dir` reads; :func:`cli_main` restores it when the command ends).
+    Refused when it cannot be written (a read-only folder, a file in the way) while the
+    arguments are read: before the config, the data summary and any work."""
 
     def __call__(self, parser, namespace, values, option_string=None):
+        check_writable(values, what=option_string or "--cache-dir", folder=True)
         path = os.path.abspath(os.path.expanduser(values))
         os.environ[CACHE_ENV] = path
         setattr(namespace, self.dest, path)

@@ -297,6 +297,8 @@ def main(argv=None) -> int:
     add_device_arg(p)
     add_strict_arg(p, "images")
     args = p.parse_args(argv)
+    if args.model is not None and not args.model.strip():
+        raise UserError(f"--model {args.model!r}: an empty path (leave --model out for the bundled model)")
     if not 0.0 <= args.score_thr <= 1.0:
         raise UserError(f"--score-thr {args.score_thr}: must be between 0 and 1")
     if args.max_per_image is not None and args.max_per_image < 1:

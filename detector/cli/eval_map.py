@@ -150,6 +150,12 @@ def score(dataset, dets: list[dict], protocol: str, iou: float | None, args, ext
     """Evaluate, print the table, write --json and --plots."""
 
 
+    groups = getattr(args, "groups", None)
+    if groups:  # before the evaluation: a name the data does not have is a typo, not a group
+        missing = [c for c in groups if c not in dataset.classes]
+        if missing:
+            raise UserError(f"--class-groups {args.class_groups}: class {missing[0]!r} is not a class of the data "
+                            f"({', '.join(dataset.classes)})")
     if protocol != "ilsvrc" and any(r.blacklist for r in dataset.records):
         print("eval-map: note: the blacklist only applies to --protocol ilsvrc", file=sys.stderr)
     result = evaluate(protocol, ground_truth(dataset), dets, len(dataset.classes), iou=iou, return_curves=True)
@@ -170,7 +176,7 @@ def score(dataset, dets: list[dict], protocol: str, iou: float | None, args, ext
         gts = ground_truth(dataset)
         paths = [r.path or None for r in dataset.records]
         paths = paths if all(paths) else None
-        res = analyze(protocol, gts, dets, list(dataset.classes), iou=iou, class_groups=_class_groups(args.class_groups),
+        res = analyze(protocol, gts, dets, list(dataset.classes), iou=iou, class_groups=groups,
                       image_paths=paths)
         written = write_report(res, args.analyze, list(dataset.classes), all_classes=args.analyze_all,
                                image_paths=paths, gts=gts, dets=dets)
@@ -293,6 +299,7 @@ def main(argv=None):
             check_writable(path, what=flag, folder=folder)
     if (args.analyze_all or args.class_groups) and not args.analyze:
         raise UserError("--analyze-all and --class-groups go with --analyze DIR")
+    args.groups = _class_groups(args.class_groups)  # before the work
     # reader warnings (dropped / clipped boxes) are printed as one line each once the inputs
     # have been read; when an input is bad, only its error line is printed
     with warnings.catch_warnings(record=True) as caught:

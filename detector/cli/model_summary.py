@@ -6,6 +6,8 @@ import argparse
 import json
 
 from backbone import NETWORKS, build_backbone, count_macs, count_parameters
+from backbone.config import MAX_INPUT_SIZE, MAX_NUM_CLASSES
+from backbone.errors import UserError
 from detector.cli.common import cli_main
 
 AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
@@ -18,6 +20,10 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=224, help="input size for the multiply-add count (default 224)")
     p.add_argument("--json", help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
+    if not 1 <= args.num_classes <= MAX_NUM_CLASSES:  # 10^8 asked for 400 GB
+        raise UserError(f"--num-classes {args.num_classes}: must be in [1, {MAX_NUM_CLASSES}]")
+    if args.size > MAX_INPUT_SIZE:
+        raise UserError(f"--size {args.size}: at most {MAX_INPUT_SIZE} px")
     rows = []
     for name in NETWORKS:
         m = build_backbone(name, num_classes=args.num_classes, aux_logits=True)

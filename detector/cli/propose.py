@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     if args.split and not args.config:
         raise UserError("--split needs --config")
     full, cfg = proposal_config(args)
+    validate(cfg)  # flags included (--working-width 100000 asked for 22 GB), before any work
     if args.json:  # fail now, not after the whole split
         check_writable(args.json, what="--json")
     if args.split:
@@ -105,7 +106,6 @@ def main(argv=None) -> int:
         return 0
 
 
-    validate(cfg)
     multibox = get_multibox(cfg, device) if cfg.uses_multibox else None
     items = []
     for path in list_images(args.images):

@@ -23,8 +23,22 @@ def resolve_device(name: str = "auto") -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise UserError(f"--device {name}: not a device name (use auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise UserError(f"--device {name}: this machine has {n} CUDA device{'s' if n != 1 else ''} "
+                            f"({', '.join(f'cuda:{i}' for i in range(n))})")
+        return dev
+    # mps, xpu, ...: the backend's own is_available (meta and the like have none: no device to run on)
+    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+    available = getattr(backend, "is_available", None)
+    if not callable(available) or not available():
+        raise UserError(f"--device {name}: not available on this machine or in this PyTorch build "
+                        "(use auto, cpu, cuda, cuda:N)")
     return dev
 
 

@@ -402,7 +402,11 @@ def upsample_to_min_input(image: Tensor, min_input: int) -> tuple[Tensor, tuple[
     if min(h, w) >= min_input:
         return image, (1.0, 1.0)
     s = min_input / min(h, w)
-    nh, nw = max(min_input, math.ceil(h * s)), max(min_input, math.ceil(w * s))
+    # the aspect is kept up to 4:1; the longer side of a thinner image is stretched no
+    # further than its own length: a 1 x 1000 image stretched to 31 x 31000 asked for
+    # gigabytes (23 GB for two, one tall one wide, padded together in training)
+    cap = max(h, w, 4 * min_input)
+    nh, nw = (min(cap, max(min_input, math.ceil(side * s))) for side in (h, w))
     up = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
     return up, (nw / w, nh / h)
 

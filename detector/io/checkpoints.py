@@ -29,10 +29,11 @@ import torch
 from torch import nn
 
 from backbone import NETWORKS, build_backbone
-from backbone.config import to_dict
+from backbone.config import MAX_INPUT_SIZE, MAX_NUM_CLASSES, to_dict
 from backbone.errors import UserError
 from backbone.io import atomic_save, safe_torch_load
 from backbone.multicrop import IMAGENET_MEAN, IMAGENET_STD
+from detector.config import check_class_names
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -131,6 +132,7 @@ def load_detector(path: str) -> dict:
         if key not in ck:
             raise UserError(f"model {path}: checkpoint lacks {key!r}")
     _check_fields(ck, _DETECTOR_FIELDS, f"model {path}")
+    check_class_names(ck["classes"], f"model {path}: field 'classes'")
     if not ck["members"]:
         raise UserError(f"model {path}: checkpoint has no trained members")
     kind = ck.get("detector_kind", "rcnn")  # version 1: R-CNN, the only kind then
@@ -236,9 +238,9 @@ def _is_classifier_config(v) -> bool:
 
 _CLASSIFIER_FIELDS: dict[str, Check] = {
     "arch": (lambda v: isinstance(v, str), "a network name"),
-    "num_classes": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "num_classes": (lambda v: _is_int(v) and 1 <= v <= MAX_NUM_CLASSES, f"an integer in [1, {MAX_NUM_CLASSES}]"),
     "classes": (_is_str_list, "a list of class names"),
-    "input_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (pixels)"),
+    "input_size": (lambda v: _is_int(v) and 1 <= v <= MAX_INPUT_SIZE, f"an integer in [1, {MAX_INPUT_SIZE}] (pixels)"),
     "aux_logits": (lambda v: isinstance(v, bool), "true or false"),
     "transform_input": (lambda v: isinstance(v, bool), "true or false"),
     "mean": (_is_channel_stats, "3 finite numbers"),
@@ -278,6 +280,7 @@ def read_classifier(path: str | os.PathLike) -> dict[str, Any]:
             f"({CLASSIFIER_FORMAT_VERSION}); update googlenet-det"
         )
     _check_fields(ckpt, _CLASSIFIER_FIELDS, f"checkpoint {path}")
+    check_class_names(ckpt["classes"], f"checkpoint {path}: field 'classes'")
     if ckpt["arch"] not in NETWORKS:
         raise UserError(f"checkpoint {path}: unknown network {ckpt['arch']!r}")
     if len(ckpt["classes"]) != ckpt["num_classes"]:

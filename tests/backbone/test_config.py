@@ -307,3 +307,20 @@ def uncovered_rules(cls: type, items, prefix: str = "") -> list[str]:
     declared = {f"{key}.{name}" for key, r in rules.items()
                 for name in ("ge", "gt", "le", "lt", "choices", "min_len") if getattr(r, name) is not None}
     return sorted(declared - broken)
+
+
+def test_set_with_a_recursive_alias_or_duplicate_key_is_one_line():
+    """``--set 'data.classes=&a [*a]'`` was a RecursionError traceback."""
+    import dataclasses
+
+    from backbone.config import apply_overrides, setting
+
+    @dataclasses.dataclass
+    class Cfg:
+        classes: list[str] | None = setting(None)
+        opts: dict | None = None
+
+    with pytest.raises(UserError, match=r"^--set classes=&a \[\*a\]: recursive alias \*a"):
+        apply_overrides(Cfg(), ["classes=&a [*a]"])
+    with pytest.raises(UserError, match=r"^--set opts=\{a: 1, a: 2\}: key 'a' given twice"):
+        apply_overrides(Cfg(), ["opts={a: 1, a: 2}"])

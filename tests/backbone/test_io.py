@@ -4,6 +4,7 @@ import io
 import os
 import stat
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,3 +193,48 @@ def test_read_yaml_one_line_errors(tmp_path):
     (tmp_path / "latin.yaml").write_bytes(b"a: \xe9\xff\n")
     with pytest.raises(UserError, match="cannot read"):
         read_yaml(tmp_path / "latin.yaml", "config l")
+
+
+def test_read_yaml_refuses_duplicate_keys_and_recursive_aliases(tmp_path):
+    """The last of two equal keys won silently (format: voc, then format: yolo); a recursive
+    alias was a RecursionError in every check walking the data."""
+    from backbone.io import read_yaml
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  format: voc\n  root: x\n  format: yolo\n")
+    with pytest.raises(UserError, match=r"^config c: line 4 is not valid YAML \(key 'format' given twice, on line 2 "
+                                        r"and line 4; the last one would win\)$"):
+        read_yaml(p, "config c")
+    p.write_text("data:\n  classes: &a [*a]\n")
+    with pytest.raises(UserError, match=r"^config c: line 2 is not valid YAML \(recursive alias \*a"):
+        read_yaml(p, "config c")
+    # what YAML means stays: a merge key overridden, an alias used twice
+    p.write_text("base: &b {lr: 1, epochs: 2}\ntrain:\n  <<: *b\n  lr: 3\nx: [*b, *b]\n")
+    assert read_yaml(p, "config c")["train"] == {"lr": 3, "epochs": 2}
+
+
+def test_atomic_save_over_the_file_size_limit_is_one_error_and_keeps_the_old_file(tmp_path):
+    """torch.save's RuntimeError ("unexpected pos ...", the OSError only its context) was a
+    traceback; a full disk or ``ulimit -f`` is one line now, the previous file kept."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "train_state.pt"
+    target.write_bytes(b"old state")
+    code = f"""
+import resource, signal, sys, torch
+from backbone.errors import UserError
+from backbone.io import atomic_save
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # else the kernel kills the process instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000))
+try:
+    atomic_save({{"w": torch.zeros(100000)}}, {str(target)!r})
+except UserError as e:
+    print(e)
+    sys.exit(3)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert p.returncode == 3, p.stderr
+    assert p.stdout == f"checkpoint {target}: cannot write (File too large)\n"
+    assert target.read_bytes() == b"old state" and os.listdir(tmp_path) == ["train_state.pt"]

@@ -78,19 +78,19 @@ DETECTOR_BAD = [
     ("test.score_thr=abc", "test.score_thr must be a number, got 'abc'"),
     ("model.rcnn.input_size=8", "model.rcnn.input_size 8: model.arch googlenet_bn needs at least 15 px"),
     ("model.arch=inception_v3", "model.rcnn.input_size 64: model.arch inception_v3 needs at least 75 px"),
-    ("test.max_per_image=-1", "test.max_per_image must be >= 1, got -1"),
-    ("test.max_per_image=0", "test.max_per_image must be >= 1, got 0"),
+    ("test.max_per_image=-1", "test.max_per_image must be in [1, 100000], got -1"),
+    ("test.max_per_image=0", "test.max_per_image must be in [1, 100000], got 0"),
     ("train.epochs=0", "train.epochs must be >= 1, got 0"),
-    ("model.members=0", "model.members must be >= 1, got 0"),
-    ("model.members=-1", "model.members must be >= 1, got -1"),
-    ("train.batch_size=0", "train.batch_size must be >= 1, got 0"),
+    ("model.members=0", "model.members must be in [1, 100], got 0"),
+    ("model.members=-1", "model.members must be in [1, 100], got -1"),
+    ("train.batch_size=0", "train.batch_size must be in [1, 4096], got 0"),
     ("test.nms_iou=5", "test.nms_iou must be in [0, 1], got 5"),
     ("train.lr=.nan", "train.lr must be a finite number, got nan"),
     ("train.lr=nan", "train.lr must be a finite number, got 'nan'"),
     ("test.score_thr=.inf", "test.score_thr must be a finite number, got inf"),
     ("train.epochs=true", "train.epochs must be an integer, got true"),
     ("model.members=2.5", "model.members must be an integer, got 2.5"),
-    ("test.members=-1", "test.members must be >= 0, got -1"),
+    ("test.members=-1", "test.members must be in [0, 100], got -1"),
     ("model.rcnn.context_pad=112", "model.rcnn.context_pad must be in [0, 112), got 112"),
     ("train.lr_steps=[6,3]", "train.lr_steps must be in increasing order, got [6, 3]"),
     ("train.lr_steps=[0]", "train.lr_steps[0] must be >= 1, got 0"),
@@ -128,7 +128,7 @@ CLASSIFIER_BAD = [
     ("train.polyak_decay=1", "train.polyak_decay must be in [0, 1), got 1"),
     ("train.lr=0", "train.lr must be > 0, got 0"),
     ("train.epochs=0", "train.epochs must be >= 1, got 0"),
-    ("train.batch_size=0", "train.batch_size must be >= 1, got 0"),
+    ("train.batch_size=0", "train.batch_size must be in [1, 4096], got 0"),
     ("train.hue=0.6", "train.hue must be in [0, 0.5], got 0.6"),
     ("model.conv_init=he", "model.conv_init must be one of default, xavier, kaiming_fan_in, got 'he'"),
     ("model.dropout=1", "model.dropout must be in [0, 1) or null, got 1"),
@@ -165,7 +165,7 @@ def test_bad_values_in_a_yaml_file_name_the_file(tmp_path):
     p.write_text("test:\n  nms_iou: 5\n")
     assert _err(load_detector_config, str(p)) == f"config {p}: test.nms_iou must be in [0, 1], got 5"
     p.write_text("model:\n  members: 0\n")
-    assert _err(load_detector_config, str(p)) == f"config {p}: model.members must be >= 1, got 0"
+    assert _err(load_detector_config, str(p)) == f"config {p}: model.members must be in [1, 100], got 0"
     p.write_text("train:\n  min_area: 0.9\n  max_area: 0.5\n")
     assert _err(load_classifier_config, str(p)) == f"config {p}: train.min_area must be <= train.max_area (0.5), got 0.9"
 
@@ -182,12 +182,12 @@ def test_configs_changed_in_code_are_checked():
     assert _err(validate_config, cfg) == "train.lr must be > 0, got -1.0"
     det = load_detector_config(BCCD)
     det.test.max_per_image = -1
-    assert _err(check_config, det, source="--max-per-image") == "--max-per-image: test.max_per_image must be >= 1, got -1"
+    assert _err(check_config, det, source="--max-per-image") == "--max-per-image: test.max_per_image must be in [1, 100000], got -1"
 
 
 @pytest.mark.parametrize("argv,expected", [
     (["--set", "train.lr=abc"], "train-detector: error: --set train.lr=abc: train.lr must be a number, got 'abc'"),
-    (["--members", "0"], "train-detector: error: --set model.members=0: model.members must be >= 1, got 0"),
+    (["--members", "0"], "train-detector: error: --set model.members=0: model.members must be in [1, 100], got 0"),
 ])
 def test_train_detector_cli_refuses_before_any_work(tmp_path, capsys, argv, expected):
     from detector.cli.train_detector import main
@@ -205,7 +205,7 @@ def test_train_classifier_cli_refuses_before_any_work(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--config", BCCD_CLS, "--out", str(out), "--set", "train.batch_size=0"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "train-classifier: error: --set train.batch_size=0: train.batch_size must be >= 1, got 0"]
+        "train-classifier: error: --set train.batch_size=0: train.batch_size must be in [1, 4096], got 0"]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -235,35 +235,35 @@ DETECTOR_SCHEMA = [
     "data.coco_images: str",
     "model.kind: str one of rcnn|fast",
     "model.arch: str one of googlenet|googlenet_bn|inception_v3",
-    "model.rcnn.input_size: int >= 1",
+    "model.rcnn.input_size: int in [1, 1024]",
     "model.rcnn.context_pad: number in [0, 112)",
     "model.fast.tap: list[str] each one of inception3a|inception3b|inception4a|inception4b|inception4c|inception4d|"
     "inception4e|inception5a|inception5b|Mixed_5b|Mixed_5c|Mixed_5d|Mixed_6a|Mixed_6b|Mixed_6c|Mixed_6d|Mixed_6e|"
     "Mixed_7a|Mixed_7b|Mixed_7c, non-empty",
-    "model.fast.roi_size: int >= 1",
-    "model.fast.reduce_channels: int >= 1",
-    "model.fast.fc_dim: int >= 1",
+    "model.fast.roi_size: int in [1, 64]",
+    "model.fast.reduce_channels: int in [1, 4096]",
+    "model.fast.fc_dim: int in [1, 16384]",
     "model.fast.num_fc: int in [1, 2]",
-    "model.fast.fc_rank: int >= 0",
+    "model.fast.fc_rank: int in [0, 4096]",
     "model.fast.norm: str one of bn|gn|none",
-    "model.fast.sampling_ratio: int >= 0",
+    "model.fast.sampling_ratio: int in [0, 16]",
     "model.fast.dropout: number in [0, 1)",
-    "model.fast.min_side: int >= 1",
-    "model.fast.max_side: int >= 1",
-    "model.fast.chunk: int >= 1",
-    "model.fast.train_crop: int >= 0",
-    "model.members: int >= 1",
+    "model.fast.min_side: int in [1, 2000]",
+    "model.fast.max_side: int in [1, 2000]",
+    "model.fast.chunk: int in [1, 16384]",
+    "model.fast.train_crop: int in [0, 2000]",
+    "model.members: int in [1, 100]",
     "model.aux_logits: bool",
     "model.init: str or null",
     "model.bbox_reg: bool",
     "model.transform_input: bool or null",
     "train.epochs: int >= 1",
-    "train.batch_size: int >= 1",
+    "train.batch_size: int in [1, 4096]",
     "train.fg_fraction: number in (0, 1]",
     "train.fg_iou: number in (0, 1]",
     "train.bg_iou_low: number in [0, 1)",
-    "train.images_per_batch: int >= 1",
-    "train.max_proposals: int >= 1",
+    "train.images_per_batch: int in [1, 256]",
+    "train.max_proposals: int in [1, 100000]",
     "train.lr: number > 0",
     "train.momentum: number in [0, 1)",
     "train.weight_decay: number >= 0",
@@ -285,12 +285,12 @@ DETECTOR_SCHEMA = [
     "test.protocol: str one of ilsvrc|voc07|voc|coco",
     "test.nms_iou: number in [0, 1]",
     "test.score_thr: number in [0, 1]",
-    "test.max_per_image: int >= 1",
-    "test.max_proposals: int >= 1",
-    "test.batch_size: int >= 1",
-    "test.members: int >= 0",
+    "test.max_per_image: int in [1, 100000]",
+    "test.max_proposals: int in [1, 100000]",
+    "test.batch_size: int in [1, 4096]",
+    "test.members: int in [0, 100]",
     "test.bbox_reg: bool",
-    "test.scales: list[int] each >= 1, non-empty, or null",
+    "test.scales: list[int] each in [1, 2000], non-empty, or null",
 ]
 
 CLASSIFIER_SCHEMA = DETECTOR_SCHEMA[:11] + [
@@ -298,13 +298,13 @@ CLASSIFIER_SCHEMA = DETECTOR_SCHEMA[:11] + [
     "crops.skip_difficult: bool",
     "crops.min_size: number >= 0",
     "model.arch: str one of googlenet|googlenet_bn|inception_v3",
-    "model.input_size: int >= 1",
+    "model.input_size: int in [1, 1024]",
     "model.aux_logits: bool",
     "model.dropout: number in [0, 1), or null",
     "model.init: str or null",
     "model.conv_init: str one of default|xavier|kaiming_fan_in",
     "train.epochs: int >= 1",
-    "train.batch_size: int >= 1",
+    "train.batch_size: int in [1, 4096]",
     "train.lr: number > 0",
     "train.momentum: number in [0, 1)",
     "train.weight_decay: number >= 0",
@@ -329,7 +329,7 @@ CLASSIFIER_SCHEMA = DETECTOR_SCHEMA[:11] + [
     "train.val_every: int >= 0",
     "train.max_steps_per_epoch: int >= 1, or null",
     "test.crops: list[int] each one of 1|10|144, non-empty",
-    "test.batch_size: int >= 1",
+    "test.batch_size: int in [1, 4096]",
 ]
 
 
@@ -355,20 +355,25 @@ DETECTOR_RULES = [
     ('data.classes=[]', 'data.classes must not be empty, got []'),
     ('model.arch=nope', "model.arch must be one of googlenet, googlenet_bn, inception_v3, got 'nope'"),
     ('model.kind=nope', "model.kind must be one of rcnn, fast, got 'nope'"),
-    ('model.rcnn.input_size=0', 'model.rcnn.input_size must be >= 1, got 0'),
+    ('model.rcnn.input_size=0', 'model.rcnn.input_size must be in [1, 1024], got 0'),
+    ('model.rcnn.input_size=1025', 'model.rcnn.input_size must be in [1, 1024], got 1025'),
     ('model.rcnn.context_pad=-0.5', 'model.rcnn.context_pad must be in [0, 112), got -0.5'),
     ('model.rcnn.context_pad=112.0', 'model.rcnn.context_pad must be in [0, 112), got 112.0'),
-    ('model.members=0', 'model.members must be >= 1, got 0'),
+    ('model.members=0', 'model.members must be in [1, 100], got 0'),
+    ('model.members=101', 'model.members must be in [1, 100], got 101'),
     ('train.epochs=0', 'train.epochs must be >= 1, got 0'),
-    ('train.batch_size=0', 'train.batch_size must be >= 1, got 0'),
+    ('train.batch_size=0', 'train.batch_size must be in [1, 4096], got 0'),
+    ('train.batch_size=4097', 'train.batch_size must be in [1, 4096], got 4097'),
     ('train.fg_fraction=0.0', 'train.fg_fraction must be in (0, 1], got 0.0'),
     ('train.fg_fraction=1.5', 'train.fg_fraction must be in (0, 1], got 1.5'),
     ('train.fg_iou=0.0', 'train.fg_iou must be in (0, 1], got 0.0'),
     ('train.fg_iou=1.5', 'train.fg_iou must be in (0, 1], got 1.5'),
     ('train.bg_iou_low=-0.5', 'train.bg_iou_low must be in [0, 1), got -0.5'),
     ('train.bg_iou_low=1.0', 'train.bg_iou_low must be in [0, 1), got 1.0'),
-    ('train.images_per_batch=0', 'train.images_per_batch must be >= 1, got 0'),
-    ('train.max_proposals=0', 'train.max_proposals must be >= 1, got 0'),
+    ('train.images_per_batch=0', 'train.images_per_batch must be in [1, 256], got 0'),
+    ('train.images_per_batch=257', 'train.images_per_batch must be in [1, 256], got 257'),
+    ('train.max_proposals=0', 'train.max_proposals must be in [1, 100000], got 0'),
+    ('train.max_proposals=100001', 'train.max_proposals must be in [1, 100000], got 100001'),
     ('train.lr=0.0', 'train.lr must be > 0, got 0.0'),
     ('train.momentum=-0.5', 'train.momentum must be in [0, 1), got -0.5'),
     ('train.momentum=1.0', 'train.momentum must be in [0, 1), got 1.0'),
@@ -389,12 +394,17 @@ DETECTOR_RULES = [
     ('test.nms_iou=1.5', 'test.nms_iou must be in [0, 1], got 1.5'),
     ('test.score_thr=-0.5', 'test.score_thr must be in [0, 1], got -0.5'),
     ('test.score_thr=1.5', 'test.score_thr must be in [0, 1], got 1.5'),
-    ('test.max_per_image=0', 'test.max_per_image must be >= 1, got 0'),
-    ('test.max_proposals=0', 'test.max_proposals must be >= 1, got 0'),
-    ('test.batch_size=0', 'test.batch_size must be >= 1, got 0'),
-    ('test.members=-1', 'test.members must be >= 0, got -1'),
+    ('test.max_per_image=0', 'test.max_per_image must be in [1, 100000], got 0'),
+    ('test.max_per_image=100001', 'test.max_per_image must be in [1, 100000], got 100001'),
+    ('test.max_proposals=0', 'test.max_proposals must be in [1, 100000], got 0'),
+    ('test.max_proposals=100001', 'test.max_proposals must be in [1, 100000], got 100001'),
+    ('test.batch_size=0', 'test.batch_size must be in [1, 4096], got 0'),
+    ('test.batch_size=4097', 'test.batch_size must be in [1, 4096], got 4097'),
+    ('test.members=-1', 'test.members must be in [0, 100], got -1'),
+    ('test.members=101', 'test.members must be in [0, 100], got 101'),
     ('test.scales=[]', 'test.scales must not be empty, got []'),
-    ('test.scales=[0]', 'test.scales[0] must be >= 1, got 0'),
+    ('test.scales=[2001]', 'test.scales[0] must be in [1, 2000], got 2001'),
+    ('test.scales=[0]', 'test.scales[0] must be in [1, 2000], got 0'),
 ]
 
 # model.fast.* (on a config of model.kind fast)
@@ -403,20 +413,29 @@ FAST_RULES = [
     ('model.fast.tap=[nope]', "model.fast.tap[0] must be one of inception3a, inception3b, inception4a, inception4b, "
      "inception4c, inception4d, inception4e, inception5a, inception5b, Mixed_5b, Mixed_5c, Mixed_5d, Mixed_6a, Mixed_6b, "
      "Mixed_6c, Mixed_6d, Mixed_6e, Mixed_7a, Mixed_7b, Mixed_7c, got 'nope'"),
-    ('model.fast.roi_size=0', 'model.fast.roi_size must be >= 1, got 0'),
-    ('model.fast.reduce_channels=0', 'model.fast.reduce_channels must be >= 1, got 0'),
-    ('model.fast.fc_dim=0', 'model.fast.fc_dim must be >= 1, got 0'),
+    ('model.fast.roi_size=0', 'model.fast.roi_size must be in [1, 64], got 0'),
+    ('model.fast.roi_size=65', 'model.fast.roi_size must be in [1, 64], got 65'),
+    ('model.fast.reduce_channels=0', 'model.fast.reduce_channels must be in [1, 4096], got 0'),
+    ('model.fast.reduce_channels=4097', 'model.fast.reduce_channels must be in [1, 4096], got 4097'),
+    ('model.fast.fc_dim=0', 'model.fast.fc_dim must be in [1, 16384], got 0'),
+    ('model.fast.fc_dim=16385', 'model.fast.fc_dim must be in [1, 16384], got 16385'),
     ('model.fast.num_fc=0', 'model.fast.num_fc must be in [1, 2], got 0'),
     ('model.fast.num_fc=3', 'model.fast.num_fc must be in [1, 2], got 3'),
-    ('model.fast.fc_rank=-1', 'model.fast.fc_rank must be >= 0, got -1'),
+    ('model.fast.fc_rank=-1', 'model.fast.fc_rank must be in [0, 4096], got -1'),
+    ('model.fast.fc_rank=4097', 'model.fast.fc_rank must be in [0, 4096], got 4097'),
     ('model.fast.norm=nope', "model.fast.norm must be one of bn, gn, none, got 'nope'"),
-    ('model.fast.sampling_ratio=-1', 'model.fast.sampling_ratio must be >= 0, got -1'),
+    ('model.fast.sampling_ratio=-1', 'model.fast.sampling_ratio must be in [0, 16], got -1'),
+    ('model.fast.sampling_ratio=17', 'model.fast.sampling_ratio must be in [0, 16], got 17'),
     ('model.fast.dropout=-0.5', 'model.fast.dropout must be in [0, 1), got -0.5'),
     ('model.fast.dropout=1.0', 'model.fast.dropout must be in [0, 1), got 1.0'),
-    ('model.fast.min_side=0', 'model.fast.min_side must be >= 1, got 0'),
-    ('model.fast.max_side=0', 'model.fast.max_side must be >= 1, got 0'),
-    ('model.fast.chunk=0', 'model.fast.chunk must be >= 1, got 0'),
-    ('model.fast.train_crop=-1', 'model.fast.train_crop must be >= 0, got -1'),
+    ('model.fast.min_side=0', 'model.fast.min_side must be in [1, 2000], got 0'),
+    ('model.fast.min_side=2001', 'model.fast.min_side must be in [1, 2000], got 2001'),
+    ('model.fast.max_side=0', 'model.fast.max_side must be in [1, 2000], got 0'),
+    ('model.fast.max_side=2001', 'model.fast.max_side must be in [1, 2000], got 2001'),
+    ('model.fast.chunk=0', 'model.fast.chunk must be in [1, 16384], got 0'),
+    ('model.fast.chunk=16385', 'model.fast.chunk must be in [1, 16384], got 16385'),
+    ('model.fast.train_crop=-1', 'model.fast.train_crop must be in [0, 2000], got -1'),
+    ('model.fast.train_crop=2001', 'model.fast.train_crop must be in [0, 2000], got 2001'),
 ]
 
 CLASSIFIER_RULES = [
@@ -425,12 +444,14 @@ CLASSIFIER_RULES = [
     ('crops.margin=-0.5', 'crops.margin must be >= 0, got -0.5'),
     ('crops.min_size=-0.5', 'crops.min_size must be >= 0, got -0.5'),
     ('model.arch=nope', "model.arch must be one of googlenet, googlenet_bn, inception_v3, got 'nope'"),
-    ('model.input_size=0', 'model.input_size must be >= 1, got 0'),
+    ('model.input_size=0', 'model.input_size must be in [1, 1024], got 0'),
+    ('model.input_size=1025', 'model.input_size must be in [1, 1024], got 1025'),
     ('model.dropout=-0.5', 'model.dropout must be in [0, 1) or null, got -0.5'),
     ('model.dropout=1.0', 'model.dropout must be in [0, 1) or null, got 1.0'),
     ('model.conv_init=nope', "model.conv_init must be one of default, xavier, kaiming_fan_in, got 'nope'"),
     ('train.epochs=0', 'train.epochs must be >= 1, got 0'),
-    ('train.batch_size=0', 'train.batch_size must be >= 1, got 0'),
+    ('train.batch_size=0', 'train.batch_size must be in [1, 4096], got 0'),
+    ('train.batch_size=4097', 'train.batch_size must be in [1, 4096], got 4097'),
     ('train.lr=0.0', 'train.lr must be > 0, got 0.0'),
     ('train.momentum=-0.5', 'train.momentum must be in [0, 1), got -0.5'),
     ('train.momentum=1.0', 'train.momentum must be in [0, 1), got 1.0'),
@@ -461,7 +482,8 @@ CLASSIFIER_RULES = [
     ('train.max_steps_per_epoch=0', 'train.max_steps_per_epoch must be >= 1 or null, got 0'),
     ('test.crops=[145]', 'test.crops[0] must be one of 1, 10, 144, got 145'),
     ('test.crops=[]', 'test.crops must not be empty, got []'),
-    ('test.batch_size=0', 'test.batch_size must be >= 1, got 0'),
+    ('test.batch_size=0', 'test.batch_size must be in [1, 4096], got 0'),
+    ('test.batch_size=4097', 'test.batch_size must be in [1, 4096], got 4097'),
 ]
 
 
@@ -486,3 +508,31 @@ def test_every_declared_rule_has_a_case():
     # proposals.*: tests/proposals/test_config.py
     assert [r for r in uncovered_rules(DetectorConfig, items) if not r.startswith("proposals.")] == []
     assert uncovered_rules(ClassifierConfig, [r[0] for r in CLASSIFIER_RULES + CLASSIFIER_BAD]) == []
+
+
+@pytest.mark.parametrize("override, line", [
+    ("proposals.working_width=100000", "proposals.working_width must be in [0, 2000], got 100000"),  # 22 GB
+    ("proposals.multibox.num_priors=100000000", "proposals.multibox.num_priors must be in [1, 10000], got 100000000"),
+    ("proposals.multibox.input_size=100000", "proposals.multibox.input_size must be in [1, 1024], got 100000"),
+    ("model.rcnn.input_size=100000", "model.rcnn.input_size must be in [1, 1024], got 100000"),
+    ("test.batch_size=1000000000", "test.batch_size must be in [1, 4096], got 1000000000"),
+    ("test.scales=[600,100000]", "test.scales[1] must be in [1, 2000], got 100000"),
+    ("model.members=1000000", "model.members must be in [1, 100], got 1000000"),
+])
+def test_sizes_nobody_checked_have_a_range(override, line):
+    """Every size a config (or a checkpoint's config) controls has a range: one line, not an
+    allocation of gigabytes."""
+    from detector.config import load_detector_config
+
+    with pytest.raises(UserError) as e:
+        load_detector_config(None, [override])
+    assert str(e.value) == f"--set {override}: {line}"
+
+
+def test_fast_sizes_have_a_range():
+    from detector.config import load_detector_config
+
+    with pytest.raises(UserError, match=r"model.fast.max_side must be in \[1, 2000\], got 100000$"):
+        load_detector_config(None, ["model.kind=fast", "model.rcnn=null", "model.fast.max_side=100000"])
+    with pytest.raises(UserError, match=r"model.fast.fc_dim must be in \[1, 16384\], got 10000000$"):
+        load_detector_config(None, ["model.kind=fast", "model.rcnn=null", "model.fast.fc_dim=10000000"])

@@ -50,3 +50,28 @@ def test_bundled_model_finds_the_cells_of_the_example():
     # RBC boxes on real red cells that no annotation matches)
     good = sum(any(iou[i, j] >= 0.5 and names[i] == found[j] for i in range(len(gt))) for j in range(len(boxes)))
     assert good >= 0.5 * len(boxes), (good, len(boxes))
+
+
+def test_more_members_than_the_model_has_is_one_line():
+    """test.members=5 on a 2-member model scored with the 2 without a word."""
+    import pytest
+
+    from backbone.errors import UserError
+
+    det = Detector.from_checkpoint(default_model_path())
+    n = len(det.ensemble.members)
+    with pytest.raises(UserError, match=rf"^test.members 5: the model has {n} ensemble members$"):
+        det.configured(members=5)
+    with pytest.raises(UserError, match=rf"test.members 5: the model has {n} ensemble members$"):
+        Detector.from_checkpoint(default_model_path(), members=5)
+    assert len(det.configured(members=n).ensemble.members) == n
+
+
+def test_an_empty_model_path_is_not_the_bundled_model():
+    """``Detector.from_checkpoint("")`` (eval-map --split --config C --model '') ran the bundled model."""
+    import pytest
+
+    from backbone.errors import UserError
+
+    with pytest.raises(UserError, match=r"^model '': an empty path \(give none for the bundled model\)$"):
+        Detector.from_checkpoint("")

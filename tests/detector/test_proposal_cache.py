@@ -160,3 +160,58 @@ def test_multibox_cache_key_uses_the_weights(tmp_path):
     assert runner.cache_key(cfg, "aaaa") != runner.cache_key(cfg, "bbbb")
     cfg2 = ProposalConfig(method="ss+multibox", multibox_top_k=100)
     assert runner.cache_key(cfg, "aaaa") != runner.cache_key(cfg2, "aaaa")
+
+
+# --- damaged cache files (issue 20, h4): recomputed with one warning, never used, never a traceback
+
+
+def _nan_boxes(path):
+    np.savez(path, boxes=np.array([[0, 0, 5, 5], [np.nan, 1, 2, 3]], np.float32), seconds=np.float64(1))
+
+
+def _inf_boxes(path):
+    np.savez(path, boxes=np.array([[0, 0, np.inf, 5]], np.float32), seconds=np.float64(1))
+
+
+def _wrong_shape(path):
+    np.savez(path, boxes=np.zeros((3, 5), np.float32), seconds=np.float64(1))
+
+
+def _text_boxes(path):
+    np.savez(path, boxes=np.array([["a", "b", "c", "d"]]), seconds=np.float64(1))
+
+
+def _truncated(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # was zipfile.BadZipFile
+
+
+def _not_npz(path):
+    path.write_bytes(b"just some bytes, no zip at all")
+
+
+@pytest.mark.parametrize("damage", [_nan_boxes, _inf_boxes, _wrong_shape, _text_boxes, _truncated, _not_npz])
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_damaged_cache_file_is_recomputed_with_one_warning(mini_config, tmp_path, monkeypatch, damage, strict):
+    import warnings
+
+    from backbone.errors import InputWarning
+
+    cfg = load_detector_config(mini_config, ["proposals.working_width=160"])
+    ds = load_dataset(cfg.data, "train")
+    cache = str(tmp_path / "c")
+    first = [b.copy() for b in runner.ensure_proposals(ds, cfg.proposals, cache_dir=cache, workers=1)]
+    files = sorted((tmp_path / "c" / "proposals").glob("*/*.npz"))
+    damage(files[0])
+    calls = _spy_ss(monkeypatch)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        if strict:  # --strict: our own cache is no input of the user's, recomputed all the same
+            warnings.simplefilter("error", InputWarning)
+        again = runner.ensure_proposals(ds, cfg.proposals, cache_dir=cache, workers=1)
+    ours = [w for w in seen if issubclass(w.category, runner.ProposalCacheWarning)]
+    assert len(ours) == 1 and len(seen) == 1, [str(w.message) for w in seen]
+    assert str(ours[0].message).startswith("proposal cache: 1 damaged file recomputed") and files[0].name in str(ours[0].message)
+    assert len(calls) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.isfinite(b).all() for b in again)

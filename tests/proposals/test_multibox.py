@@ -205,3 +205,12 @@ def test_multibox_checkpoint_with_wrong_typed_fields_is_one_error(tiny_model, da
     damage(ck)
     with pytest.raises(UserError, match=msg):
         multibox_from_checkpoint(ck, source="mb.pt")
+
+
+def test_multibox_checkpoint_with_nan_weights_is_refused(tiny_model, tmp_path):
+    ck = checkpoint_dict(tiny_model)
+    key = next(k for k, v in ck["state_dict"].items() if v.is_floating_point() and k != "priors")
+    ck["state_dict"][key].view(-1)[0] = float("nan")
+    torch.save(ck, tmp_path / "mb.pt")
+    with pytest.raises(UserError, match=rf"mb.pt: tensor state_dict\.{key} holds NaN or infinite values"):
+        load_multibox(tmp_path / "mb.pt")

@@ -161,3 +161,22 @@ def test_classify_paper_googlenet_weights(tmp_path, capsys):
     one_error(capsys, "classify", "does not match", "--arch googlenet_bn")
     helptext = classify.build_parser().format_help()
     assert "googlenet_bn" in helptext and "inception_v3" in helptext and "no ImageNet weights" in helptext
+
+
+@pytest.mark.parametrize("flag, value", [("--top", "0"), ("--top", "-2"), ("--batch-size", "0")])
+def test_classify_counts_below_one_are_one_line(trained, tmp_path, capsys, flag, value):
+    """--top 0 printed one class anyway; --batch-size 0 was accepted."""
+    img = tmp_path / "x.png"
+    Image.new("RGB", (40, 40)).save(img)
+    assert classify.main([str(img), "--model", str(trained / "model.pt"), flag, value]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"classify: error: {flag} {value}: must be >= 1"]
+
+
+def test_classify_input_size_out_of_range_is_one_line(tmp_path, capsys):
+    """--input-size 100000 for --arch models asked for 200 GB of crops."""
+    img = tmp_path / "x.png"
+    Image.new("RGB", (40, 40)).save(img)
+    w = tmp_path / "w.pth"
+    torch.save(build_backbone("googlenet_bn", 1000).state_dict(), w)
+    assert classify.main([str(img), "--arch", "googlenet_bn", "--weights", str(w), "--input-size", "100000"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["classify: error: --input-size 100000: must be in [1, 1024]"]

@@ -48,3 +48,72 @@ def test_cache_dir_moves_the_annotation_index_too(test_data, tmp_path, monkeypat
     assert os.path.isfile(index_path(ann, str(mine)))
     assert not os.path.exists(index_path(ann, str(default)))
     assert cache_dir() == str(default)
+
+
+def test_an_unwritable_cache_dir_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """--cache-dir that cannot be written was found after the data summary, at the first
+    proposal saved; every command taking it refuses it first now (cli.common)."""
+    import detector.cli.train_detector as td
+
+    def no_work(*a, **k):
+        raise AssertionError("the config was read before --cache-dir was checked")
+
+    monkeypatch.setattr(td, "load_detector_config", no_work)
+    (tmp_path / "file").write_text("x")
+    bad = tmp_path / "file" / "cache"
+    assert td.main(["--config", str(ROOT / "configs" / "bccd.yaml"), "--out", str(tmp_path / "run"),
+                    "--cache-dir", str(bad)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"train-detector: error: --cache-dir {bad}: {tmp_path / 'file'} "
+                                                     "is a file, not a folder"]
+
+
+def test_a_read_only_cache_dir_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import os
+
+    import pytest
+
+    import detector.cli.train_detector as td
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    monkeypatch.setattr(td, "load_detector_config", lambda *a, **k: pytest.fail("the config was read first"))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert td.main(["--config", str(ROOT / "configs" / "bccd.yaml"), "--out", str(tmp_path / "run"),
+                        "--cache-dir", str(ro)]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"train-detector: error: --cache-dir {ro}: folder {ro} is not writable"]
+    finally:
+        ro.chmod(0o700)
+
+
+def _model_summary(stdout, limit=None):
+    """model-summary in a subprocess, its output to ``stdout`` (a file-size limit ``limit``)."""
+    import os
+    import subprocess
+    import sys
+
+    pre = ""
+    if limit is not None:  # SIGXFSZ ignored: the write fails with EFBIG instead of killing the process
+        pre = (f"import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); ")
+    code = pre + "import sys; from detector.cli.model_summary import main; sys.argv = ['model-summary']; main()"
+    return subprocess.run([sys.executable, "-c", code], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+
+
+def test_a_full_stdout_is_one_line():
+    """`model-summary > /dev/full` was a traceback (or Python's "Exception ignored" at exit,
+    code 120); a full disk is one line now, exit code 2."""
+    with open("/dev/full", "w") as full:
+        p = _model_summary(full)
+    assert p.returncode == 2 and p.stderr.splitlines() == [
+        "model-summary: error: standard output: cannot write (No space left on device)"], p.stderr
+
+
+def test_stdout_over_the_file_size_limit_is_one_line(tmp_path):
+    with open(tmp_path / "out.txt", "w") as out:
+        p = _model_summary(out, limit=40)
+    assert p.returncode == 2 and p.stderr.splitlines() == [
+        "model-summary: error: standard output: cannot write (File too large)"], p.stderr

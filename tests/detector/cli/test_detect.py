@@ -85,3 +85,13 @@ def test_detect_bad_thresholds_are_one_line_before_any_work(flag, tmp_path, caps
     assert main(["examples/BloodImage_00007.jpg", *flag, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("detect: error: ") and not (tmp_path / "o").exists()
+
+
+def test_detect_empty_model_path_is_one_line(tmp_path, capsys):
+    """--model '' ran the bundled model without a word."""
+    from detector.cli.detect import main
+
+    assert main(["examples/BloodImage_00007.jpg", "--model", "", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["detect: error: --model '': an empty path (leave --model out for the bundled model)"]
+    assert not (tmp_path / "o").exists()

@@ -332,3 +332,24 @@ def test_coco_with_inverted_boxes_is_pycocotools(tmp_path, capsys):
     # the error analysis scores them the same way: its AP is the protocol's
     an = json.loads((tmp_path / "an" / "analysis.json").read_text())
     np.testing.assert_allclose(an["mAP"], ours["mAP"], atol=1e-12)
+
+
+def test_class_groups_checked_before_the_work(test_data, tmp_path, capsys, monkeypatch):
+    """--class-groups: a bad file was found only after the whole evaluation; a class name that
+    is not the data's was ignored without a word."""
+    import detector.cli.eval_map as em
+
+    def no_work(*a, **k):
+        raise AssertionError("evaluated before the --class-groups file was checked")
+
+    monkeypatch.setattr(em, "evaluate", no_work)
+    fix = test_data / "analysis"
+    base = ["--protocol", "voc", "--ground-truth", fix / "bccd_test_gt.json", "--detections", fix / "bccd_test_results.json",
+            "--analyze", tmp_path / "an"]
+    bad = tmp_path / "g.yaml"
+    bad.write_text("[1, 2]\n")
+    assert "expected a mapping" in eval_map_error(capsys, *base, "--class-groups", bad)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("RBC: cell\nRBCs: cell\n")
+    line = eval_map_error(capsys, *base, "--class-groups", typo)
+    assert line.endswith(f"--class-groups {typo}: class 'RBCs' is not a class of the data (Platelets, RBC, WBC)"), line

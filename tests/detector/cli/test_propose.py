@@ -35,6 +35,7 @@ def test_propose_images_json(tmp_path, capsys):
     ([], "give image files"),
     ([str(IMAGE), "--method", "multibox"], "multibox_checkpoint"),
     ([str(IMAGE), "--multibox", "nothere.pt", "--method", "multibox"], "nothere.pt"),
+    ([str(IMAGE), "--working-width", "100000"], "proposals.working_width must be in [0, 2000], got 100000"),  # 22 GB
 ])
 def test_propose_errors(argv, msg, capsys):
     assert propose_main(argv) == 2

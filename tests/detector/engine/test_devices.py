@@ -37,3 +37,35 @@ def test_torchrun_two_processes(test_data, tmp_path):
     dets = json.loads((tmp_path / "detections_train.json").read_text())
     assert len(dets) == 2  # both ranks' shards gathered, in order
     assert 0 <= json.loads((tmp_path / "m.json").read_text())["mAP"] <= 1
+
+
+@pytest.mark.parametrize("name, line", [
+    ("mps", "--device mps: not available on this machine or in this PyTorch build (use auto, cpu, cuda, cuda:N)"),
+    ("meta", "--device meta: not available on this machine or in this PyTorch build (use auto, cpu, cuda, cuda:N)"),
+    ("nope", "--device nope: not a device name (use auto, cpu, cuda, cuda:N)"),
+])
+def test_an_unavailable_device_is_one_line(name, line, monkeypatch):
+    """--device mps on a build without it was a traceback at the first tensor moved there."""
+    import torch
+
+    from backbone.errors import UserError
+    from detector.engine.devices import resolve_device
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError) as e:
+        resolve_device(name)
+    assert str(e.value) == line
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_a_cuda_index_beyond_the_gpus_is_one_line(monkeypatch):
+    import torch
+
+    from backbone.errors import UserError
+    from detector.engine.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"^--device cuda:3: this machine has 1 CUDA device \(cuda:0\)$"):
+        resolve_device("cuda:3")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")

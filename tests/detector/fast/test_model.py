@@ -209,3 +209,15 @@ def test_unknown_tap_and_norm_are_clear_errors():
         FastRCNN("googlenet_bn", C, tap="inception9z")
     with pytest.raises(UserError, match="unknown norm"):
         FastRCNN("googlenet_bn", C, norm="ln")
+
+
+def test_a_thin_image_is_not_stretched_along_its_length():
+    """A 1 x 1000 image (1 x 5000 after the resize to max_side) was stretched to 31 x 31000 for
+    the trunk, and two of them (one tall, one wide), padded together in training, asked for
+    23 GB; its longer side is kept now (per-axis scales, as boxes need)."""
+    m = FastRCNN("googlenet_bn", C)
+    k = m.min_input
+    for (h, w), want in (((1, 1000), (k, 1000)), ((1000, 1), (1000, k)), ((3, 1000), (k, 1000))):
+        out, (sx, sy) = m._resize_small(torch.zeros(3, h, w))
+        assert tuple(out.shape[-2:]) == want and (sx, sy) == (want[1] / w, want[0] / h)
+    assert m._resize_small(torch.zeros(3, 10, 20))[0].shape[-2:] == (k, 2 * k)  # up to 4:1 the aspect is kept

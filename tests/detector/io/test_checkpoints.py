@@ -119,17 +119,19 @@ def _classifier_dict(tmp_path) -> dict:
     ("classes", torch.zeros(2), "field 'classes' must be a list of class names, got a Tensor"),   # was TypeError
     ("classes", [1, 2], "field 'classes' must be a list of class names"),
     ("classes", "ab", "field 'classes' must be a list of class names, got str 'ab'"),     # len("ab") == 2 passed
-    ("num_classes", "2", "field 'num_classes' must be an integer >= 1, got str '2'"),
-    ("num_classes", 1e308, "field 'num_classes' must be an integer >= 1, got float 1e\\+308"),  # was OverflowError
-    ("num_classes", None, "field 'num_classes' must be an integer >= 1, got None"),       # was TypeError
-    ("num_classes", 0, "field 'num_classes' must be an integer >= 1, got int 0"),
+    ("num_classes", "2", "field 'num_classes' must be an integer in \\[1, 100000\\], got str '2'"),
+    ("num_classes", 1e308, "field 'num_classes' must be an integer in \\[1, 100000\\], got float 1e\\+308"),  # was OverflowError
+    ("num_classes", None, "field 'num_classes' must be an integer in \\[1, 100000\\], got None"),       # was TypeError
+    ("num_classes", 0, "field 'num_classes' must be an integer in \\[1, 100000\\], got int 0"),
     ("arch", [], "field 'arch' must be a network name, got a list"),                    # was TypeError (unhashable)
     ("arch", "alexnet", "unknown network 'alexnet'"),
     ("format_version", "abc", "field 'format_version' must be an integer >= 1, got str 'abc'"),  # was ValueError
     ("format_version", torch.zeros(2), "field 'format_version' must be an integer >= 1, got a Tensor"),
     ("format_version", 0, "field 'format_version' must be an integer >= 1, got int 0"),
     ("format_version", 3, "format version 3 is newer than this program's"),
-    ("input_size", 32.5, "field 'input_size' must be an integer >= 1"),
+    ("input_size", 32.5, "field 'input_size' must be an integer in \\[1, 1024\\]"),
+    ("input_size", 100000, "field 'input_size' must be an integer in \\[1, 1024\\] \\(pixels\\), got int 100000"),  # 200 GB
+    ("num_classes", 10 ** 8, "field 'num_classes' must be an integer in \\[1, 100000\\], got int 100000000"),  # 400 GB
     ("aux_logits", "yes", "field 'aux_logits' must be true or false"),
     ("mean", [0.5, 0.5], "field 'mean' must be 3 finite numbers"),
     ("std", [0.5, 0.0, 0.5], "field 'std' must be 3 finite numbers > 0"),
@@ -154,3 +156,45 @@ def test_classifier_checkpoint_of_version_1_and_without_optional_fields_is_read(
     torch.save({**ck, "format_version": 1}, tmp_path / "old.pt")
     _, meta = load_classifier(tmp_path / "old.pt")
     assert meta["classes"] == ["a", "b"] and meta["mean"] == [0.485, 0.456, 0.406]
+
+
+# --- silent wrong results (issue 20, h4): class names and non-finite weights ------------------
+
+@pytest.mark.parametrize("classes, match", [
+    (["RBC", "RBC", "WBC"], r"field 'classes' must name each class once, got 'RBC' twice$"),  # relabelled silently
+    ([], r"field 'classes' must not be empty$"),                                             # was a size mismatch
+    (["a", " "], r"field 'classes' must not hold an empty name"),
+])
+def test_detector_checkpoint_class_names(tmp_path, classes, match):
+    from detector.io.checkpoints import load_detector
+
+    p = tmp_path / "m.pt"
+    torch.save({**DETECTOR, "classes": classes}, p)
+    with pytest.raises(UserError, match=match) as e:
+        load_detector(str(p))
+    assert str(e.value).startswith(f"model {p}: ")
+
+
+def test_classifier_checkpoint_duplicate_class_names(tmp_path):
+    ck = _classifier_dict(tmp_path)
+    ck["classes"] = ["a", "a"]
+    torch.save(ck, tmp_path / "dup.pt")
+    with pytest.raises(UserError, match=r"dup.pt: field 'classes' must name each class once, got 'a' twice$"):
+        read_classifier(tmp_path / "dup.pt")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_at_load(tmp_path, bad):
+    from detector.io.checkpoints import load_detector
+
+    w = torch.zeros(3)
+    w[1] = bad
+    p = tmp_path / "det.pt"
+    torch.save({**DETECTOR, "members": [{"w": w}]}, p)  # detected nothing and exited 0
+    with pytest.raises(UserError, match=r"det.pt: tensor members\[0\]\.w holds NaN or infinite values"):
+        load_detector(str(p))
+    ck = _classifier_dict(tmp_path)
+    ck["state_dict"]["fc.weight"][0, 0] = bad
+    torch.save(ck, tmp_path / "cls.pt")
+    with pytest.raises(UserError, match=r"cls.pt: tensor state_dict\.fc\.weight holds NaN or infinite values"):
+        read_classifier(tmp_path / "cls.pt")

@@ -1,10 +1,9 @@
 """detect: find objects in images with a trained detector (default: the bundled BCCD model).
 
-Nothing a user had is overwritten: ``--out`` pictures and the ``--json`` file replace only
-files an earlier ``detect`` wrote into that folder, as the folder's manifest
-(:data:`MANIFEST`, the names and SHA-256 of what detect wrote) says; any other existing file is
-refused unless ``--overwrite``, and an input image is never written (not even with
-``--overwrite``). Pictures detect wrote are not read back as inputs when a folder is given.
+Nothing a user had is overwritten: ``--out`` pictures and the ``--json`` file follow the output
+rule of :mod:`detector.io.outputs` (files this project wrote, as the folder's manifest records,
+are replaced; any other existing file only with ``--overwrite``; an input image never; a device
+or FIFO is written into). Pictures detect wrote are not read back as inputs when a folder is given.
 
 ``--format`` writes the ``--json`` detections in another tool's format: ``coco`` (COCO results
 JSON, images numbered in input order from 1, category id = label, the mapping in
@@ -16,8 +15,6 @@ A ``txt`` folder holding files detect did not write there is refused unless ``--
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 import time
@@ -27,115 +24,16 @@ import cv2
 import numpy as np
 
 from backbone.errors import UserError
-from backbone.io import atomic_write, check_writable
+from backbone.io import atomic_write
 from detector.cli.common import add_device_arg, cli_main
 from detector.engine.devices import resolve_device
 from detector.io.datasets.records import Dataset, ImageRecord
 from detector.io.detections import FORMATS, ids_path, text_files_of, write_detections
 from detector.io.images import list_images, load_image
+from detector.io.outputs import MANIFEST, Manifest, Outputs, add_output_arg, add_overwrite_arg, is_manifest
+
+__all__ = ["MANIFEST", "Manifest", "Outputs", "build_parser", "main"]  # Manifest, Outputs: detector.io.outputs
 from detector.model import Detector
-
-#: in every folder detect writes to: which files it wrote there (name -> SHA-256 of the content)
-MANIFEST = ".detect-manifest.json"
-
-
-def _sha256(path: str) -> str | None:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
-class Manifest:
-    """The files detect wrote into one folder, as recorded in its :data:`MANIFEST`. A damaged
-    or foreign manifest counts as empty: then nothing there is replaced without --overwrite."""
-
-    def __init__(self, folder: str):
-        self.folder = os.path.abspath(folder)
-        self.path = os.path.join(self.folder, MANIFEST)
-        self.files: dict[str, str] = {}
-        self.dirty = False
-        try:
-            if os.path.isfile(self.path):
-                with open(self.path, encoding="utf-8") as f:
-                    data = json.load(f)
-                files = data.get("files") if isinstance(data, dict) else None
-                if isinstance(files, dict):
-                    self.files = {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)}
-        except (OSError, ValueError, RecursionError):
-            self.files = {}
-
-    def owns(self, path: str) -> bool:
-        """Whether ``path`` (in this folder) is a file detect wrote and nobody changed since."""
-        want = self.files.get(os.path.basename(path))
-        return want is not None and os.path.isfile(path) and not os.path.islink(path) and _sha256(path) == want
-
-    def record(self, path: str) -> None:
-        digest = _sha256(path)
-        if digest is not None:
-            self.files[os.path.basename(path)] = digest
-            self.dirty = True
-
-    def save(self) -> None:
-        if self.dirty:
-            atomic_write(self.path, json.dumps({"written_by": "detect", "files": self.files}, indent=1,
-                                               sort_keys=True) + "\n", what="detect manifest")
-            self.dirty = False
-
-
-class Outputs:
-    """Every file this run writes: checked before any work, written atomically, recorded."""
-
-    def __init__(self, inputs: list[str], overwrite: bool):
-        self.inputs = {os.path.realpath(p): p for p in inputs}
-        self.overwrite = overwrite
-        self.manifests: dict[str, Manifest] = {}
-        self.planned: set[str] = set()
-        self.last_save = time.monotonic()
-
-    def manifest(self, folder: str) -> Manifest:
-        folder = os.path.abspath(folder)
-        if folder not in self.manifests:
-            m = self.manifests[folder] = Manifest(folder)
-            if os.path.isdir(m.path):
-                raise UserError(f"{m.path}: is a folder; detect keeps its record of the files it wrote there")
-        return self.manifests[folder]
-
-    def check(self, path: str, flag: str) -> str:
-        """Refuse ``path`` when it is an input, the manifest, planned twice, or an existing
-        file detect did not write (unless --overwrite)."""
-        path = os.path.abspath(path)
-        if os.path.basename(path) == MANIFEST:
-            raise UserError(f"{flag} {path}: that name is detect's own record of the files it wrote; choose another")
-        real = os.path.realpath(path)
-        if real in self.inputs:
-            raise UserError(f"{flag} {path}: is the input image {self.inputs[real]}; inputs are never written "
-                            "(choose another output path)")
-        if real in self.planned:
-            raise UserError(f"{flag} {path}: written twice by this run (once as a picture, once as --json)")
-        if os.path.isdir(path):
-            raise UserError(f"{flag} {path}: is a folder, expected a file path")
-        manifest = self.manifest(os.path.dirname(path))
-        if os.path.lexists(path) and not self.overwrite and not manifest.owns(path):
-            raise UserError(f"{flag} {path}: exists and was not written by detect (no record of it in "
-                            f"{os.path.join(os.path.dirname(path), MANIFEST)}); use --overwrite to replace it")
-        self.planned.add(real)
-        return path
-
-    def written(self, path: str) -> None:
-        self.manifest(os.path.dirname(os.path.abspath(path))).record(path)
-        if time.monotonic() - self.last_save > 2.0:  # a killed run loses at most 2 s of records
-            self.save()
-
-    def save(self) -> None:
-        for m in self.manifests.values():
-            m.save()
-        self.last_save = time.monotonic()
-
 
 def picture(image, det) -> bytes:
     """``image`` with labelled boxes drawn, as PNG bytes."""
@@ -186,7 +84,7 @@ def plan_detections(outputs: Outputs, path: str, fmt: str, dataset: Dataset) -> 
                 dirs[:] = [d for d in dirs if not d.startswith(".")]
                 for f in names:
                     p = os.path.join(root, f)
-                    if f != MANIFEST and p not in mine and not outputs.manifest(root).owns(p):
+                    if not is_manifest(f) and p not in mine and not outputs.manifest(root).owns(p):
                         raise UserError(f"--json {path}: the folder holds {os.path.relpath(p, path)}, which detect did "
                                         f"not write; use another folder, or --overwrite to write beside it")
         return [outputs.check(f, "--json") for f in files]
@@ -219,8 +117,7 @@ def input_images(inputs: list[str]) -> list[str]:
     return list_images(inputs, skip=ours, skip_what="the pictures detect wrote")
 
 
-@cli_main
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="detect",
         description="Detect objects: selective search / MultiBox proposals scored by an Inception ensemble.",
@@ -228,17 +125,15 @@ def main(argv=None) -> int:
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--model", help="detector checkpoint (default: the bundled BCCD model)")
-    p.add_argument("--out", help="folder for the images with boxes drawn (PNG)")
-    p.add_argument("--json", metavar="PATH", help="write the detections to this file (one JSON object per image; "
+    add_output_arg(p, "--out", kind="folder", help="folder for the images with boxes drawn (PNG)")
+    add_output_arg(p, "--json", metavar="PATH", help="write the detections to this file (one JSON object per image; "
                    "another tool's format with --format; with --format txt a folder)")
     p.add_argument("--format", choices=FORMATS, default="json",
                    help="format of --json: json (the project's, default), coco (COCO results JSON plus "
                         "<name>.ids.json: images numbered in input order, category id = label), txt (a folder, "
                         "one file per image: class score x1 y1 x2 y2, 1-based inclusive, as Cartucho/mAP reads); "
                         "devkit needs ILSVRC devkit ids: use eval-map --split --format devkit")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing files in the way of --out / --json even when detect did not write them "
-                        "(inputs are never written)")
+    add_overwrite_arg(p, "--out / --json")
     p.add_argument("--score-thr", type=float, default=0.5,
                    help="minimum score (default 0.5, for boxes a person reads; eval-map --split uses the "
                         "config's test.score_thr, 0.05 in configs/bccd.yaml, as AP needs the low-score tail)")
@@ -246,7 +141,12 @@ def main(argv=None) -> int:
     p.add_argument("--timing", action="store_true",
                    help="print seconds per stage for each image: load, proposals, warp, network, postprocess")
     add_device_arg(p)
-    args = p.parse_args(argv)
+    return p
+
+
+@cli_main
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if not 0.0 <= args.score_thr <= 1.0:
         raise UserError(f"--score-thr {args.score_thr}: must be between 0 and 1")
     if args.max_per_image is not None and args.max_per_image < 1:
@@ -257,13 +157,14 @@ def main(argv=None) -> int:
         raise UserError("--format devkit needs the ILSVRC devkit's image indexes and class ids, which images given "
                         "to detect do not have; use eval-map --split S --format devkit on an ILSVRC dataset, "
                         "or --format coco, txt or json")
-    if args.json:
-        check_writable(args.json, what="--json", folder=args.format == "txt")
-    if args.out:
-        check_writable(args.out, what="--out", folder=True)
-
     images = input_images(args.inputs)
-    outputs = Outputs(images, args.overwrite)
+    outputs = Outputs([args.model], args.overwrite, prog="detect")
+    for path in images:
+        outputs.add_input(path, what="input image")
+    if args.json and args.format == "txt":
+        outputs.check_folder(args.json, "--json")
+    if args.out:
+        outputs.check_folder(args.out, "--out")
     pictures = {}
     names = unique_names(images)
     if args.out:
@@ -298,12 +199,16 @@ def main(argv=None) -> int:
             if args.timing:
                 print("  seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in det.seconds.items()))
             if args.out:
-                draw(image, det, pictures[path])
-                outputs.written(pictures[path])
+                outputs.write(pictures[path], picture(image, det), what="picture", save=False)
         if args.json:
-            write_detections(args.json, args.format, dataset, [to_arrays(r, dataset.classes) for r in results])
-            for f in planned:
-                outputs.written(f)
+            arrays = [to_arrays(r, dataset.classes) for r in results]
+            if args.format == "txt":  # one checked file per image, each written atomically
+                write_detections(args.json, args.format, dataset, arrays)
+                for f in planned:
+                    outputs.written(f)
+            else:  # the file (and the coco ids mapping) through the rule: a device is written into
+                with outputs.staged(os.path.dirname(planned[0]), "--json") as tmp:
+                    write_detections(os.path.join(tmp, os.path.basename(planned[0])), args.format, dataset, arrays)
             print(f"wrote {args.json}" + (f" ({len(planned)} files)" if args.format == "txt" else "")
                   + (f" and {planned[1]}" if args.format == "coco" else ""), file=sys.stderr)
     finally:

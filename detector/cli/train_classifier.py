@@ -26,12 +26,13 @@ from detector.config import load_classifier_config
 from detector.engine.devices import resolve_device
 from detector.engine.run import CONFIG_FILE, RUN_FILE
 from detector.engine.train_classifier import train_classifier
+from detector.io.outputs import add_output_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train-classifier", description=__doc__.split("\n\n")[0])
     add_config_args(p, required=False)
-    p.add_argument("--out", required=True,
+    add_output_arg(p, "--out", kind="run", required=True,
                    help="run folder (run.json, config.yaml, metrics.jsonl, curves.png, train_state.pt, model.pt, best.pt)")
     p.add_argument("--resume", action="store_true",
                    help="accepted for compatibility: a run found in --out always resumes (--set may raise train.epochs)")

@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,13 @@ class drain:
 
     def __exit__(self, *exc):
         if self.thread is not None:
-            if self.thread.is_alive():  # nobody wrote: open it once so the reader ends
-                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
-                os.close(fd)
+            deadline = time.monotonic() + self.timeout
+            while self.thread.is_alive() and time.monotonic() < deadline:  # nobody wrote: open it once so
+                try:                                                       # the reader ends
+                    os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+                    break
+                except OSError:  # ENXIO: the reader has not opened it yet
+                    time.sleep(0.01)
             self.thread.join(self.timeout)
             assert not self.thread.is_alive(), "the FIFO's reader hung"
 

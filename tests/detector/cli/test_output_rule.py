@@ -191,11 +191,12 @@ def test_a_device_node_stays_a_device_node(script, flag, tmp_path, request, caps
     env, case, kind = Env(tmp_path, request), CASES[(script, flag)], KIND[(script, flag)]
     argv = case.base(env)
     node = device_node(tmp_path / "null")
-    with drain(node):
+    with drain(node) as fifo:
         rc, _ = _run(script, [*argv, flag, node])
     err = capsys.readouterr().err
     assert is_node(node)
-    if kind == "file":   # written into: the full run succeeds
+    if kind == "file":   # written into: the full run succeeds (a FIFO's reader got the output)
         assert rc == 0, err
+        assert fifo.thread is None or fifo.data
     else:                # a folder or a run folder cannot be a device: refused
         assert rc == 2 and "expected a folder" in err, err

@@ -4,6 +4,7 @@ replaced only with --overwrite, a device or FIFO is written into and stays what 
 import json
 import os
 import socket
+import stat
 
 import pytest
 
@@ -96,6 +97,11 @@ def test_what_is_not_a_regular_file_is_refused_or_kept(tmp_path):
             Outputs(overwrite=True).check(str(tmp_path / "s"), "--json")
     finally:
         sock.close()
+    if os.geteuid() == 0:  # a block device (a disk!) is never written, not even with --overwrite
+        os.mknod(str(tmp_path / "blk"), 0o600 | stat.S_IFBLK, os.makedev(7, 0))
+        with pytest.raises(UserError, match="a block device"):
+            Outputs(overwrite=True).check(str(tmp_path / "blk"), "--json")
+        assert stat.S_ISBLK(os.lstat(tmp_path / "blk").st_mode)
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
     with pytest.raises(UserError, match="dangling symbolic link"):
         Outputs(overwrite=True).check(str(tmp_path / "dangling"), "--json")

@@ -30,7 +30,7 @@ from detector.engine.devices import resolve_device
 from detector.io.datasets.records import Dataset, ImageRecord
 from detector.io.detections import FORMATS, ids_path, text_files_of, write_detections
 from detector.io.images import list_images, load_image
-from detector.io.outputs import MANIFEST, Manifest, Outputs, add_output_arg, add_overwrite_arg, is_manifest
+from detector.io.outputs import MANIFEST, Manifest, Outputs, add_output_arg, add_overwrite_arg, is_manifest, is_stream
 
 __all__ = ["MANIFEST", "Manifest", "Outputs", "build_parser", "main"]  # Manifest, Outputs: detector.io.outputs
 from detector.model import Detector
@@ -90,6 +90,9 @@ def plan_detections(outputs: Outputs, path: str, fmt: str, dataset: Dataset) -> 
         return [outputs.check(f, "--json") for f in files]
     planned = [outputs.check(path, "--json")]
     if fmt == "coco":
+        if is_stream(path):
+            raise UserError(f"--json {path}: --format coco writes its ids mapping beside the file "
+                            f"({os.path.basename(ids_path(path))}); give a file path, not a device")
         planned.append(outputs.check(ids_path(path), "--json (the ids mapping)"))
     return planned
 

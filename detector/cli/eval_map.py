@@ -57,7 +57,7 @@ from detector.io.detections import (
     text_files_of,
     write_detections,
 )
-from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg, is_manifest
+from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg, is_manifest, is_stream
 from eval import evaluate
 from eval.analysis import analyze, summary_lines, write_report
 from eval.plots import plot_pr_curves
@@ -249,7 +249,7 @@ def _run_split(args) -> None:
     save_path = _save_path(args)
     planned = _plan_detections(outputs, save_path, args, split_set) if save_path else []
     config_path = None
-    if args.json:
+    if args.json and not is_stream(args.json):  # nothing goes beside a device (/dev/stdout.config.yaml)
         config_path = outputs.check(os.path.splitext(os.path.abspath(args.json))[0] + ".config.yaml", "--json")
     plan_reports(outputs, args, protocol)
 
@@ -300,6 +300,9 @@ def _plan_detections(outputs: Outputs, path: str, args, split_set) -> list[str]:
         return [outputs.check(f, flag) for f in text_files_of(path, split_set)]
     planned = [outputs.check(path, flag)]
     if args.format == "coco":
+        if is_stream(path):
+            raise UserError(f"{flag} {path}: --format coco writes its ids mapping beside the file "
+                            f"({os.path.basename(ids_path(path))}); give a file path, not a device")
         planned.append(outputs.check(ids_path(path), flag + " (the ids mapping)"))
     return planned
 
@@ -325,7 +328,7 @@ def _save_path(args) -> str | None:
     """--save-detections, else beside --json, else None (never the working folder unasked)."""
     if args.save_detections:
         return os.path.abspath(args.save_detections)
-    if not args.json:
+    if not args.json or is_stream(args.json):  # never beside a device: /dev/detections_test.json
         return None
     out_dir = os.path.dirname(os.path.abspath(args.json))
     ext = {"json": ".json", "coco": ".json", "txt": "", "devkit": ".txt"}[args.format]

@@ -26,7 +26,7 @@ from detector.config import load_classifier_config
 from detector.engine.devices import resolve_device
 from detector.engine.run import CONFIG_FILE, RUN_FILE
 from detector.engine.train_classifier import train_classifier
-from detector.io.outputs import add_output_arg
+from detector.io.outputs import Outputs, add_output_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +60,9 @@ def main(argv=None):
                             f" (or --out a run folder to resume: {args.out} holds none)")
         config = own  # resume: the run's own config (--set may raise train.epochs)
     cfg = load_classifier_config(config, args.overrides, args.data_root)
+    # the run folder is not inside the data (an image folder would read it as a class) nor an input
+    inputs = [cfg.data.root, cfg.model.init] + ([config] if config != os.path.join(args.out, CONFIG_FILE) else [])
+    Outputs(inputs, prog="train-classifier").check_folder(args.out, "--out")
     device = resolve_device(args.device)
     print(train_classifier(cfg, args.out, device, resume=not args.no_resume))
     return 0

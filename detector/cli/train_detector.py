@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     outputs.add_input(cfg.data.root, what="training data")  # its annotations and images
     outputs.add_input(cfg.model.init, what="model.init checkpoint")
     outputs.recheck()
+    outputs.check_folder(args.out, "--out")  # the run folder is not inside the data (nor the data itself)
     device = resolve_device(args.device)
     path = train_detector(cfg, args.out, device, cache_dir=args.cache_dir, resume=not args.no_resume, stage=args.stage)
     if is_main():

@@ -177,6 +177,14 @@ def _what(path: str) -> str:
         else "not a regular file"
 
 
+def is_stream(path: str) -> bool:
+    """Whether ``path`` is written into rather than replaced: an existing FIFO or character
+    device, or one of this process's stream paths (``/dev/stdout``, ``/dev/fd/N``, ...)."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    node = _node(path)
+    return node == "stream" or (node == "file" and bool(STREAM_PATHS.match(path)))
+
+
 def write_into(path: str, data: "str | bytes | Callable[[BinaryIO], Any]") -> None:
     """Write ``data`` into an existing FIFO, character device or stream path: opened for writing
     (appending), never created, truncated or replaced."""
@@ -376,4 +384,4 @@ class Outputs:
 
 
 __all__ = ["MANIFEST", "OLD_MANIFESTS", "Manifest", "Outputs", "add_output_arg", "add_overwrite_arg",
-           "output_actions", "is_manifest", "write_into"]
+           "output_actions", "is_manifest", "is_stream", "write_into"]

@@ -89,6 +89,14 @@ class Env:
         return p
 
     @property
+    def colours(self) -> Path:
+        """A copy of the session's image-folder classification set (fixture ``folder``)."""
+        p = self.tmp / "colours"
+        if not p.exists():
+            shutil.copytree(self.fixture("folder"), p)
+        return p
+
+    @property
     def gt(self) -> Path:
         """A ground-truth folder of one VOC XML (image id ``a``) and detections for it."""
         p = self.tmp / "gt"

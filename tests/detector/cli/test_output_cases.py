@@ -185,3 +185,19 @@ def test_train_classifier_out_onto_a_users_file_is_refused(tmp_path, request, ca
     _refused(capsys, "train-classifier", ["--data-root", e.fixture("folder"), "--out", mine,
                                           *[a for s in TRAIN_SETS for a in ("--set", s)]], "--out")
     assert mine.read_text() == "mine"
+
+
+def test_nothing_is_written_beside_a_device(tmp_path, request, capsys):
+    """--json /dev/stdout: no /dev/detections_test.json, no /dev/stdout.config.yaml, no .ids.json."""
+    e = Env(tmp_path, request)
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    node = device_node(dev / "null")
+    with drain(node):
+        _ok(capsys, "eval-map", ["--split", "test", "--model", e.fixture("model"), "--data-root", e.voc,
+                                 "--cache-dir", tmp_path / "cache", "--device", "cpu", "--json", node])
+    assert os.listdir(dev) == ["null"] and is_node(node)
+    with drain(node):
+        _refused(capsys, "detect", [e.img, "--model", e.fixture("model"), "--format", "coco", "--json", node],
+                 "ids mapping", "not a device")
+    assert os.listdir(dev) == ["null"] and is_node(node)

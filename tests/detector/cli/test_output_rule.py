@@ -118,11 +118,12 @@ CASES: dict[tuple[str, str], Case] = {
     ("train-detector", "--half"): Case(lambda e: [*_train_detector(e), "--out", str(e.tmp / "run")], lambda e: [
         *_run_files(e), e.train_config, str(e.voc / "Annotations" / "BloodImage_00000.xml")],
         ours="user.pt"),
-    ("train-detector", "--out"): Case(_train_detector, lambda e: [e.train_config], ours="model.pt"),
+    ("train-detector", "--out"): Case(_train_detector, lambda e: [
+        e.train_config, str(e.voc), str(e.voc / "Annotations")], ours="model.pt"),
     ("train-classifier", "--out"): Case(
-        lambda e: ["--data-root", str(e.fixture("folder")), "--device", "cpu",
-                   *[a for s in TRAIN_SETS for a in ("--set", s)]],
-        lambda e: [str(next((e.fixture("folder") / "test").rglob("*.png")))], ours="model.pt"),
+        lambda e: ["--data-root", str(e.colours), "--device", "cpu", *[a for s in TRAIN_SETS for a in ("--set", s)]],
+        lambda e: [str(next((e.colours / "test").rglob("*.png"))), str(e.colours), str(e.colours / "train")],
+        ours="model.pt"),
 }
 
 OUTPUTS = declared_outputs()

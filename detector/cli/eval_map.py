@@ -224,6 +224,12 @@ def _run_files(args) -> None:
                       args.overwrite, prog="eval-map")
     plan_reports(outputs, args, args.protocol or "voc")
     gt = read_ground_truth(args.ground_truth, args.classes, args.box_format, args.blacklist)
+    for r in gt.records:  # the images (the galleries read them), and a VOC split file's folders
+        outputs.add_input(r.path or None, contents=False)
+    if gt.root and "ImageSets" in os.path.normpath(os.path.abspath(args.ground_truth)).split(os.sep):
+        for sub in ("Annotations", "JPEGImages", "ImageSets"):
+            outputs.add_input(os.path.join(gt.root, sub))
+    outputs.recheck()
     dets = read_detections(args.detections, gt, args.box_format, strict=args.strict)
     _flush_warnings(args)
     n = sum(len(d["scores"]) for d in dets)

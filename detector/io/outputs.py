@@ -211,6 +211,7 @@ class Outputs:
         self.folders: dict[str, str] = {}         # input folders whose contents are inputs
         self.manifests: dict[str, Manifest] = {}
         self.planned: dict[str, str] = {}         # real path -> flag
+        self.planned_folders: dict[str, str] = {} # output folders: real path -> flag
         self.streams: set[str] = set()            # planned paths written into, not replaced
         self.last_save = time.monotonic()
         for p in inputs:
@@ -252,7 +253,7 @@ class Outputs:
 
     def recheck(self) -> None:
         """Refuse again every planned output that an input added since is (or holds)."""
-        for real, flag in self.planned.items():
+        for real, flag in [*self.planned.items(), *self.planned_folders.items()]:
             why = self._input_of(real)
             if why:
                 raise UserError(f"{flag} {real}: {why}; inputs are never written (choose another output path)")
@@ -318,6 +319,7 @@ class Outputs:
             raise UserError(f"{flag} {given}: is {'a file' if node == 'file' else _what(path) if node == 'other' else 'a device or FIFO'}, "
                             "expected a folder")
         check_writable(path, what=flag, folder=True)
+        self.planned_folders[os.path.realpath(path)] = flag
         if node == "folder":
             self.manifest(path)
             if names is not None:

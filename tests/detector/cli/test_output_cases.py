@@ -201,3 +201,15 @@ def test_nothing_is_written_beside_a_device(tmp_path, request, capsys):
         _refused(capsys, "detect", [e.img, "--model", e.fixture("model"), "--format", "coco", "--json", node],
                  "ids mapping", "not a device")
     assert os.listdir(dev) == ["null"] and is_node(node)
+
+
+def test_a_split_files_data_set_is_an_input(tmp_path, request, capsys):
+    e = Env(tmp_path, request)
+    split = e.voc / "ImageSets" / "Main" / "test.txt"
+    (tmp_path / "d.json").write_text("[]")
+    _refused(capsys, "eval-map", ["--ground-truth", split, "--detections", tmp_path / "d.json",
+                                  "--analyze", e.voc / "Annotations", "--overwrite"], "--analyze", "input")
+    _refused(capsys, "eval-map", ["--ground-truth", split, "--detections", tmp_path / "d.json", "--overwrite",
+                                  "--json", e.voc / "JPEGImages" / "BloodImage_00001.jpg"], "--json", "input")
+    assert sorted(os.listdir(e.voc / "Annotations")) == ["BloodImage_00000.xml", "BloodImage_00001.xml",
+                                                         "BloodImage_00338.xml"]

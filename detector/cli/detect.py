@@ -31,9 +31,9 @@ from detector.io.datasets.records import Dataset, ImageRecord
 from detector.io.detections import FORMATS, ids_path, text_files_of, write_detections
 from detector.io.images import list_images, load_image
 from detector.io.outputs import MANIFEST, Manifest, Outputs, add_output_arg, add_overwrite_arg, is_manifest, is_stream
+from detector.model import Detector
 
 __all__ = ["MANIFEST", "Manifest", "Outputs", "build_parser", "main"]  # Manifest, Outputs: detector.io.outputs
-from detector.model import Detector
 
 def picture(image, det) -> bytes:
     """``image`` with labelled boxes drawn, as PNG bytes."""

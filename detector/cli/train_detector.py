@@ -62,7 +62,6 @@ def main(argv=None) -> int:
         for name in (RUN_FILE, *RUN_FILES):
             outputs.add_input(os.path.join(folder, name), what="run file")
     outputs.add_input(args.init, what="--init checkpoint")
-    half = outputs.check(args.half, "--half") if args.half else None
     config, overrides, data_root = config_source(args, p)
     if args.members is not None:
         overrides.append(f"model.members={args.members}")
@@ -73,7 +72,7 @@ def main(argv=None) -> int:
     outputs.add_input(config, what="config")
     outputs.add_input(cfg.data.root, what="training data")  # its annotations and images
     outputs.add_input(cfg.model.init, what="model.init checkpoint")
-    outputs.recheck()
+    half = outputs.check(args.half, "--half") if args.half else None  # before the training
     outputs.check_folder(args.out, "--out")  # the run folder is not inside the data (nor the data itself)
     device = resolve_device(args.device)
     path = train_detector(cfg, args.out, device, cache_dir=args.cache_dir, resume=not args.no_resume, stage=args.stage)

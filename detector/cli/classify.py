@@ -28,6 +28,7 @@ from detector.cli.common import add_device_arg, cli_main
 from detector.cli.eval_classifier import write_json
 from detector.engine.devices import resolve_device
 from detector.io.images import list_images, load_image
+from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, help="crop size for --arch models (default: 224, inception_v3 299)")
     p.add_argument("--crops", type=int, default=1, choices=CROP_COUNTS, help="test crops per image (default 1)")
     p.add_argument("--top", type=int, default=5, help="classes to show per image (default 5)")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_output_arg(p, "--json", help="also write the results as JSON")
+    add_overwrite_arg(p, "--json")
     p.add_argument("--batch-size", type=int, default=256, help="crops per forward pass (default 256)")
     add_device_arg(p)
     p.add_argument("--threads", type=int, metavar="N",
@@ -65,6 +67,10 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     files = list_images(args.paths)  # before loading models: bad paths fail fast
+    outputs = Outputs([*(args.model or []), *(args.weights or [])], args.overwrite, prog="classify")
+    for f in files:
+        outputs.add_input(f, what="input image")
+    json_path = outputs.check(args.json, "--json") if args.json else None
     members = load_members(args.model, args.arch, args.weights, device, args.input_size)
     classes = members[0].classes
     images = (to_chw(load_image(f)) for f in files)
@@ -79,8 +85,8 @@ def main(argv=None):
         print(f)
         for p, i in zip(ps, ix):
             print(f"  {p:7.4f}  {classes[i]}")
-    if args.json:
-        write_json(args.json, {"models": [m.name for m in members], "crops": args.crops, "results": results})
+    if json_path:
+        write_json(outputs, json_path, {"models": [m.name for m in members], "crops": args.crops, "results": results})
     return 0
 
 

@@ -1,10 +1,9 @@
 """detect: find objects in images with a trained detector (default: the bundled BCCD model).
 
-Nothing a user had is overwritten: ``--out`` pictures and the ``--json`` file replace only
-files an earlier ``detect`` wrote into that folder, as the folder's manifest
-(:data:`MANIFEST`, the names and SHA-256 of what detect wrote) says; any other existing file is
-refused unless ``--overwrite``, and an input image is never written (not even with
-``--overwrite``). Pictures detect wrote are not read back as inputs when a folder is given.
+Nothing a user had is overwritten: ``--out`` pictures and the ``--json`` file follow the output
+rule of :mod:`detector.io.outputs` (files this project wrote, as the folder's manifest records,
+are replaced; any other existing file only with ``--overwrite``; an input image never; a device
+or FIFO is written into). Pictures detect wrote are not read back as inputs when a folder is given.
 
 Pictures keep the inputs' folder structure (:func:`picture_names`), so no two inputs share
 one; the project's ``--json`` objects name each image's ``"picture"`` (relative to ``--out``).
@@ -22,8 +21,6 @@ A ``txt`` folder holding files detect did not write there is refused unless ``--
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 import time
@@ -46,112 +43,14 @@ from detector.io.detections import (
     write_detections_json,
 )
 from detector.io.images import list_images, load_image
+from detector.io.outputs import MANIFEST, Manifest, Outputs, add_output_arg, add_overwrite_arg, is_manifest, is_stream
 from detector.model import Detector
 from detector.onnx import OnnxDetector
 
-#: in every folder detect writes to: which files it wrote there (name -> SHA-256 of the content)
-MANIFEST = ".detect-manifest.json"
 #: the exit code of a run that left out images it could not read (the others' results written)
 EXIT_PARTIAL = 1
 
-
-def _sha256(path: str) -> str | None:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
-class Manifest:
-    """The files detect wrote into one folder, as recorded in its :data:`MANIFEST`. A damaged
-    or foreign manifest counts as empty: then nothing there is replaced without --overwrite."""
-
-    def __init__(self, folder: str):
-        self.folder = os.path.abspath(folder)
-        self.path = os.path.join(self.folder, MANIFEST)
-        self.files: dict[str, str] = {}
-        self.dirty = False
-        try:
-            if os.path.isfile(self.path):
-                with open(self.path, encoding="utf-8") as f:
-                    data = json.load(f)
-                files = data.get("files") if isinstance(data, dict) else None
-                if isinstance(files, dict):
-                    self.files = {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)}
-        except (OSError, ValueError, RecursionError):
-            self.files = {}
-
-    def owns(self, path: str) -> bool:
-        """Whether ``path`` (in this folder) is a file detect wrote and nobody changed since."""
-        want = self.files.get(os.path.basename(path))
-        return want is not None and os.path.isfile(path) and not os.path.islink(path) and _sha256(path) == want
-
-    def record(self, path: str) -> None:
-        digest = _sha256(path)
-        if digest is not None:
-            self.files[os.path.basename(path)] = digest
-            self.dirty = True
-
-    def save(self) -> None:
-        if self.dirty:
-            atomic_write(self.path, json.dumps({"written_by": "detect", "files": self.files}, indent=1,
-                                               sort_keys=True) + "\n", what="detect manifest")
-            self.dirty = False
-
-
-class Outputs:
-    """Every file this run writes: checked before any work, written atomically, recorded."""
-
-    def __init__(self, inputs: list[str], overwrite: bool):
-        self.inputs = {os.path.realpath(p): p for p in inputs}
-        self.overwrite = overwrite
-        self.manifests: dict[str, Manifest] = {}
-        self.planned: set[str] = set()
-        self.last_save = time.monotonic()
-
-    def manifest(self, folder: str) -> Manifest:
-        folder = os.path.abspath(folder)
-        if folder not in self.manifests:
-            m = self.manifests[folder] = Manifest(folder)
-            if os.path.isdir(m.path):
-                raise UserError(f"{m.path}: is a folder; detect keeps its record of the files it wrote there")
-        return self.manifests[folder]
-
-    def check(self, path: str, flag: str) -> str:
-        """Refuse ``path`` when it is an input, the manifest, planned twice, or an existing
-        file detect did not write (unless --overwrite)."""
-        path = os.path.abspath(path)
-        if os.path.basename(path) == MANIFEST:
-            raise UserError(f"{flag} {path}: that name is detect's own record of the files it wrote; choose another")
-        real = os.path.realpath(path)
-        if real in self.inputs:
-            raise UserError(f"{flag} {path}: is the input image {self.inputs[real]}; inputs are never written "
-                            "(choose another output path)")
-        if real in self.planned:
-            raise UserError(f"{flag} {path}: written twice by this run (once as a picture, once as --json)")
-        if os.path.isdir(path):
-            raise UserError(f"{flag} {path}: is a folder, expected a file path")
-        manifest = self.manifest(os.path.dirname(path))
-        if os.path.lexists(path) and not self.overwrite and not manifest.owns(path):
-            raise UserError(f"{flag} {path}: exists and was not written by detect (no record of it in "
-                            f"{os.path.join(os.path.dirname(path), MANIFEST)}); use --overwrite to replace it")
-        self.planned.add(real)
-        return path
-
-    def written(self, path: str) -> None:
-        self.manifest(os.path.dirname(os.path.abspath(path))).record(path)
-        if time.monotonic() - self.last_save > 2.0:  # a killed run loses at most 2 s of records
-            self.save()
-
-    def save(self) -> None:
-        for m in self.manifests.values():
-            m.save()
-        self.last_save = time.monotonic()
-
+__all__ = ["MANIFEST", "Manifest", "Outputs", "build_parser", "main"]  # Manifest, Outputs: detector.io.outputs
 
 def picture(image, det) -> bytes:
     """``image`` with labelled boxes drawn, as PNG bytes."""
@@ -226,12 +125,15 @@ def plan_detections(outputs: Outputs, path: str, fmt: str, dataset: Dataset) -> 
                 dirs[:] = [d for d in dirs if not d.startswith(".")]
                 for f in names:
                     p = os.path.join(root, f)
-                    if f != MANIFEST and p not in mine and not outputs.manifest(root).owns(p):
+                    if not is_manifest(f) and p not in mine and not outputs.manifest(root).owns(p):
                         raise UserError(f"--json {path}: the folder holds {os.path.relpath(p, path)}, which detect did "
                                         f"not write; use another folder, or --overwrite to write beside it")
         return [outputs.check(f, "--json") for f in files]
     planned = [outputs.check(path, "--json")]
     if fmt == "coco":
+        if is_stream(path):
+            raise UserError(f"--json {path}: --format coco writes its ids mapping beside the file "
+                            f"({os.path.basename(ids_path(path))}); give a file path, not a device")
         planned.append(outputs.check(ids_path(path), "--json (the ids mapping)"))
     return planned
 
@@ -259,8 +161,7 @@ def input_images(inputs: list[str]) -> list[str]:
     return list_images(inputs, skip=ours, skip_what="the pictures detect wrote")
 
 
-@cli_main
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="detect",
         description="Detect objects: selective search / MultiBox proposals scored by an Inception ensemble.",
@@ -277,17 +178,15 @@ def main(argv=None) -> int:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--model", help="detector checkpoint (default: the bundled BCCD model), or FILE.onnx written by "
                    "export-model (the networks in onnxruntime, the rest as with the checkpoint)")
-    p.add_argument("--out", help="folder for the images with boxes drawn (PNG)")
-    p.add_argument("--json", metavar="PATH", help="write the detections to this file (one JSON object per image; "
+    add_output_arg(p, "--out", kind="folder", help="folder for the images with boxes drawn (PNG)")
+    add_output_arg(p, "--json", metavar="PATH", help="write the detections to this file (one JSON object per image; "
                    "another tool's format with --format; with --format txt a folder)")
     p.add_argument("--format", choices=FORMATS, default="json",
                    help="format of --json: json (the project's, default), coco (COCO results JSON plus "
                         "<name>.ids.json: images numbered in input order, category id = label), txt (a folder, "
                         "one file per image: class score x1 y1 x2 y2, 1-based inclusive, as Cartucho/mAP reads); "
                         "devkit needs ILSVRC devkit ids: use eval-map --split --format devkit")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing files in the way of --out / --json even when detect did not write them "
-                        "(inputs are never written)")
+    add_overwrite_arg(p, "--out / --json")
     p.add_argument("--score-thr", type=float, default=0.5,
                    help="minimum score (default 0.5, for boxes a person reads; eval-map --split uses the "
                         "config's test.score_thr, 0.05 in configs/bccd.yaml, as AP needs the low-score tail)")
@@ -296,7 +195,12 @@ def main(argv=None) -> int:
                    help="print seconds per stage for each image: load, proposals, warp, network, postprocess")
     add_device_arg(p)
     add_strict_arg(p, "images")
-    args = p.parse_args(argv)
+    return p
+
+
+@cli_main
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.model is not None and not args.model.strip():
         raise UserError(f"--model {args.model!r}: an empty path (leave --model out for the bundled model)")
     if not 0.0 <= args.score_thr <= 1.0:
@@ -309,13 +213,14 @@ def main(argv=None) -> int:
         raise UserError("--format devkit needs the ILSVRC devkit's image indexes and class ids, which images given "
                         "to detect do not have; use eval-map --split S --format devkit on an ILSVRC dataset, "
                         "or --format coco, txt or json")
-    if args.json:
-        check_writable(args.json, what="--json", folder=args.format == "txt")
-    if args.out:
-        check_writable(args.out, what="--out", folder=True)
-
     images = input_images(args.inputs)
-    outputs = Outputs(images, args.overwrite)
+    outputs = Outputs([args.model], args.overwrite, prog="detect")
+    for path in images:
+        outputs.add_input(path, what="input image")
+    if args.json and args.format == "txt":
+        outputs.check_folder(args.json, "--json")
+    if args.out:
+        outputs.check_folder(args.out, "--out")
     pictures = {}
     names = picture_names(args.inputs, images)
     if args.out:
@@ -359,8 +264,7 @@ def main(argv=None) -> int:
             if args.timing:
                 print("  seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in det.seconds.items()))
             if args.out:
-                draw(image, det, pictures[path])
-                outputs.written(pictures[path])
+                outputs.write(pictures[path], picture(image, det), what="picture", save=False)
         named = ", ".join(f"{p} ({why})" for p, why in bad)
         if not done:
             if len(bad) == 1:
@@ -369,19 +273,24 @@ def main(argv=None) -> int:
         if args.json:
             good = Dataset(classes=dataset.classes, records=done)
             dets = [to_arrays(r, dataset.classes) for r in results]
-            if bad and args.format == "txt":  # a file name may depend on the images there are: check the new ones
-                mine = set(planned)
-                planned += [outputs.check(f, "--json") for f in text_files_of(args.json, good) if f not in mine]
-            if args.format == "json":  # the project's JSON: each image's picture too (relative to --out)
-                items = detections_to_items(good, dets)
-                if args.out:
-                    items = [{"image": item["image"], "picture": names[rec.path] + ".png", **item}
-                             for item, rec in zip(items, done)]
-                write_detections_json(args.json, items)
-            else:
+            if args.format == "txt":  # one checked file per image, each written atomically
+                if bad:  # a file name may depend on the images there are: check the new ones
+                    mine = set(planned)
+                    planned += [outputs.check(f, "--json") for f in text_files_of(args.json, good) if f not in mine]
                 write_detections(args.json, args.format, good, dets)
-            for f in planned:
-                outputs.written(f)
+                for f in planned:
+                    outputs.written(f)
+            else:  # the file (and the coco ids mapping) through the rule: a device is written into
+                with outputs.staged(os.path.dirname(planned[0]), "--json") as tmp:
+                    target = os.path.join(tmp, os.path.basename(planned[0]))
+                    if args.format == "json":  # the project's JSON: each image's picture too (relative to --out)
+                        items = detections_to_items(good, dets)
+                        if args.out:
+                            items = [{"image": item["image"], "picture": names[rec.path] + ".png", **item}
+                                     for item, rec in zip(items, done)]
+                        write_detections_json(target, items)
+                    else:
+                        write_detections(target, args.format, good, dets)
             print(f"wrote {args.json}" + (f" ({len(done)} files)" if args.format == "txt" else "")
                   + (f" and {planned[1]}" if args.format == "coco" else ""), file=sys.stderr)
     finally:

@@ -21,7 +21,6 @@ import torch
 
 from backbone.config import apply_overrides, from_dict
 from backbone.errors import UserError
-from backbone.io import atomic_write
 from backbone.multicrop import CROP_COUNTS, predict_probs
 from detector.classification.data import (
     build_classification_set,
@@ -33,6 +32,7 @@ from detector.classification.transforms import to_chw
 from detector.cli.common import add_config_args, add_device_arg, cli_main
 from detector.config import ClassifierConfig, load_classifier_config, validate_config
 from detector.engine.devices import resolve_device
+from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg
 from eval.classification import topk_accuracy
 
 
@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=1, metavar="K",
                    help="evaluate every K-th image only (default 1: all), for quick runs on a slow machine")
     p.add_argument("--no-ensemble", action="store_true", help="only the single models")
-    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    add_output_arg(p, "--json", help="write the results as JSON")
+    add_overwrite_arg(p, "--json")
     p.add_argument("--batch-size", type=int, help="crops per forward pass (default: test.batch_size)")
     add_device_arg(p)
     p.add_argument("--threads", type=int, metavar="N",
@@ -53,11 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def write_json(path: str, doc) -> None:
-    try:
-        atomic_write(path, json.dumps(doc, indent=1) + "\n", what="--json")
-    except OSError as e:
-        raise UserError(f"--json {path}: cannot write ({e.strerror or e})") from None
+def write_json(outputs: Outputs, path: str, doc) -> None:
+    """``doc`` to the ``--json`` path checked by ``outputs`` (:mod:`detector.io.outputs`)."""
+    outputs.write(path, json.dumps(doc, indent=1) + "\n", what="--json")
 
 
 def format_table(rows: list[dict]) -> str:
@@ -78,6 +77,8 @@ def main(argv=None):
             raise UserError(f"--threads {args.threads}: must be >= 1")
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    outputs = Outputs([*args.model, args.config], args.overwrite, prog="eval-classifier")
+    json_path = outputs.check(args.json, "--json") if args.json else None  # before loading anything
     members = checkpoint_members(args.model, device)
     classes = members[0].classes
     if args.config:
@@ -90,6 +91,8 @@ def main(argv=None):
             cfg.data.root = args.data_root
         validate_config(cfg)
     split = args.split or cfg.data.test_split
+    outputs.add_input(cfg.data.root)  # the data set is an input too (its folder's contents)
+    outputs.recheck()
     crop_counts = args.crops or cfg.test.crops
     batch = args.batch_size or cfg.test.batch_size
     if cfg.data.format == "imagefolder":
@@ -131,8 +134,8 @@ def main(argv=None):
                          "seconds": round(seconds, 1)})
         print(f"eval-classifier: {n} crop(s) done in {seconds:.0f} s", file=sys.stderr)
     print(format_table(rows))
-    if args.json:
-        write_json(args.json, {"split": split, "data_root": cfg.data.root, "classes": classes, "class_counts": counts.tolist(), "images": len(index), "every": args.every,
+    if json_path:
+        write_json(outputs, json_path, {"split": split, "data_root": cfg.data.root, "classes": classes, "class_counts": counts.tolist(), "images": len(index), "every": args.every,
                                "models": list(args.model), "results": rows})
     return 0
 

@@ -19,21 +19,30 @@ the one-line error).
 
 Formats are recognised from content (see :mod:`detector.formats`). Prints a per-class AP table
 and the mean; ``--json`` writes the numbers, ``--plots`` a precision-recall PNG.
+
+Every output follows the rule of :mod:`detector.io.outputs` (an input is never written; a file
+this project did not write is replaced only with ``--overwrite``; a device is written into).
+``--split`` saves its detections to ``--save-detections``, else beside ``--json``
+(``detections_<split>.json``, with ``<json stem>.config.yaml``), else nowhere.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import re
 import sys
 import warnings
 
 import numpy as np
 
-from backbone.config import apply_overrides, from_dict, save_config
+import yaml
+
+from backbone.config import apply_overrides, from_dict, to_dict
 from backbone.errors import InputWarning, UserError
-from backbone.io import check_writable, read_yaml, write_json
+from backbone.io import read_yaml
 from detector.cli.common import add_config_args, add_device_arg, add_strict_arg, announce_layout, cli_main
 from detector.config import DetectorConfig, load_detector_config
 from detector.engine.detect_split import detect_split
@@ -44,16 +53,21 @@ from detector.io.datasets.ground_truth import read_ground_truth
 from detector.io.detections import (
     FORMATS,
     check_format,
+    ids_path,
     items_to_detections,
     read_detections,
     text_files_of,
     write_detections,
 )
+from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg, is_manifest, is_stream
 from eval import evaluate
 from eval.analysis import analyze, summary_lines, write_report
 from eval.plots import plot_pr_curves
 
 PROTOCOLS = ("ilsvrc", "voc07", "voc", "coco")
+#: the names eval.analysis.write_report gives the files of --analyze DIR
+ANALYSIS_NAMES = re.compile(r"analysis\.json|summary\.txt|(sensitivity|confusion)\.png"
+                            r"|(hoiem|coco_stack|tide|gallery)_.*\.png")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text files: left top right bottom (xyxy, default) or left top width height (xywh)")
     p.add_argument("--blacklist", metavar="FILE", help="ILSVRC blacklist (lines `image_index WNID`)")
     add_strict_arg(p, "detections and ground truth")
-    p.add_argument("--json", metavar="OUT", help="write the numbers as JSON")
-    p.add_argument("--plots", metavar="DIR", help="write precision-recall curves as PNG into DIR")
-    p.add_argument("--analyze", metavar="DIR",
+    add_output_arg(p, "--json", metavar="OUT", help="write the numbers as JSON")
+    add_output_arg(p, "--plots", kind="folder", help="write precision-recall curves as PNG into DIR (pr_<protocol>.png)")
+    add_output_arg(p, "--analyze", kind="folder",
                    help="error analysis into DIR: Hoiem's false-positive types, COCO analyze's PR stack, TIDE's "
                         "dAP, AP by object size and aspect ratio, a confusion matrix, galleries of the worst false "
                         "positives and missed objects, the F1-best score threshold; analysis.json, summary.txt, PNGs")
@@ -86,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("split mode (run a detector on a dataset split)")
     g.add_argument("--split", help="dataset split to detect and score (e.g. test)")
     g.add_argument("--model", metavar="CKPT", help="detector checkpoint")
-    g.add_argument("--save-detections", metavar="FILE",
-                   help="where to save the split's detections (default: <dir of --json or .>/detections_<split>.json, "
-                        "a folder detections_<split> with --format txt, detections_<split>.txt with devkit)")
+    add_output_arg(g, "--save-detections", metavar="FILE",
+                   help="where to save the split's detections (default: beside --json, detections_<split>.json, "
+                        "a folder detections_<split> with --format txt, detections_<split>.txt with devkit; "
+                        "without --json and --save-detections they are not saved)")
     g.add_argument("--format", choices=FORMATS, default="json",
                    help="format of the saved detections: json (the project's, default), coco (COCO results JSON; "
                         "without a COCO ground truth the ids mapping goes to *.ids.json beside it), txt (a folder, "
@@ -99,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(with --set proposals.KEY=VALUE), e.g. to score one region classifier on other proposals")
     add_config_args(g, required=False)
     add_device_arg(g)
+    add_overwrite_arg(p, "--json / --plots / --analyze / --save-detections")
     return p
 
 
@@ -138,17 +154,29 @@ def _json_safe(v):
     return v
 
 
-def _write_json(path: str, result: dict, names: list[str], extra: dict) -> None:
+def _write_json(outputs: Outputs, path: str, result: dict, names: list[str], extra: dict) -> None:
     out = {k: v for k, v in result.items() if k not in ("curves", "summary")}
     out["classes"] = names
     out["per_class_AP"] = {n: a for n, a in zip(names, result["AP"])}
     out.update(extra)
-    write_json(path, _json_safe(out), what="--json")
+    outputs.write(path, json.dumps(_json_safe(out), indent=1, allow_nan=False) + "\n", what="--json")
 
 
-def score(dataset, dets: list[dict], protocol: str, iou: float | None, args, extra: dict) -> dict:
-    """Evaluate, print the table, write --json and --plots."""
+def plan_reports(outputs: Outputs, args, protocol: str) -> None:
+    """Check --json, --plots and --analyze by the output rule (before any work); the paths to
+    write go to ``args.json_path`` and ``args.plot_path``."""
+    args.json_path = outputs.check(args.json, "--json") if args.json else None
+    args.plot_path = None
+    if args.plots:
+        folder = outputs.check_folder(args.plots, "--plots")
+        args.plot_path = outputs.check(os.path.join(folder, f"pr_{protocol}.png"), "--plots")
+    if args.analyze:
+        outputs.check_folder(args.analyze, "--analyze", names=ANALYSIS_NAMES)
 
+
+def score(dataset, dets: list[dict], protocol: str, iou: float | None, args, extra: dict,
+          outputs: Outputs) -> dict:
+    """Evaluate, print the table, write --json, --plots and --analyze (checked by :func:`plan_reports`)."""
 
     groups = getattr(args, "groups", None)
     if groups:  # before the evaluation: a name the data does not have is a typo, not a group
@@ -164,22 +192,21 @@ def score(dataset, dets: list[dict], protocol: str, iou: float | None, args, ext
         names = [f"{d} ({c})" for d, c in zip(dataset.display_names, dataset.classes)]
     print(format_table(result, names))
     if args.json:
-        _write_json(args.json, result, names, extra)
+        _write_json(outputs, args.json_path, result, names, extra)
     if args.plots:
-        try:
-            path = plot_pr_curves(result["curves"], result["AP"], names,
-                                  os.path.join(args.plots, f"pr_{protocol}.png"), title=protocol)
-        except OSError as e:
-            raise UserError(f"--plots {args.plots}: cannot write ({e.strerror or e})") from None
-        print(f"precision-recall curves: {path}", file=sys.stderr)
+        with outputs.staged(os.path.dirname(args.plot_path), "--plots") as tmp:
+            plot_pr_curves(result["curves"], result["AP"], names, os.path.join(tmp, os.path.basename(args.plot_path)),
+                           title=protocol)
+        print(f"precision-recall curves: {args.plot_path}", file=sys.stderr)
     if args.analyze:
         gts = ground_truth(dataset)
         paths = [r.path or None for r in dataset.records]
         paths = paths if all(paths) else None
         res = analyze(protocol, gts, dets, list(dataset.classes), iou=iou, class_groups=groups,
                       image_paths=paths)
-        written = write_report(res, args.analyze, list(dataset.classes), all_classes=args.analyze_all,
-                               image_paths=paths, gts=gts, dets=dets)
+        with outputs.staged(args.analyze, "--analyze") as tmp:
+            written = write_report(res, tmp, list(dataset.classes), all_classes=args.analyze_all,
+                                   image_paths=paths, gts=gts, dets=dets)
         print("\n" + "\n".join(summary_lines(res)))
         print(f"error analysis: {len(written)} files in {args.analyze}", file=sys.stderr)
     return result
@@ -199,7 +226,16 @@ def _run_files(args) -> None:
 
     if not args.ground_truth or not args.detections:
         raise UserError("give --ground-truth and --detections (or --split with --config)")
+    outputs = Outputs([args.ground_truth, args.detections, args.classes, args.blacklist, args.class_groups],
+                      args.overwrite, prog="eval-map")
+    plan_reports(outputs, args, args.protocol or "voc")
     gt = read_ground_truth(args.ground_truth, args.classes, args.box_format, args.blacklist)
+    for r in gt.records:  # the images (the galleries read them), and a VOC split file's folders
+        outputs.add_input(r.path or None, contents=False)
+    if gt.root and "ImageSets" in os.path.normpath(os.path.abspath(args.ground_truth)).split(os.sep):
+        for sub in ("Annotations", "JPEGImages", "ImageSets"):
+            outputs.add_input(os.path.join(gt.root, sub))
+    outputs.recheck()
     dets = read_detections(args.detections, gt, args.box_format)
     _flush_warnings(args)
     n = sum(len(d["scores"]) for d in dets)
@@ -207,7 +243,7 @@ def _run_files(args) -> None:
         print(f"eval-map: warning: {args.detections} holds no detections (every AP is 0)", file=sys.stderr)
     score(gt, dets, args.protocol or "voc", args.iou, args,
           {"ground_truth": os.path.abspath(args.ground_truth), "detections": os.path.abspath(args.detections),
-           "num_images": len(gt.records)})
+           "num_images": len(gt.records)}, outputs)
 
 
 def _run_split(args) -> None:
@@ -216,31 +252,71 @@ def _run_split(args) -> None:
         raise UserError("--split runs the detector: do not combine it with --ground-truth / --detections")
     cfg = split_config(args)
     announce_layout(cfg, "eval-map")
+    protocol = args.protocol or cfg.test.protocol
+    outputs = Outputs([args.config, args.model, args.class_groups, cfg.data.root], args.overwrite, prog="eval-map")
+    split_set = None
     if args.format in ("devkit", "txt"):  # before the work: a format this data cannot have fails now
-        check_format(args.format, load_dataset(cfg.data, args.split))
+        split_set = load_dataset(cfg.data, args.split)
+        check_format(args.format, split_set)
+    save_path = _save_path(args)
+    planned = _plan_detections(outputs, save_path, args, split_set) if save_path else []
+    config_path = None
+    if args.json and not is_stream(args.json):  # nothing goes beside a device (/dev/stdout.config.yaml)
+        config_path = outputs.check(os.path.splitext(os.path.abspath(args.json))[0] + ".config.yaml", "--json")
+    plan_reports(outputs, args, protocol)
 
     timing: dict = {}
     dataset, items = detect_split(cfg, args.split, model_path=args.model, cache_dir=args.cache_dir, device=args.device,
                                   proposals_from_config=args.proposals == "config", timing=timing)
     if not is_main():  # under torchrun every rank detects a shard; rank 0 writes and prints
         return
-    save_path = _save_path(args)
-    dets = items_to_detections(items, save_path, dataset)
-    if args.format == "txt":
-        _check_text_folder(save_path, dataset)
-    written = write_detections(save_path, args.format, dataset, dets)
-    print(f"detections: {save_path}" + (f" (ids: {written[1]})" if args.format == "coco" and len(written) > 1 else ""),
-          file=sys.stderr)
+    dets = items_to_detections(items, save_path or os.path.join(os.path.abspath(cfg.data.root or "."), "detections"),
+                               dataset)
+    if save_path:
+        if args.format == "txt":
+            _check_text_folder(save_path, dataset)  # the split's own files were checked before the work
+            for f in text_files_of(save_path, dataset):
+                if os.path.realpath(f) not in outputs.planned:
+                    outputs.check(f, "--save-detections")
+            write_detections(save_path, args.format, dataset, dets)
+            for f in text_files_of(save_path, dataset):
+                outputs.written(f)
+            outputs.save()
+            written = [save_path]
+        else:
+            with outputs.staged(os.path.dirname(planned[0]), "--save-detections") as tmp:
+                written = write_detections(os.path.join(tmp, os.path.basename(planned[0])), args.format, dataset, dets)
+            written = [os.path.join(os.path.dirname(planned[0]), os.path.basename(w)) for w in written]
+        print(f"detections: {save_path}" + (f" (ids: {written[1]})" if args.format == "coco" and len(written) > 1 else ""),
+              file=sys.stderr)
     if timing:
         print("seconds per image: " + ", ".join(f"{k} {v:.3f}" for k, v in timing.items())
               + f" (total {sum(timing.values()):.3f})", file=sys.stderr)
-    if args.json:
-        save_config(cfg, os.path.splitext(os.path.abspath(args.json))[0] + ".config.yaml")
+    if config_path:
+        outputs.write(config_path, yaml.safe_dump(to_dict(cfg), sort_keys=False), what="config")
+        outputs.save()
     _flush_warnings(args)
-    score(dataset, dets, args.protocol or cfg.test.protocol, args.iou, args,
+    score(dataset, dets, protocol, args.iou, args,
           {"split": args.split, "config": os.path.abspath(args.config) if args.config else None, "model": args.model,
            "detections": save_path, "num_images": len(dataset.records),
-           "seconds_per_image": timing or None})
+           "seconds_per_image": timing or None}, outputs)
+
+
+def _plan_detections(outputs: Outputs, path: str, args, split_set) -> list[str]:
+    """Check the files the split's detections go to (before any work): the file, the coco ids
+    mapping beside it, or a txt folder (holding no other files) and its files."""
+    flag = "--save-detections"
+    if args.format == "txt":
+        outputs.check_folder(path, flag)
+        _check_text_folder(path, split_set)
+        return [outputs.check(f, flag) for f in text_files_of(path, split_set)]
+    planned = [outputs.check(path, flag)]
+    if args.format == "coco":
+        if is_stream(path):
+            raise UserError(f"{flag} {path}: --format coco writes its ids mapping beside the file "
+                            f"({os.path.basename(ids_path(path))}); give a file path, not a device")
+        planned.append(outputs.check(ids_path(path), flag + " (the ids mapping)"))
+    return planned
 
 
 def split_config(args) -> DetectorConfig:
@@ -260,10 +336,13 @@ def split_config(args) -> DetectorConfig:
     return cfg
 
 
-def _save_path(args) -> str:
+def _save_path(args) -> str | None:
+    """--save-detections, else beside --json, else None (never the working folder unasked)."""
     if args.save_detections:
         return os.path.abspath(args.save_detections)
-    out_dir = os.path.dirname(os.path.abspath(args.json)) if args.json else os.getcwd()
+    if not args.json or is_stream(args.json):  # never beside a device: /dev/detections_test.json
+        return None
+    out_dir = os.path.dirname(os.path.abspath(args.json))
     ext = {"json": ".json", "coco": ".json", "txt": "", "devkit": ".txt"}[args.format]
     return os.path.join(out_dir, f"detections_{args.split}{ext}")
 
@@ -274,7 +353,8 @@ def _check_text_folder(folder: str, dataset) -> None:
     if not os.path.isdir(folder):
         return
     mine = set(text_files_of(folder, dataset))
-    others = [os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs if os.path.join(r, f) not in mine]
+    others = [os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs
+              if os.path.join(r, f) not in mine and not is_manifest(f)]
     if others:
         raise UserError(f"--save-detections {folder}: the folder holds other files ({short_list(others, folder)}); "
                         f"choose a new or empty folder")
@@ -290,13 +370,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.iou is not None and not (0.0 < args.iou <= 1.0):
         raise UserError(f"--iou {args.iou}: must be in (0, 1]")
-    txt = args.format == "txt"
     if args.format != "json" and not args.split:
         raise UserError("--format is the format of the detections --split saves; --detections files are recognised from content")
-    for flag, path, folder in (("--json", args.json, False), ("--save-detections", args.save_detections, txt),
-                               ("--plots", args.plots, True), ("--analyze", args.analyze, True)):
-        if path:  # before the work: a read-only or wrong output path fails now, not after a split's detection
-            check_writable(path, what=flag, folder=folder)
+    if args.save_detections and not args.split:
+        raise UserError("--save-detections goes with --split (file mode reads its --detections)")
     if (args.analyze_all or args.class_groups) and not args.analyze:
         raise UserError("--analyze-all and --class-groups go with --analyze DIR")
     args.groups = _class_groups(args.class_groups)  # before the work

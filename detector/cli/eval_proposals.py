@@ -1,6 +1,7 @@
 """eval-proposals: recall at IoU 0.5 / 0.7, ABO, MABO, boxes and seconds per image of a
 split's proposals (computed into the cache when missing), and the recall-vs-number-of-boxes
-curve as a PNG."""
+curve as a picture (only with ``--plot PATH``: nothing is written into the working folder
+unasked). Outputs follow the rule of :mod:`detector.io.outputs`."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import argparse
 import os
 
 from backbone.errors import UserError
-from backbone.io import atomic_write, cache_dir, check_writable, write_json
+import json
+
+from backbone.io import cache_dir, check_writable
 from detector.cli.common import add_config_args, add_device_arg, announce_layout, cli_main
 from detector.cli.propose import add_proposal_args, proposal_config
 from detector.engine.devices import init_distributed, rank_sync, resolve_device
 from detector.io.datasets import load_dataset
+from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg
 from detector.proposal_cache import ensure_proposals
 from eval.proposal_recall import proposal_recall, recall_curve
 
@@ -47,7 +51,8 @@ def format_report(res: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_curve(res: dict, path: str, title: str) -> None:
+def plot_curve(res: dict, path: str, title: str, outputs: Outputs) -> None:
+    """The recall curves of ``res`` to ``path`` (checked by ``outputs``), format by extension."""
     import matplotlib  # ~0.5 s to import: only with --plot
 
     matplotlib.use("Agg")
@@ -66,34 +71,42 @@ def plot_curve(res: dict, path: str, title: str) -> None:
     fig.tight_layout()
     fmt = os.path.splitext(path)[1][1:].lower() or "png"
     try:
-        atomic_write(path, lambda f: fig.savefig(f, format=fmt), what="--plot")
+        outputs.write(path, lambda f: fig.savefig(f, format=fmt), what="--plot")
     except ValueError as e:  # matplotlib: an unknown format (extension)
         raise UserError(f"--plot {path}: cannot write that format ({e})") from None
     finally:
         plt.close(fig)
 
 
-@cli_main
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eval-proposals", description=__doc__)
     add_config_args(p, required=True)
     p.add_argument("--split", required=True, help="dataset split (e.g. test)")
     p.add_argument("--workers", type=int, default=2, help="processes for selective search (default 2)")
     p.add_argument("--max-images", type=int, help="evaluate the first N images of the split only")
     p.add_argument("--max-boxes", type=int, help="score only the first N proposals of each image")
-    p.add_argument("--plot", default="proposal_recall.png", help="recall-vs-#boxes PNG (default proposal_recall.png; '' for none)")
-    p.add_argument("--json", help="write the numbers as JSON")
+    add_output_arg(p, "--plot", help="write the recall-vs-#boxes curve to this picture (PNG, or by the extension: "
+                                     "pdf, svg, ...); default: no picture")
+    add_output_arg(p, "--json", help="write the numbers as JSON")
+    add_overwrite_arg(p, "--plot / --json")
     add_proposal_args(p)
     add_device_arg(p)
-    args = p.parse_args(argv)
+    return p
+
+
+@cli_main
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     full, cfg = proposal_config(args)
     # fail now, not after computing the proposals of the whole split
+    outputs = Outputs([args.config, cfg.multibox_checkpoint, full.data.root], args.overwrite, prog="eval-proposals")
+    plot_path = json_path = None
     if args.plot:
-        check_writable(args.plot, what="--plot")
         if (os.path.splitext(args.plot)[1][1:].lower() or "png") not in PLOT_FORMATS:
             raise UserError(f"--plot {args.plot}: unknown picture format (use one of .{', .'.join(sorted(PLOT_FORMATS))})")
+        plot_path = outputs.check(args.plot, "--plot")
     if args.json:
-        check_writable(args.json, what="--json")
+        json_path = outputs.check(args.json, "--json")
     check_writable(args.cache_dir or cache_dir(), what="--cache-dir" if args.cache_dir else "cache folder", folder=True)
 
     device = resolve_device(args.device)
@@ -115,11 +128,12 @@ def main(argv=None) -> int:
                                                      "working_width", "min_box_width", "multibox_top_k",
                                                      "max_total")}
     print(format_report(res))
-    if args.plot:
-        plot_curve(res, args.plot, f"{args.split}: {cfg.method} {cfg.backend} {cfg.preset} x{cfg.superpixel_scale:g}")
+    if plot_path:
+        plot_curve(res, plot_path, f"{args.split}: {cfg.method} {cfg.backend} {cfg.preset} x{cfg.superpixel_scale:g}",
+                   outputs)
         print(f"curve: {args.plot}")
-    if args.json:
-        write_json(args.json, res, what="--json")
+    if json_path:
+        outputs.write(json_path, json.dumps(res, indent=1, allow_nan=False) + "\n", what="--json")
     return 0
 
 

@@ -23,12 +23,17 @@ from detector.config import load_detector_config
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-@cli_main
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gt-stats", description=__doc__.split("\n\n")[0])
     add_config_args(p, required=True, data=True)
     p.add_argument("--split", default="trainval", help="dataset split (default trainval)")
     add_strict_arg(p, "a dataset")
+    return p
+
+
+@cli_main
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
 
     config, overrides, data_root = config_source(args, p)

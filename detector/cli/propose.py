@@ -7,16 +7,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from backbone.config import apply_overrides
 from backbone.errors import UserError
-from backbone.io import cache_dir, check_writable, write_json
+from backbone.io import cache_dir, check_writable
 from detector.cli.common import add_config_args, add_device_arg, announce_layout, cli_main
 from detector.config import load_detector_config
 from detector.engine.devices import init_distributed, rank_sync, resolve_device
 from detector.io.datasets import load_dataset
 from detector.io.images import list_images, load_image
+from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg
 from detector.proposal_cache import ensure_proposals
 from proposals import METHODS, PRESETS, propose
 from proposals.config import ProposalConfig
@@ -58,26 +60,35 @@ def proposal_config(args):
     return full, cfg
 
 
-@cli_main
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="propose", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("images", nargs="*", help="image files or folders")
     add_config_args(p, required=False)
     p.add_argument("--split", help="with --config: fill the proposal cache for this split")
     p.add_argument("--workers", type=int, default=2, help="processes for selective search over a split (default 2)")
-    p.add_argument("--json", help="write the boxes as JSON: [{image, boxes, seconds}]")
+    add_output_arg(p, "--json", help="write the boxes as JSON: [{image, boxes, seconds}]")
+    add_overwrite_arg(p, "--json")
     add_proposal_args(p)
     add_device_arg(p)
-    args = p.parse_args(argv)
+    return p
+
+
+@cli_main
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if bool(args.images) == bool(args.split):
         raise UserError("give image files, or --config CONFIG --split SPLIT (not both)")
     if args.split and not args.config:
         raise UserError("--split needs --config")
     full, cfg = proposal_config(args)
     validate(cfg)  # flags included (--working-width 100000 asked for 22 GB), before any work
-    if args.json:  # fail now, not after the whole split
-        check_writable(args.json, what="--json")
+    outputs = Outputs([args.config, cfg.multibox_checkpoint, full.data.root if full else None], args.overwrite,
+                      prog="propose")
+    images = [] if args.split else list_images(args.images)
+    for path in images:
+        outputs.add_input(path, what="input image")
+    json_path = outputs.check(args.json, "--json") if args.json else None  # fail now, not after the whole split
     if args.split:
         check_writable(args.cache_dir or cache_dir(), what="--cache-dir" if args.cache_dir else "cache folder",
                        folder=True)
@@ -100,28 +111,28 @@ def main(argv=None) -> int:
             total, seconds = total + len(b), seconds + s
         print(f"{args.split}: {len(boxes)} images, {total / n:.0f} boxes/image, "
               f"{seconds / n:.2f} s/image when computed; done in {time.perf_counter() - t0:.1f} s")
-        if args.json:
-            _write_json(args.json, [{"image": r.path, "boxes": b.tolist(), "seconds": s}
-                                    for r, b, s in zip(ds.records, boxes, secs)])
+        if json_path:
+            _write_json(outputs, json_path, [{"image": r.path, "boxes": b.tolist(), "seconds": s}
+                                             for r, b, s in zip(ds.records, boxes, secs)])
         return 0
 
 
     multibox = get_multibox(cfg, device) if cfg.uses_multibox else None
     items = []
-    for path in list_images(args.images):
+    for path in images:
         image = load_image(path)
         t0 = time.perf_counter()
         boxes = propose(image, cfg, multibox=multibox)
         dt = time.perf_counter() - t0
         print(f"{path}: {len(boxes)} boxes in {dt:.2f} s ({image.shape[1]}x{image.shape[0]})")
         items.append({"image": path, "boxes": [[round(float(v), 2) for v in b] for b in boxes], "seconds": round(dt, 4)})
-    if args.json:
-        _write_json(args.json, items)
+    if json_path:
+        _write_json(outputs, json_path, items)
     return 0
 
 
-def _write_json(path: str, items: list) -> None:
-    write_json(path, items, what="--json", indent=None)
+def _write_json(outputs: Outputs, path: str, items: list) -> None:
+    outputs.write(path, json.dumps(items, allow_nan=False) + "\n", what="--json")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,17 +21,19 @@ import os
 import torch
 
 from backbone.errors import UserError
+from detector.classification.init import IMAGENET, SCRATCH
 from detector.cli.common import add_config_args, add_device_arg, add_init_arg, cli_main, init_override
 from detector.config import load_classifier_config
 from detector.engine.devices import resolve_device
 from detector.engine.run import CONFIG_FILE, RUN_FILE
 from detector.engine.train_classifier import train_classifier
+from detector.io.outputs import Outputs, add_output_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train-classifier", description=__doc__.split("\n\n")[0])
     add_config_args(p, required=False)
-    p.add_argument("--out", required=True,
+    add_output_arg(p, "--out", kind="run", required=True,
                    help="run folder (run.json, config.yaml, metrics.jsonl, curves.png, train_state.pt, model.pt, best.pt)")
     p.add_argument("--resume", action="store_true",
                    help="accepted for compatibility: a run found in --out always resumes (--set may raise train.epochs)")
@@ -61,6 +63,10 @@ def main(argv=None):
         config = own  # resume: the run's own config (--set may raise train.epochs)
     overrides = list(args.overrides) + ([init_override(args.init)] if args.init else [])
     cfg = load_classifier_config(config, overrides, args.data_root)
+    # the run folder is not inside the data (an image folder would read it as a class) nor an input
+    init = cfg.model.init if cfg.model.init not in (IMAGENET, SCRATCH) else None
+    inputs = [cfg.data.root, init] + ([config] if config != os.path.join(args.out, CONFIG_FILE) else [])
+    Outputs(inputs, prog="train-classifier").check_folder(args.out, "--out")
     device = resolve_device(args.device)
     print(train_classifier(cfg, args.out, device, resume=not args.no_resume))
     return 0

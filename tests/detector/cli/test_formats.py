@@ -54,7 +54,7 @@ def test_detect_formats_read_back_with_the_same_map(untrained, mini, tmp_path, c
     assert maps["json"]["num_detections"] == maps["txt"]["num_detections"] == maps["coco"]["num_detections"]
     ids = json.loads((tmp_path / "c.ids.json").read_text())
     assert ids["images"]["1"]["file"] == str(images[0]) and ids["categories"] == {"1": "Platelets", "2": "RBC", "3": "WBC"}
-    assert sorted(os.listdir(tmp_path / "t")) == [".detect-manifest.json", "BloodImage_00000.txt", "BloodImage_00001.txt"]
+    assert sorted(os.listdir(tmp_path / "t")) == [".googlenet-det-manifest.json", "BloodImage_00000.txt", "BloodImage_00001.txt"]
     # detect's own txt folder is replaced without --overwrite; a user's file in it is refused
     rc, (_, err) = _detect(capsys, untrained, images, "--json", tmp_path / "t", "--format", "txt")
     assert rc == 0, err
@@ -195,4 +195,4 @@ def test_eval_split_with_the_trained_checkpoint_alone(model, tmp_path, capsys, m
                               "--format", "txt", "--json", tmp_path / "m.json")
     assert rc == 0, err
     assert 0.0 <= json.loads((tmp_path / "m.json").read_text())["mAP"] <= 1.0
-    assert os.listdir(tmp_path / "detections_test") == ["BloodImage_00001.txt"]
+    assert sorted(os.listdir(tmp_path / "detections_test")) == [".googlenet-det-manifest.json", "BloodImage_00001.txt"]

@@ -33,7 +33,7 @@ class InputWarning(UserWarning):
 def strict_enabled() -> bool:
     """Whether :class:`InputWarning` is an error in this context (``--strict``), for code that
     must decide before warning (e.g. to stop early rather than after the work)."""
-    with warnings.catch_warnings(record=True) as seen:
+    with warnings.catch_warnings(record=True):  # the probe is never shown
         try:
             warnings.warn("probe", InputWarning)
         except InputWarning:

@@ -92,7 +92,7 @@ def export_onnx(detector: Detector, path: str) -> dict:
         raise UserError("export-model: the model's proposals use MultiBox, whose network is not exported yet "
                         "(export a model with proposals.method ss)")
     members = [m.float().eval() for m in detector.ensemble.members]
-    n, k = len(members), len(detector.classes)
+    n = len(members)
     outputs = [f"{what}_{i}" for i in range(n) for what in ("logits", "deltas")]
     if kind == "fast":
         if len(members[0].taps) > 1:

@@ -719,7 +719,6 @@ test_inverted_boxes, test_inverted_boxes_slow = fuzz(inverted_detections(), 150)
 # changes nothing: the same records, the same warnings, the same refusal. A split or label line
 # given twice is read once, with at most one counted InputWarning per file.
 
-from backbone.errors import InputWarning  # noqa: E402
 from backbone.io import read_yaml  # noqa: E402
 from detector.io.datasets.common import read_class_file, read_split_file  # noqa: E402
 from detector.io.datasets.ilsvrc import read_blacklist, read_split_with_index  # noqa: E402

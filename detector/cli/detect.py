@@ -33,6 +33,7 @@ from detector.engine.devices import resolve_device
 from detector.io.datasets.records import Dataset, ImageRecord
 from detector.io.detections import FORMATS, ids_path, text_files_of, write_detections
 from detector.io.images import list_images, load_image
+from detector.io.report import PAGE_NAME, detect_page, write_report_page
 from detector.model import Detector
 
 #: in every folder detect writes to: which files it wrote there (name -> SHA-256 of the content)
@@ -269,6 +270,7 @@ def main(argv=None) -> int:
     if args.out:
         for path in images:
             pictures[path] = outputs.check(os.path.join(args.out, names[path] + ".png"), "--out")
+    page = outputs.check(os.path.join(args.out, PAGE_NAME), "--out (the page of the pictures)") if args.out else None
     detector = Detector.from_checkpoint(args.model, resolve_device(args.device))
     dataset = Dataset(classes=list(detector.classes), records=[
         ImageRecord(image_id=names[p], path=p, width=0, height=0, boxes=np.zeros((0, 4)), labels=[], difficult=[])
@@ -300,6 +302,8 @@ def main(argv=None) -> int:
             if args.out:
                 draw(image, det, pictures[path])
                 outputs.written(pictures[path])
+        if page:  # the page of the pictures with their tables
+            outputs.written(write_report_page(page, detect_page(results, pictures, args.out, detector.classes)))
         if args.json:
             write_detections(args.json, args.format, dataset, [to_arrays(r, dataset.classes) for r in results])
             for f in planned:

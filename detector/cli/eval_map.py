@@ -47,6 +47,7 @@ from detector.io.detections import (
     text_files_of,
     write_detections,
 )
+from detector.io.report import PAGE_NAME, analysis_page, write_report_page
 from eval import evaluate
 from eval.analysis import analyze, summary_lines, write_report
 from eval.plots import plot_pr_curves
@@ -174,6 +175,7 @@ def score(dataset, dets: list[dict], protocol: str, iou: float | None, args, ext
                       image_paths=paths)
         written = write_report(res, args.analyze, list(dataset.classes), all_classes=args.analyze_all,
                                image_paths=paths, gts=gts, dets=dets)
+        written.append(write_report_page(os.path.join(args.analyze, PAGE_NAME), analysis_page(res, written, args.analyze)))
         print("\n" + "\n".join(summary_lines(res)))
         print(f"error analysis: {len(written)} files in {args.analyze}", file=sys.stderr)
     return result

@@ -24,7 +24,7 @@ import os
 import urllib.parse
 
 from backbone.io import atomic_write
-from eval.analysis import HOIEM_TYPES, TIDE_MAIN, TIDE_SPECIAL, _safe_name
+from eval.analysis import TIDE_MAIN, TIDE_SPECIAL, _safe_name
 
 PAGE_NAME = "index.html"
 
@@ -44,7 +44,8 @@ figure img,img.pic{max-width:100%;height:auto;border:1px solid #ddd}
 figcaption{font-size:.85em;color:#555}
 .filter{position:sticky;top:0;background:#fff;padding:.5em 0;border-bottom:1px solid #ccc;z-index:1}
 .filter label{margin-right:1em;white-space:nowrap}
-.image{margin:1.2em 0 2em}.none{color:#777;font-style:italic}
+.image{margin:1.2em 0 2em}.side{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+.side img.pic{flex:0 1 auto;max-width:min(100%,760px)}.none{color:#777;font-style:italic}
 nav a{margin-right:1em}
 """
 
@@ -128,7 +129,8 @@ def analysis_page(result: dict, written: list[str], folder: str) -> str:
 
     def cells(d, h):
         if d is None:
-            return [f"<td>{_num(None)}</td>"] * (two + len(TIDE_MAIN) + len(TIDE_SPECIAL) + 1) + ['<td class="name">no ground truth</td>']
+            return ([f"<td>{_num(None)}</td>"] * (two + len(TIDE_MAIN) + len(TIDE_SPECIAL) + 1)
+                    + ['<td class="name">no ground truth</td>'])
         fps = (h or {}).get("fp_shares_at_npos", {})
         hs = ", ".join(f"{_e(k)} {_pct(v)}" for k, v in sorted(fps.items(), key=lambda kv: -(kv[1] or 0)) if v)
         return ([f"<td>{_num(d.get('AP', d.get('mAP')))}</td>"] * two
@@ -244,6 +246,7 @@ def detect_page(items: list[dict], pictures: dict[str, str], folder: str, classe
         path = str(it["image"])
         body += [f'<section class="image" id="image-{k + 1}">', f"<h2>{_e(os.path.basename(path))}</h2>",
                  f'<p class="meta">{_e(path)}: {len(it["detections"])} detections</p>']
+        body.append('<div class="side">')
         if path in pictures:
             body.append(f'<img class="pic" src="{_src(pictures[path], folder)}" alt="{_e(os.path.basename(path))} '
                         f'with its detections">')
@@ -257,7 +260,7 @@ def detect_page(items: list[dict], pictures: dict[str, str], folder: str, classe
             body += ["</tbody>", "</table>"]
         else:
             body.append('<p class="none">no detections</p>')
-        body.append("</section>")
+        body += ["</div>", "</section>"]
     return _doc(title, body, _FILTER_JS)
 
 

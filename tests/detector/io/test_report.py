@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import detector.cli.detect as detect_cli
+import eval.analysis_plots as analysis_plots
 from detector.cli.detect import MANIFEST
 from detector.config import TestConfig as _TestConfig
 from detector.io.report import PAGE_NAME, analysis_page, detect_page, write_report_page
@@ -114,6 +115,13 @@ def _scene(folder, n_img=3, seed=0):
     return folder / "gt.json", folder / "results.json"
 
 
+def _tiny_png(*args):
+    """A stand-in for each of eval.analysis_plots' figures (the slow test draws the real ones)."""
+    path = args[-1]
+    cv2.imwrite(path, np.full((6, 8, 3), 128, np.uint8))
+    return path
+
+
 @pytest.fixture(scope="module")
 def analysis_dir(tmp_path_factory):
     """``eval-map --analyze`` on the tiny scene: its folder (figures, galleries, index.html)."""
@@ -125,8 +133,12 @@ def analysis_dir(tmp_path_factory):
         def readouterr(self):
             return "", ""
 
-    rc, _, _ = run_eval_map(Capsys(), "--protocol", "voc", "--ground-truth", gt, "--detections", res,
-                            "--analyze", out)
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("plot_hoiem", "plot_stack", "plot_tide", "plot_sensitivity", "plot_confusion"):
+            mp.setattr(analysis_plots, name, _tiny_png)
+        mp.setattr(analysis_plots, "plot_gallery", lambda fp, miss, name, classes, path, **kw: _tiny_png(path))
+        rc, _, _ = run_eval_map(Capsys(), "--protocol", "voc", "--ground-truth", gt, "--detections", res,
+                                "--analyze", out)
     assert rc == 0
     return out
 

@@ -23,6 +23,7 @@ from detector.cli.detect import MANIFEST
 from detector.config import TestConfig as _TestConfig
 from detector.io.report import PAGE_NAME, analysis_page, detect_page, write_report_page
 from detector.model import Detections
+from eval.analysis import analyze
 from tests.detector.helpers import run_eval_map
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -195,17 +196,19 @@ def test_analysis_page_is_written_escaped_and_relative(analysis_dir):
     assert f"{doc['mAP']:.4f}" in text   # the numbers are inlined
 
 
-def test_analysis_page_without_figures_says_so(tmp_path):
-    result = json.loads(json.dumps(_tiny_result()))
+@pytest.mark.parametrize("protocol", ["voc", "coco"])
+def test_analysis_page_without_figures_says_so(tmp_path, protocol):
+    result = json.loads(json.dumps(_tiny_result(protocol)))
     text = analysis_page(result, [], str(tmp_path))
     assert "<img" not in text and "no charts were written" in text and "no galleries" in text
+    assert text.count("no ground truth") == 2   # RBC and WBC have none
+    assert ("<th>AP (0.50:0.95)</th><th>AP@0.5</th>" in text) == (protocol == "coco")   # coco's AP and t's
 
 
-def _tiny_result():
-    from eval.analysis import analyze
+def _tiny_result(protocol):
     g = {"boxes": np.array([[0, 0, 10, 10.0]]), "labels": np.array([2]), "difficult": np.zeros(1, bool)}
     d = {"boxes": np.array([[0, 0, 10, 10.0]]), "scores": np.array([0.9]), "labels": np.array([2])}
-    return analyze("voc", [g], [d], CLASSES)
+    return analyze(protocol, [g], [d], CLASSES)
 
 
 def test_detect_page_is_written_escaped_and_recorded(detect_run):

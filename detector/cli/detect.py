@@ -44,6 +44,7 @@ from detector.io.detections import (
 )
 from detector.io.images import list_images, load_image
 from detector.io.outputs import MANIFEST, Manifest, Outputs, add_output_arg, add_overwrite_arg, is_manifest, is_stream
+from detector.io.report import PAGE_NAME, detect_page
 from detector.model import Detector
 from detector.onnx import OnnxDetector
 
@@ -227,6 +228,7 @@ def main(argv=None) -> int:
         for path in images:
             pic = os.path.join(args.out, *names[path].split("/")) + ".png"
             pictures[path] = outputs.check(check_writable(pic, what="--out"), "--out")
+    page = outputs.check(os.path.join(args.out, PAGE_NAME), "--out (the page of the pictures)") if args.out else None
     if args.strict:  # every image decoded before any work: a bad one is the error, nothing is written
         for path in images:
             load_image(path)
@@ -270,6 +272,8 @@ def main(argv=None) -> int:
             if len(bad) == 1:
                 raise UserError(f"image {bad[0][0]}: {bad[0][1]}")
             raise UserError(f"none of the {len(bad)} image(s) could be read: {named}")
+        if page:  # the page of the pictures with their tables
+            outputs.write(page, detect_page(results, pictures, args.out, detector.classes), what="page", save=False)
         if args.json:
             good = Dataset(classes=dataset.classes, records=done)
             dets = [to_arrays(r, dataset.classes) for r in results]

@@ -60,13 +60,14 @@ from detector.io.detections import (
     write_detections,
 )
 from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg, is_manifest, is_stream
+from detector.io.report import PAGE_NAME, analysis_page, write_report_page
 from eval import evaluate
 from eval.analysis import analyze, summary_lines, write_report
 from eval.plots import plot_pr_curves
 
 PROTOCOLS = ("ilsvrc", "voc07", "voc", "coco")
 #: the names eval.analysis.write_report gives the files of --analyze DIR
-ANALYSIS_NAMES = re.compile(r"analysis\.json|summary\.txt|(sensitivity|confusion)\.png"
+ANALYSIS_NAMES = re.compile(r"analysis\.json|summary\.txt|index\.html|(sensitivity|confusion)\.png"
                             r"|(hoiem|coco_stack|tide|gallery)_.*\.png")
 
 
@@ -207,6 +208,7 @@ def score(dataset, dets: list[dict], protocol: str, iou: float | None, args, ext
         with outputs.staged(args.analyze, "--analyze") as tmp:
             written = write_report(res, tmp, list(dataset.classes), all_classes=args.analyze_all,
                                    image_paths=paths, gts=gts, dets=dets)
+            written.append(write_report_page(os.path.join(tmp, PAGE_NAME), analysis_page(res, written, tmp)))
         print("\n" + "\n".join(summary_lines(res)))
         print(f"error analysis: {len(written)} files in {args.analyze}", file=sys.stderr)
     return result

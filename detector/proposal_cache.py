@@ -37,7 +37,7 @@ from tqdm import tqdm
 from backbone.errors import UserError
 from backbone.io import atomic_write, write_json
 from backbone.io import cache_dir as _default_cache_dir
-from detector.io.images import load_image
+from detector.io.images import ImageReads, read_noted
 from proposals.config import ProposalConfig
 from proposals.multibox import predict
 from proposals.pipeline import combine, get_multibox, validate
@@ -121,13 +121,19 @@ def _load(path: str) -> tuple[np.ndarray, float] | None:
         return None  # missing or damaged (e.g. a disk filled up): recomputed
 
 
-def _ss_task(args) -> float:
+def _ss_task(args) -> list[tuple[str, str]]:
+    """Selective search of one image into its cache file; returns the notes of a truncated or
+    undecodable image (:func:`detector.io.images.read_noted`: the main process counts them).
+    An image that cannot be decoded gets no proposals (an empty file: its key changes with the
+    file, so a repaired image is computed again)."""
     image_path, out, kwargs = args
+    notes: list[tuple[str, str]] = []
     t0 = time.perf_counter()
-    boxes = selective_search(load_image(image_path), **kwargs)
+    image = read_noted(image_path, notes)
+    boxes = selective_search(image, **kwargs) if image is not None else np.zeros((0, 4), np.float32)
     dt = time.perf_counter() - t0
     _save(out, boxes, dt)
-    return dt
+    return notes
 
 
 class CachedProposals(Sequence):
@@ -246,7 +252,8 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
     try:
         todo = [i for i in mine if _load(os.path.join(final_dir, names[i])) is None]
         spent = _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox,
-                         sync.start_heartbeat if sync is not None else lambda: None)
+                         sync.start_heartbeat if sync is not None else lambda: None,
+                         f"proposals of dataset {getattr(dataset, 'root', '')} split {getattr(dataset, 'split', '')}")
         if sync is not None:
             sync.set_state("done")
             per_image = spent / len(todo) if todo else PER_IMAGE_GUESS
@@ -282,10 +289,12 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
     return boxes
 
 
-def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, started) -> float:
+def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, started,
+             what: str = "proposals") -> float:
     """Compute and save the proposals of images ``todo``; returns the seconds spent. Calls
     ``started()`` once the worker processes are forked (and before MultiBox)."""
     t0 = time.perf_counter()
+    reads = ImageReads(what, "given no proposals")
     if todo and cfg.uses_ss:
         os.makedirs(ss_dir, exist_ok=True)
         kwargs = {"preset": cfg.preset, "superpixel_scale": cfg.superpixel_scale, "working_width": cfg.working_width,
@@ -298,12 +307,15 @@ def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, st
                 ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
                 with ctx.Pool(min(workers, len(tasks))) as pool:
                     started()
-                    for _ in pool.imap_unordered(_ss_task, tasks):
+                    for notes in pool.imap_unordered(_ss_task, tasks):
+                        for kind, text in notes:
+                            reads.note(kind, text)
                         bar.update()
             else:
                 started()
                 for t in tasks:
-                    _ss_task(t)
+                    for kind, text in _ss_task(t):
+                        reads.note(kind, text)
                     bar.update()
         finally:
             bar.close()
@@ -316,7 +328,16 @@ def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, st
         bar = tqdm(total=len(todo), desc="multibox", unit="img", disable=not sys.stderr.isatty())
         for s in range(0, len(todo), 16):
             chunk = todo[s:s + 16]
-            images = [load_image(records[i].path) for i in chunk]
+            n_chunk = len(chunk)
+            images = [reads.load(records[i].path) for i in chunk]
+            for i, im in zip(chunk, images):
+                if im is None:  # cannot be decoded: no proposals
+                    _save(os.path.join(final_dir, names[i]), np.zeros((0, 4), np.float32), 0.0)
+            chunk = [i for i, im in zip(chunk, images) if im is not None]
+            images = [im for im in images if im is not None]
+            if not chunk:
+                bar.update(n_chunk)
+                continue
             t1 = time.perf_counter()
             preds = predict(multibox, images, top_k=cfg.multibox_top_k)
             dt = (time.perf_counter() - t1) / len(chunk)
@@ -325,11 +346,12 @@ def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, st
                 ss, ss_secs = _read_back(ss_dir, names[i], records[i]) if cfg.uses_ss else (None, 0.0)
                 boxes = combine(ss, mb_boxes, cfg)
                 _save(os.path.join(final_dir, names[i]), boxes, ss_secs + dt + (time.perf_counter() - t2))
-            bar.update(len(chunk))
+            bar.update(n_chunk)
         bar.close()
     if cfg.uses_ss and not cfg.uses_multibox and final_dir == ss_dir:
         for i in todo:
             _read_back(ss_dir, names[i], records[i])
+    reads.report()
     return time.perf_counter() - t0
 
 

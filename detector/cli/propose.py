@@ -12,11 +12,11 @@ import time
 from backbone.config import apply_overrides
 from backbone.errors import UserError
 from backbone.io import cache_dir, check_writable, write_json
-from detector.cli.common import add_config_args, add_device_arg, announce_layout, cli_main
+from detector.cli.common import add_config_args, add_device_arg, add_strict_arg, announce_layout, cli_main
 from detector.config import load_detector_config
 from detector.engine.devices import init_distributed, rank_sync, resolve_device
 from detector.io.datasets import load_dataset
-from detector.io.images import list_images, load_image
+from detector.io.images import ImageReads, list_images
 from detector.proposal_cache import ensure_proposals
 from proposals import METHODS, PRESETS, propose
 from proposals.config import ProposalConfig
@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the boxes as JSON: [{image, boxes, seconds}]")
     add_proposal_args(p)
     add_device_arg(p)
+    add_strict_arg(p, "images")
     args = p.parse_args(argv)
     if bool(args.images) == bool(args.split):
         raise UserError("give image files, or --config CONFIG --split SPLIT (not both)")
@@ -108,13 +109,17 @@ def main(argv=None) -> int:
     validate(cfg)
     multibox = get_multibox(cfg, device) if cfg.uses_multibox else None
     items = []
+    reads = ImageReads("propose", "left out")  # one counted warning for the truncated, one for the undecodable
     for path in list_images(args.images):
-        image = load_image(path)
+        image = reads.load(path)
+        if image is None:
+            continue
         t0 = time.perf_counter()
         boxes = propose(image, cfg, multibox=multibox)
         dt = time.perf_counter() - t0
         print(f"{path}: {len(boxes)} boxes in {dt:.2f} s ({image.shape[1]}x{image.shape[0]})")
         items.append({"image": path, "boxes": [[round(float(v), 2) for v in b] for b in boxes], "seconds": round(dt, 4)})
+    reads.report()
     if args.json:
         _write_json(args.json, items)
     return 0

@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 
 from backbone.io import check_writable
-from detector.cli.common import add_config_args, add_device_arg, cli_main, config_source
+from detector.cli.common import add_config_args, add_device_arg, add_strict_arg, cli_main, config_source
 from detector.config import load_detector_config
 from detector.engine.devices import is_main, resolve_device
 from detector.engine.train_detector import train_detector
@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-resume", action="store_true", help="refuse to continue a run found in --out")
     p.add_argument("--half", metavar="FILE", help="also write a compact float16 copy of the final model to FILE")
     add_device_arg(p)
+    add_strict_arg(p, "data")
     args = p.parse_args(argv)
 
     check_writable(args.out, what="--out", folder=True)  # refusals before the data is read

@@ -206,7 +206,8 @@ def _check_cache_dir(cache_dir: str, dataset) -> None:
 
 def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None, workers: int = 2,
                      device="cpu", multibox=None, with_seconds: bool = False, sync=None,
-                     min_timeout: float = MIN_TIMEOUT, stale_after: float = STALE_AFTER) -> CachedProposals:
+                     min_timeout: float = MIN_TIMEOUT, stale_after: float = STALE_AFTER,
+                     reads: ImageReads | None = None) -> CachedProposals:
     """Proposals for every record of ``dataset`` (aligned with ``dataset.records``), computing
     and caching the missing ones; returns a :class:`CachedProposals` (read per image).
     ``multibox``: an already loaded network (else ``cfg.multibox_checkpoint`` is loaded when the
@@ -219,7 +220,10 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
     files of all ranks on rank 0's progress bar. The cache folder must be on a filesystem all
     ranks share. A rank that failed or whose heartbeat stopped for ``stale_after`` s is named
     in one :class:`UserError`; so is a wait longer than ``max(min_timeout, TIMEOUT_FACTOR x
-    seconds per image x missing images of the slowest shard / workers)``."""
+    seconds per image x missing images of the slowest shard / workers)``.
+
+    ``reads``: the :class:`detector.io.images.ImageReads` of the run (its truncated and
+    undecodable images told once, here and in the pass that follows), else one of this call."""
     validate(cfg)
     strategies(cfg.preset, cfg.superpixel_scale)
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir or _default_cache_dir()))
@@ -253,7 +257,8 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
         todo = [i for i in mine if _load(os.path.join(final_dir, names[i])) is None]
         spent = _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox,
                          sync.start_heartbeat if sync is not None else lambda: None,
-                         f"proposals of dataset {getattr(dataset, 'root', '')} split {getattr(dataset, 'split', '')}")
+                         reads or ImageReads(f"proposals of dataset {getattr(dataset, 'root', '')} split "
+                                             f"{getattr(dataset, 'split', '')}", "given no proposals"))
         if sync is not None:
             sync.set_state("done")
             per_image = spent / len(todo) if todo else PER_IMAGE_GUESS
@@ -290,11 +295,10 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
 
 
 def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, started,
-             what: str = "proposals") -> float:
+             reads: ImageReads) -> float:
     """Compute and save the proposals of images ``todo``; returns the seconds spent. Calls
     ``started()`` once the worker processes are forked (and before MultiBox)."""
     t0 = time.perf_counter()
-    reads = ImageReads(what, "given no proposals")
     if todo and cfg.uses_ss:
         os.makedirs(ss_dir, exist_ok=True)
         kwargs = {"preset": cfg.preset, "superpixel_scale": cfg.superpixel_scale, "working_width": cfg.working_width,

@@ -51,16 +51,16 @@ def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None,
         if missing or len(dataset.classes) != len(detector.classes):
             raise UserError(f"model classes {detector.classes} do not match the data's classes {dataset.classes}")
     rank, world = dist_info()
-    # every rank computes its share of the missing proposals; read per image afterwards
-    props, prop_secs = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir,
-                                        device=str(detector.device), multibox=detector.multibox, with_seconds=True,
-                                        sync=rank_sync("proposals"))
-    mine = list(range(rank, len(dataset), world))
-    out = {}
     # an image that cannot be decoded is scored as the devkit scores an image without detections:
     # its objects count as missed (one counted warning); a truncated JPEG is decoded (one warning)
     reads = ImageReads(f"dataset {dataset.root} split {split}",
                        "scored without detections (their objects count as missed)")
+    # every rank computes its share of the missing proposals; read per image afterwards
+    props, prop_secs = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir,
+                                        device=str(detector.device), multibox=detector.multibox, with_seconds=True,
+                                        sync=rank_sync("proposals"), reads=reads)
+    mine = list(range(rank, len(dataset), world))
+    out = {}
     for i in tqdm(mine, desc=f"detect {split}", disable=not progress or rank != 0 or not sys.stderr.isatty()):
         rec = dataset.records[i]
         t0 = time.perf_counter()

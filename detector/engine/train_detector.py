@@ -202,12 +202,15 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
         barrier()
         return rf.model_path
 
+    # damaged images (the proposals' pass, then training's, in this process or the loader's
+    # workers): one warning each kind, each file told once
+    reads = ImageReads(f"training images of dataset {train_set.root} split {train_set.split}", "left out of training")
     val_set = None
     if not done:
         if train_proposals is None:
             # every rank computes its share, then all read them per image
             train_proposals = ensure_proposals(train_set, cfg.proposals, cache_dir=cache_dir, device=str(device),
-                                               sync=rank_sync("proposals"))
+                                               sync=rank_sync("proposals"), reads=reads)
         if cfg.train.val_every:  # every rank validates its share
             try:
                 val_set = load_dataset(cfg.data, cfg.data.val_split)
@@ -241,8 +244,6 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
     steps_total = sum(r.get("steps", 0) for r in records)
     steps_done = 0  # optimizer steps of this call (_stop_after_steps)
     stopped = done
-    # damaged images met while training (in this process or the loader's workers): one warning each kind
-    reads = ImageReads(f"training images of dataset {train_set.root} split {train_set.split}", "left out of training")
     for member in range(M):
         rec = records[member] if member < len(records) else None
         first_epoch = rec["epochs"] if rec is not None else 0

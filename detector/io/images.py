@@ -206,12 +206,17 @@ class ImageReads:
     Work done elsewhere (``DataLoader`` or pool worker processes) is told with
     :meth:`note` (``"truncated"`` or ``"unreadable"``, the file or message), so the worker
     decides nothing and ``--strict`` (the warning filter of the main process) refuses the
-    first case with one line."""
+    first case with one line. One object can serve several passes over the same files (the
+    proposals, then training): :meth:`report` tells what is new since the last report."""
 
     def __init__(self, what: str, left_out: str = "left out"):
-        self.truncated = Tally(what, TRUNCATED_NOUN, TruncatedImageWarning)
-        self.unreadable = Tally(what, f"image(s) that cannot be decoded {left_out}", UnreadableImageWarning)
-        self._seen: set[tuple[str, str]] = set()   # a file read again (next epoch) is counted once
+        self.what, self.left_out = what, left_out
+        self._seen: set[tuple[str, str]] = set()   # a file read again (next epoch, next pass) is counted once
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self.truncated = Tally(self.what, TRUNCATED_NOUN, TruncatedImageWarning)
+        self.unreadable = Tally(self.what, f"image(s) that cannot be decoded {self.left_out}", UnreadableImageWarning)
 
     def load(self, path: str) -> np.ndarray | None:
         try:
@@ -226,8 +231,11 @@ class ImageReads:
             (self.truncated if kind == "truncated" else self.unreadable).add(text)
 
     def report(self, stacklevel: int = 2) -> None:
+        """Warn about the files met since the last report (one pass, e.g. the proposals, then
+        the training over the same files: each file is told once)."""
         self.truncated.report(stacklevel + 1)
         self.unreadable.report(stacklevel + 1)
+        self._fresh()
 
 
 def read_noted(path: str, notes: list[tuple[str, str]]) -> np.ndarray | None:

@@ -45,8 +45,8 @@ def _ours(seen, category):
     return [str(w.message) for w in seen if issubclass(w.category, category)]
 
 
-def _train(root, tmp_path):
-    cfg = tiny_config(root, **{"train.max_steps": 2, "model.rcnn.input_size": 32})
+def _train(root, tmp_path, workers=0):
+    cfg = tiny_config(root, **{"train.max_steps": 2, "model.rcnn.input_size": 32, "train.workers": workers})
     ds = load_dataset(cfg.data, "train")
     return train_detector(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=jittered_proposals(ds),
                           progress=False)
@@ -66,11 +66,13 @@ def test_truncated_jpeg_trains_with_one_warning(labelimg, test_data, tmp_path):
     assert (labelimg / "images" / f"{CUT}.jpg").read_bytes() == before  # never rewritten
 
 
-def test_undecodable_image_left_out_of_training_with_one_warning(labelimg, test_data, tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_undecodable_image_left_out_of_training_with_one_warning(labelimg, test_data, tmp_path, workers):
+    """Also when a DataLoader worker process meets it: the main process counts and warns."""
     _restore(labelimg, test_data, CUT)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        _train(labelimg, tmp_path)
+        _train(labelimg, tmp_path, workers)
     assert (tmp_path / "run" / "model.pt").exists()
     msgs = _ours(seen, UnreadableImageWarning)
     assert len(msgs) == 1, msgs

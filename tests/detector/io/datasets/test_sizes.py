@@ -163,8 +163,11 @@ def test_coco_width_height_disagreeing_with_the_image(tmp_path, test_data):
     assert (r.width, r.height) == (640, 480) and r.boxes.tolist() == [[400, 300, 500, 400]]
     assert len(_size_warnings(seen)) == 1 and "width x height 320x240, a.jpg is 640x480" in _size_warnings(seen)[0]
     # annotations alone (no image folder): as annotated, nothing to compare with
-    ds = coco_from_dict(doc, "gt.json", None)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ds = coco_from_dict(doc, "gt.json", None)
     assert (ds.records[0].width, ds.records[0].height) == (320, 240)
+    assert not _size_warnings(seen) and len(seen) == 1   # its box is outside 320x240: that warning only
 
 
 def test_strict_refuses_a_disagreeing_size(tmp_path, test_data):

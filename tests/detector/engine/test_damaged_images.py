@@ -144,3 +144,18 @@ def test_selective_search_cache_gives_an_undecodable_image_no_proposals(labelimg
     un, tr = _ours(seen, UnreadableImageWarning), _ours(seen, TruncatedImageWarning)
     assert len(un) == 1 and "given no proposals" in un[0] and len(tr) == 1
     assert np.asarray(boxes[by_name["BloodImage_00001.jpg"]]).shape[1] == 4
+
+
+def test_validation_scores_an_undecodable_image_without_detections(labelimg, test_data, tmp_path):
+    """train.val_every: the validation images are read as eval-map --split reads them."""
+    _restore(labelimg, test_data, CUT)
+    cfg = tiny_config(labelimg, **{"train.val_every": 1, "data.val_split": "train"})
+    ds = load_dataset(cfg.data, "train")
+    props = jittered_proposals(ds)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        train_detector(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=props, val_proposals=props,
+                       progress=False)
+    msgs = _ours(seen, UnreadableImageWarning)
+    assert any(m.startswith(f"validation images of dataset {labelimg} split train: 1 image(s) that cannot be decoded "
+                            "scored without detections") and f"{BAD}.jpg" in m for m in msgs), msgs

@@ -219,3 +219,18 @@ def test_a_damaged_size_index_is_rebuilt_with_one_warning(tmp_path, test_data):
     assert len(msgs) == 1 and "unusable" in msgs[0] and "rebuilt from the image headers" in msgs[0]
     ds, seen = _read(root)
     assert not [w for w in seen if "image size index" in str(w.message)]
+
+
+def test_yolo_boxes_are_of_the_shown_image(tmp_path, test_data):
+    """YOLO labels are normalised to the image ultralytics sees (EXIF applied: exif_size)."""
+    from detector.io.datasets.yolo import read_yolo
+
+    root = tmp_path / "yolo"
+    shutil.copytree(test_data / "layouts" / "yolo", root)
+    img = root / "images" / "train" / "BloodImage_00003.jpg"
+    w, h = Image.open(img).size
+    plain = next(r for r in read_yolo(str(test_data / "layouts" / "yolo"), "train").records if r.path.endswith(img.name))
+    Image.open(img).save(img, exif=_exif(6), quality=95)
+    r = next(r for r in read_yolo(str(root), "train").records if r.path.endswith(img.name))
+    assert (r.width, r.height) == (h, w) == load_image(r.path).shape[1::-1]
+    assert np.allclose(r.boxes, plain.boxes * np.array([h / w, w / h, h / w, w / h], np.float32), atol=1e-3)

@@ -159,3 +159,20 @@ def test_validation_scores_an_undecodable_image_without_detections(labelimg, tes
     msgs = _ours(seen, UnreadableImageWarning)
     assert any(m.startswith(f"validation images of dataset {labelimg} split train: 1 image(s) that cannot be decoded "
                             "scored without detections") and f"{BAD}.jpg" in m for m in msgs), msgs
+
+
+def test_multibox_training_leaves_out_an_undecodable_image(labelimg, test_data, tmp_path):
+    from detector.config import load_detector_config
+    from detector.engine.train_multibox import train_multibox
+
+    _restore(labelimg, test_data, CUT)
+    p = tmp_path / "mb.yaml"
+    p.write_text(f"data:\n  root: {labelimg}\n  classes: [Platelets, RBC, WBC]\n")
+    cfg = load_detector_config(str(p), ["proposals.multibox.input_size=64", "proposals.multibox.num_priors=16",
+                                        "proposals.multibox.epochs=1", "proposals.multibox.batch_size=2"])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        path = train_multibox(cfg, str(tmp_path / "mb"), progress=False)
+    assert path.endswith(".pt")
+    msgs = _ours(seen, UnreadableImageWarning)
+    assert len(msgs) == 1 and "MultiBox training images" in msgs[0] and f"{BAD}.jpg" in msgs[0], msgs

@@ -13,11 +13,14 @@ import torch
 from backbone.errors import InputWarning
 from detector.cli.propose import main as propose_main
 from detector.cli.train_detector import main as train_main
+from detector.config import load_detector_config
 from detector.engine.detect_split import detect_split
 from detector.engine.train_detector import build_member, train_detector
+from detector.engine.train_multibox import train_multibox
 from detector.io.datasets import load_dataset
 from detector.io.images import TruncatedImageWarning, UnreadableImageWarning
 from detector.model import Detector
+from detector.proposal_cache import ensure_proposals
 
 from ..helpers import jittered_proposals, tiny_config
 
@@ -132,8 +135,6 @@ def test_detect_split_scores_an_undecodable_image_without_detections(labelimg, m
 
 
 def test_selective_search_cache_gives_an_undecodable_image_no_proposals(labelimg, tmp_path):
-    from detector.proposal_cache import ensure_proposals
-
     cfg = tiny_config(labelimg, **{"proposals.preset": "fast"})
     ds = load_dataset(cfg.data, "train")
     with warnings.catch_warnings(record=True) as seen:
@@ -162,9 +163,6 @@ def test_validation_scores_an_undecodable_image_without_detections(labelimg, tes
 
 
 def test_multibox_training_leaves_out_an_undecodable_image(labelimg, test_data, tmp_path):
-    from detector.config import load_detector_config
-    from detector.engine.train_multibox import train_multibox
-
     _restore(labelimg, test_data, CUT)
     p = tmp_path / "mb.yaml"
     p.write_text(f"data:\n  root: {labelimg}\n  classes: [Platelets, RBC, WBC]\n")

@@ -4,6 +4,7 @@ annotation of an EXIF-rotated photo's stored pixels has its boxes rotated with t
 sizes are kept in the size index (images not opened again on the next run)."""
 
 import os
+import re
 import shutil
 import warnings
 
@@ -17,6 +18,7 @@ from detector.io.datasets.common import ImageSizeWarning, image_header, image_si
 from detector.io.datasets.index import ImageSizeIndex, size_index_path
 from detector.io.datasets.voc import read_voc
 from detector.io.datasets.voc_xml import read_voc_xml
+from detector.io.datasets.yolo import read_yolo
 from detector.io.images import load_image
 
 ID = "BloodImage_00000"   # 640 x 480, 20 boxes
@@ -37,7 +39,6 @@ def _voc(tmp_path, test_data, size=None, image=None):
     (root / "ImageSets" / "Main" / "train.txt").write_text(ID + "\n")
     xml = (test_data / "voc-mini" / "Annotations" / f"{ID}.xml").read_text()
     if size is not None:
-        import re
         xml = re.sub(r"<width>\d+</width>", f"<width>{size[0]}</width>", xml, count=1)
         xml = re.sub(r"<height>\d+</height>", f"<height>{size[1]}</height>", xml, count=1)
     (root / "Annotations" / f"{ID}.xml").write_text(xml)
@@ -223,8 +224,6 @@ def test_a_damaged_size_index_is_rebuilt_with_one_warning(tmp_path, test_data):
 
 def test_yolo_boxes_are_of_the_shown_image(tmp_path, test_data):
     """YOLO labels are normalised to the image ultralytics sees (EXIF applied: exif_size)."""
-    from detector.io.datasets.yolo import read_yolo
-
     root = tmp_path / "yolo"
     shutil.copytree(test_data / "layouts" / "yolo", root)
     img = root / "images" / "train" / "BloodImage_00003.jpg"

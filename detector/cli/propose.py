@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     validate(cfg)
     multibox = get_multibox(cfg, device) if cfg.uses_multibox else None
     items = []
-    reads = ImageReads("propose", "left out")  # one counted warning for the truncated, one for the undecodable
+    reads = ImageReads("images", "left out")  # one counted warning for the truncated, one for the undecodable
     for path in list_images(args.images):
         image = reads.load(path)
         if image is None:

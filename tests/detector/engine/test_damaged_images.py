@@ -104,8 +104,8 @@ def test_propose_images_leaves_out_the_undecodable_and_decodes_the_truncated(lab
     assert f"{CUT}.jpg:" in out and "BloodImage_00001.jpg:" in out and f"{BAD}.jpg:" not in out
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 2, lines
-    assert lines[0].startswith("propose: warning: propose: 1 truncated JPEG(s)") and f"{CUT}.jpg" in lines[0]
-    assert lines[1].startswith("propose: warning: propose: 1 image(s) that cannot be decoded left out") \
+    assert lines[0].startswith("propose: warning: images: 1 truncated JPEG(s)") and f"{CUT}.jpg" in lines[0]
+    assert lines[1].startswith("propose: warning: images: 1 image(s) that cannot be decoded left out") \
         and f"{BAD}.jpg" in lines[1]
     assert propose_main([str(imgs / f"{BAD}.jpg"), "--strict"]) == 2
     assert capsys.readouterr().err.startswith("propose: error: ")

@@ -4,14 +4,15 @@ For each N: a synthetic ILSVRC DET layout (``bench/make_synthetic_det.py``) with
 proposals per image written straight into a fresh proposal cache (so no selective search runs),
 then, each in a child process timed by ``/usr/bin/time``:
 
-- ``read``: the train split's records read twice (annotation index built, then reused);
+- ``read``: the train split's records read twice (the annotation and image size indexes
+  built, then reused: every annotated size is compared with the image's own);
 - ``train``: ``train-detector --config configs/ilsvrc2014_det.yaml`` with ``train.max_steps=20``
   and CPU-size overrides (``proposals.method=ss``: the config wants a MultiBox checkpoint; one
   member; 64 px warps; 32 regions per step; no validation);
 - ``eval``: ``eval-map --split val500`` (the first 500 of the 1,000 val images: a split file
   and folder links to ``val``).
 
-    python bench/bench_scale.py --images 10000 100000 [--work /work/synth]
+    python bench/bench_scale.py --images 10000 100000 [--work /work/synth] [--only read]
 
 Peak resident memory is each child's maximum RSS. The data is deleted afterwards.
 """
@@ -67,7 +68,7 @@ def write_proposals(root: str, cache: str, n_boxes: int = 200) -> None:
             _save(os.path.join(folder, image_key(rec.path) + ".npz"), boxes, 0.0)
 
 
-def bench(n: int, work: str) -> dict:
+def bench(n: int, work: str, only: str | None = None) -> dict:
     root, cache, out = (os.path.join(work, f"{k}_{n}") for k in ("data", "cache", "run"))
     for d in (root, cache, out):
         shutil.rmtree(d, ignore_errors=True)
@@ -92,6 +93,10 @@ def bench(n: int, work: str) -> dict:
             ) % (ROOT, root)
     row["read_first_s"], row["read_first_mb"], _ = timed([sys.executable, "-c", read], env)
     row["read_again_s"], row["read_again_mb"], _ = timed([sys.executable, "-c", read], env)
+    if only == "read":
+        for d in (root, cache, out):
+            shutil.rmtree(d, ignore_errors=True)
+        return row
     row["train_s"], row["train_mb"], _ = timed(
         [os.path.join(BIN, "train-detector"), "--config", CONFIG, "--data-root", root, *DATA, *CPU,
          "--set", "train.max_steps=20", "--out", out], env)
@@ -107,14 +112,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, nargs="+", default=[10000, 100000])
     p.add_argument("--work", default="/tmp/bench_scale", help="folder for the synthetic data (deleted after)")
+    p.add_argument("--only", choices=["read"], help="read: only the dataset reads (no training, no eval-map)")
     args = p.parse_args()
-    rows = [bench(n, args.work) for n in args.images]
+    rows = [bench(n, args.work, args.only) for n in args.images]
     keys = list(rows[0])
     print(" ".join(f"{k:>14}" for k in keys))
     for r in rows:
         print(" ".join(f"{r[k]:>14.1f}" if isinstance(r[k], float) else f"{r[k]:>14}" for k in keys))
     if len(rows) > 1:
-        for k in ("train_mb", "eval_mb", "read_again_mb"):
+        for k in [k for k in ("train_mb", "eval_mb", "read_again_mb") if k in rows[0]]:
             print(f"{k}: {rows[-1][k] - rows[0][k]:+.0f} MB from {rows[0]['images']} to {rows[-1]['images']} images")
 
 

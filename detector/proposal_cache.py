@@ -38,7 +38,7 @@ from tqdm import tqdm
 from backbone.errors import UserError
 from backbone.io import atomic_write, write_json
 from backbone.io import cache_dir as _default_cache_dir
-from detector.io.images import load_image
+from detector.io.images import ImageReads, read_noted
 from proposals.config import ProposalConfig
 from proposals.multibox import predict
 from proposals.pipeline import combine, get_multibox, validate
@@ -161,13 +161,19 @@ def _report_damaged(damaged: dict) -> None:
                       f"({os.path.dirname(next(iter(damaged)))}); e.g. {examples}", ProposalCacheWarning, stacklevel=3)
 
 
-def _ss_task(args) -> float:
+def _ss_task(args) -> list[tuple[str, str]]:
+    """Selective search of one image into its cache file; returns the notes of a truncated or
+    undecodable image (:func:`detector.io.images.read_noted`: the main process counts them).
+    An image that cannot be decoded gets no proposals (an empty file: its key changes with the
+    file, so a repaired image is computed again)."""
     image_path, out, kwargs = args
+    notes: list[tuple[str, str]] = []
     t0 = time.perf_counter()
-    boxes = selective_search(load_image(image_path), **kwargs)
+    image = read_noted(image_path, notes)
+    boxes = selective_search(image, **kwargs) if image is not None else np.zeros((0, 4), np.float32)
     dt = time.perf_counter() - t0
     _save(out, boxes, dt)
-    return dt
+    return notes
 
 
 class CachedProposals(Sequence):
@@ -240,7 +246,8 @@ def _check_cache_dir(cache_dir: str, dataset) -> None:
 
 def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None, workers: int = 2,
                      device="cpu", multibox=None, with_seconds: bool = False, sync=None,
-                     min_timeout: float = MIN_TIMEOUT, stale_after: float = STALE_AFTER) -> CachedProposals:
+                     min_timeout: float = MIN_TIMEOUT, stale_after: float = STALE_AFTER,
+                     reads: ImageReads | None = None) -> CachedProposals:
     """Proposals for every record of ``dataset`` (aligned with ``dataset.records``), computing
     and caching the missing ones; returns a :class:`CachedProposals` (read per image).
     ``multibox``: an already loaded network (else ``cfg.multibox_checkpoint`` is loaded when the
@@ -253,7 +260,10 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
     files of all ranks on rank 0's progress bar. The cache folder must be on a filesystem all
     ranks share. A rank that failed or whose heartbeat stopped for ``stale_after`` s is named
     in one :class:`UserError`; so is a wait longer than ``max(min_timeout, TIMEOUT_FACTOR x
-    seconds per image x missing images of the slowest shard / workers)``."""
+    seconds per image x missing images of the slowest shard / workers)``.
+
+    ``reads``: the :class:`detector.io.images.ImageReads` of the run (its truncated and
+    undecodable images told once, here and in the pass that follows), else one of this call."""
     validate(cfg)
     strategies(cfg.preset, cfg.superpixel_scale)
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir or _default_cache_dir()))
@@ -287,7 +297,9 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
         damaged: dict[str, str] = {}
         todo = [i for i in mine if _load(os.path.join(final_dir, names[i]), damaged) is None]
         spent = _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox,
-                         sync.start_heartbeat if sync is not None else lambda: None, damaged)
+                         sync.start_heartbeat if sync is not None else lambda: None,
+                         reads or ImageReads(f"proposals of dataset {getattr(dataset, 'root', '')} split "
+                                             f"{getattr(dataset, 'split', '')}", "given no proposals"), damaged)
         _report_damaged(damaged)
         if sync is not None:
             sync.set_state("done")
@@ -324,7 +336,8 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
     return boxes
 
 
-def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, started, damaged=None) -> float:
+def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, started,
+             reads: ImageReads, damaged: dict | None = None) -> float:
     """Compute and save the proposals of images ``todo``; returns the seconds spent. Calls
     ``started()`` once the worker processes are forked (and before MultiBox). Damaged
     selective search files found are recomputed and noted in ``damaged``."""
@@ -341,12 +354,15 @@ def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, st
                 ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
                 with ctx.Pool(min(workers, len(tasks))) as pool:
                     started()
-                    for _ in pool.imap_unordered(_ss_task, tasks):
+                    for notes in pool.imap_unordered(_ss_task, tasks):
+                        for kind, text in notes:
+                            reads.note(kind, text)
                         bar.update()
             else:
                 started()
                 for t in tasks:
-                    _ss_task(t)
+                    for kind, text in _ss_task(t):
+                        reads.note(kind, text)
                     bar.update()
         finally:
             bar.close()
@@ -359,7 +375,16 @@ def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, st
         bar = tqdm(total=len(todo), desc="multibox", unit="img", disable=not sys.stderr.isatty())
         for s in range(0, len(todo), 16):
             chunk = todo[s:s + 16]
-            images = [load_image(records[i].path) for i in chunk]
+            n_chunk = len(chunk)
+            images = [reads.load(records[i].path) for i in chunk]
+            for i, im in zip(chunk, images):
+                if im is None:  # cannot be decoded: no proposals
+                    _save(os.path.join(final_dir, names[i]), np.zeros((0, 4), np.float32), 0.0)
+            chunk = [i for i, im in zip(chunk, images) if im is not None]
+            images = [im for im in images if im is not None]
+            if not chunk:
+                bar.update(n_chunk)
+                continue
             t1 = time.perf_counter()
             preds = predict(multibox, images, top_k=cfg.multibox_top_k)
             dt = (time.perf_counter() - t1) / len(chunk)
@@ -368,11 +393,12 @@ def _compute(records, names, todo, cfg, final_dir, ss_dir, workers, multibox, st
                 ss, ss_secs = _read_back(ss_dir, names[i], records[i]) if cfg.uses_ss else (None, 0.0)
                 boxes = combine(ss, mb_boxes, cfg)
                 _save(os.path.join(final_dir, names[i]), boxes, ss_secs + dt + (time.perf_counter() - t2))
-            bar.update(len(chunk))
+            bar.update(n_chunk)
         bar.close()
     if cfg.uses_ss and not cfg.uses_multibox and final_dir == ss_dir:
         for i in todo:
             _read_back(ss_dir, names[i], records[i])
+    reads.report()
     return time.perf_counter() - t0
 
 

@@ -31,16 +31,17 @@ import pytest
 import scipy.io
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
+from PIL import Image
 
-from backbone.errors import UserError
+from backbone.errors import InputWarning, UserError
 from backbone.io import safe_torch_load
 from detector.io.checkpoints import load_detector, read_classifier
 from detector.io.datasets import read_ground_truth
 from detector.io.datasets.coco import coco_from_dict
-from detector.io.datasets.common import ClassList, DatasetWarning
+from detector.io.datasets.common import ClassList, DatasetWarning, image_size
 from detector.io.datasets.ground_truth import _loadmat_here, devkit_gt_from_variables, load_mat, read_devkit_gt
 from detector.io.datasets.records import Dataset, ImageRecord
-from detector.io.datasets.voc import parse_voc_annotation
+from detector.io.datasets.voc import parse_voc_annotation, read_voc
 from detector.io.detections import read_detections
 
 # ---------------------------------------------------------------------------------------------
@@ -631,7 +632,6 @@ def test_the_unmutated_inputs_are_read():
 
 import math  # noqa: E402
 
-from backbone.errors import InputWarning  # noqa: E402
 from detector.io.datasets import ground_truth  # noqa: E402
 from detector.io.detections import InvertedBoxWarning  # noqa: E402
 from eval import evaluate  # noqa: E402
@@ -910,3 +910,64 @@ def check_proposal_cache(content):
 
 
 test_proposal_cache, test_proposal_cache_slow = fuzz(proposal_cache_files(), 200)(check_proposal_cache)
+
+
+# --- annotated sizes (h2) ---
+# A VOC dataset whose <size> is mutated (any number, the stored or shown size of an
+# EXIF-rotated photo, missing): read with at most InputWarnings (the image's own size wins, one
+# counted warning), or refused with one line; the record always has the image's size.
+
+
+def _size_dataset(d, size_xml, orientation):
+    os.makedirs(os.path.join(d, "Annotations"))
+    os.makedirs(os.path.join(d, "JPEGImages"))
+    os.makedirs(os.path.join(d, "ImageSets", "Main"))
+    write(os.path.join(d, "ImageSets", "Main", "train.txt"), "a\n")
+    ex = Image.Exif()
+    ex[0x0112] = orientation
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(os.path.join(d, "JPEGImages", "a.jpg"), exif=ex)
+    write(os.path.join(d, "Annotations", "a.xml"), VOC.replace(
+        "<size><width>64</width><height>48</height><depth>3</depth></size>", size_xml))
+
+
+_SIDE = st.one_of(st.sampled_from(["64", "48", "0", "-1", "32", "128", "64.4", "1e3", "2147483648", "", "x"]),
+                  st.integers(-10, 5000).map(str))
+
+
+@st.composite
+def voc_sizes(draw):
+    w, h = draw(_SIDE), draw(_SIDE)
+    size = draw(st.sampled_from([f"<size><width>{w}</width><height>{h}</height></size>", f"<size><width>{w}</width></size>",
+                                 "", "<size/>"]))
+    return size, draw(st.integers(1, 8))
+
+
+def check_mutated_voc_size(value):
+    """A VOC XML whose <size> is mutated: read with InputWarnings only, the record the image's size."""
+    size_xml, orientation = value
+    old = os.environ.get("GOOGLENET_DET_NO_ANNOTATION_INDEX")
+    os.environ["GOOGLENET_DET_NO_ANNOTATION_INDEX"] = "1"   # no index files for throw-away folders
+    try:
+        with folder() as d:
+            _size_dataset(d, size_xml, orientation)
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                try:
+                    ds = read_voc(d, "train", ClassList(["cat", "dog"]))
+                except UserError as e:
+                    assert str(e) and "\n" not in str(e)
+                    ds = None
+            assert all(issubclass(w.category, InputWarning) for w in seen), [w.category for w in seen]
+            if ds is not None:
+                r = ds.records[0]
+                assert (r.width, r.height) == image_size(r.path)
+                assert np.all(r.boxes[:, 2] <= r.width) and np.all(r.boxes[:, 3] <= r.height)
+                assert np.all(r.boxes >= 0)
+    finally:
+        if old is None:
+            os.environ.pop("GOOGLENET_DET_NO_ANNOTATION_INDEX", None)
+        else:
+            os.environ["GOOGLENET_DET_NO_ANNOTATION_INDEX"] = old
+
+
+test_mutated_voc_size, test_mutated_voc_size_slow = fuzz(voc_sizes(), 30, 300)(check_mutated_voc_size)

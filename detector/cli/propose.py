@@ -13,11 +13,11 @@ import time
 from backbone.config import apply_overrides
 from backbone.errors import UserError
 from backbone.io import cache_dir, check_writable
-from detector.cli.common import add_config_args, add_device_arg, announce_layout, cli_main
+from detector.cli.common import add_config_args, add_device_arg, add_strict_arg, announce_layout, cli_main
 from detector.config import load_detector_config
 from detector.engine.devices import init_distributed, rank_sync, resolve_device
 from detector.io.datasets import load_dataset
-from detector.io.images import list_images, load_image
+from detector.io.images import ImageReads, list_images
 from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg
 from detector.proposal_cache import ensure_proposals
 from proposals import METHODS, PRESETS, propose
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_overwrite_arg(p, "--json")
     add_proposal_args(p)
     add_device_arg(p)
+    add_strict_arg(p, "images")
     return p
 
 
@@ -119,13 +120,17 @@ def main(argv=None) -> int:
 
     multibox = get_multibox(cfg, device) if cfg.uses_multibox else None
     items = []
+    reads = ImageReads("images", "left out")  # one counted warning for the truncated, one for the undecodable
     for path in images:
-        image = load_image(path)
+        image = reads.load(path)
+        if image is None:
+            continue
         t0 = time.perf_counter()
         boxes = propose(image, cfg, multibox=multibox)
         dt = time.perf_counter() - t0
         print(f"{path}: {len(boxes)} boxes in {dt:.2f} s ({image.shape[1]}x{image.shape[0]})")
         items.append({"image": path, "boxes": [[round(float(v), 2) for v in b] for b in boxes], "seconds": round(dt, 4)})
+    reads.report()
     if json_path:
         _write_json(outputs, json_path, items)
     return 0

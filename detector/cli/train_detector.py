@@ -13,7 +13,8 @@ import sys
 from dataclasses import replace
 
 from backbone.io import check_writable
-from detector.cli.common import add_config_args, add_device_arg, add_init_arg, cli_main, config_source, init_override
+from detector.cli.common import (add_config_args, add_device_arg, add_init_arg, add_strict_arg, cli_main,
+                                 config_source, init_override)
 from detector.config import load_detector_config
 from detector.engine.devices import is_main, resolve_device
 from detector.engine.run import RUN_FILE, RUN_FILES
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the run folder nor an input)")
     add_overwrite_arg(p, "--half")
     add_device_arg(p)
+    add_strict_arg(p, "data")
     return p
 
 

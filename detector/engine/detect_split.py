@@ -12,7 +12,7 @@ from backbone.errors import UserError
 
 from ..config import DetectorConfig
 from ..io.datasets import load_dataset
-from ..io.images import load_image
+from ..io.images import ImageReads
 from ..model import Detector
 from ..proposal_cache import ensure_proposals
 from .devices import (
@@ -51,22 +51,30 @@ def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None,
         if missing or len(dataset.classes) != len(detector.classes):
             raise UserError(f"model classes {detector.classes} do not match the data's classes {dataset.classes}")
     rank, world = dist_info()
+    # an image that cannot be decoded is scored as the devkit scores an image without detections:
+    # its objects count as missed (one counted warning); a truncated JPEG is decoded (one warning)
+    reads = ImageReads(f"dataset {dataset.root} split {split}",
+                       "scored without detections (their objects count as missed)")
     # every rank computes its share of the missing proposals; read per image afterwards
     props, prop_secs = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir,
                                         device=str(detector.device), multibox=detector.multibox, with_seconds=True,
-                                        sync=rank_sync("proposals"))
+                                        sync=rank_sync("proposals"), reads=reads)
     mine = list(range(rank, len(dataset), world))
     out = {}
     for i in tqdm(mine, desc=f"detect {split}", disable=not progress or rank != 0 or not sys.stderr.isatty()):
         rec = dataset.records[i]
         t0 = time.perf_counter()
-        image = load_image(rec.path)
+        image = reads.load(rec.path)
         t_load = time.perf_counter() - t0
+        if image is None:
+            out[i] = {"image": rec.path, "detections": []}
+            continue
         d = detector(image, proposals=props[i])
         if timing is not None:
             d.seconds.update(load=t_load, proposals=float(prop_secs[i]))
             for k, v in d.seconds.items():
                 timing[k] = timing.get(k, 0.0) + v / len(mine)
         out[i] = d.to_json(rec.path)  # labels by name: the dataset's order may differ from the model's
+    reads.report()
     result = dict(all_gather_list(list(out.items())))
     return dataset, [result[i] for i in range(len(dataset))]

@@ -53,7 +53,7 @@ from ..classification.init import resolve_transform_input as _resolve_transform_
 from ..config import DetectorConfig
 from ..io.checkpoints import inference_state, save_detector
 from ..io.datasets import load_dataset
-from ..io.images import load_image
+from ..io.images import ImageReads
 from ..kinds import kind_of
 from ..model import Detector
 from ..proposal_cache import ensure_proposals
@@ -117,9 +117,17 @@ def validate(cfg: DetectorConfig, classes, members, val_set, val_props, device) 
     det = Detector(cfg, classes, members, device=device)
     n = len(val_set) if not cfg.train.val_images else min(cfg.train.val_images, len(val_set))
     mine = []
+    reads = ImageReads(f"validation images of dataset {val_set.root} split {val_set.split}",
+                       "scored without detections (their objects count as missed)")
     for i in range(rank, n, world):
-        d = det(load_image(val_set.records[i].path), proposals=val_props[i])
+        image = reads.load(val_set.records[i].path)
+        if image is None:  # as the devkit scores an image without detections
+            mine.append((i, {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+                             "labels": np.zeros(0, np.int64)}))
+            continue
+        d = det(image, proposals=val_props[i])
         mine.append((i, {"boxes": d.boxes, "scores": d.scores, "labels": d.labels}))
+    reads.report()
     dets = [d for _, d in sorted(all_gather_list(mine), key=lambda x: x[0])]
     result = None
     if rank == 0:
@@ -198,12 +206,15 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
         barrier()
         return rf.model_path
 
+    # damaged images (the proposals' pass, then training's, in this process or the loader's
+    # workers): one warning each kind, each file told once
+    reads = ImageReads(f"training images of dataset {train_set.root} split {train_set.split}", "left out of training")
     val_set = None
     if not done:
         if train_proposals is None:
             # every rank computes its share, then all read them per image
             train_proposals = ensure_proposals(train_set, cfg.proposals, cache_dir=cache_dir, device=str(device),
-                                               sync=rank_sync("proposals"))
+                                               sync=rank_sync("proposals"), reads=reads)
         if cfg.train.val_every:  # every rank validates its share
             try:
                 val_set = load_dataset(cfg.data, cfg.data.val_split)
@@ -271,7 +282,9 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
             bar = tqdm(loader, total=len(sampler), desc=f"member {member + 1}/{M} epoch {epoch + 1}/{E}",
                        disable=not (progress and main and sys.stderr.isatty()), leave=False)
             cut = False
-            for step, b in bar:
+            for step, b, notes in bar:
+                for kind_, text in notes:
+                    reads.note(kind_, text)
                 # dropout: seeded per step, so that a resume inside the epoch draws what an unbroken run draws
                 torch.manual_seed(_seed(seed, epoch, rank, 1, step))
                 if _all_ranks_agree(b is not None, world, device):  # else no regions (on some rank): all skip it
@@ -342,6 +355,7 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
                     rf.say(f"stopped at train.max_steps {max_steps} (member {member + 1}/{M} after epoch "
                            f"{epoch + 1}/{E}); a resume with a larger train.max_steps trains on")
                 break
+    reads.report()
     members = [r["model"] for r in records[:M]]
     rf.save_model(lambda p: save_detector(p, to_dict(cfg), classes, members, multibox=multibox_obj))
     _save_best(rf, cfg, classes, records, M, multibox_obj)
@@ -399,14 +413,19 @@ def _autocast(device: torch.device):
 class _StepBatches(torch.utils.data.Dataset):
     """A step's batch from its :class:`StepSampler` key ``((seed parts), step, indices)``: the
     generator is seeded by the parts and the step alone, so the batch does not depend on the
-    process (main or worker) that builds it. Yields ``(step, batch or None)``."""
+    process (main or worker) that builds it. Yields ``(step, batch or None, notes)``: ``notes`` the ``(kind, file)`` of the damaged
+    images met (:class:`detector.io.images.ImageReads`), counted by the main process."""
 
     def __init__(self, batcher):
         self.batcher = batcher
 
     def __getitem__(self, key):
         parts, step, indices = key
-        return step, self.batcher.batch(list(indices), torch.Generator().manual_seed(_seed(*parts, step)))
+        batch = self.batcher.batch(list(indices), torch.Generator().manual_seed(_seed(*parts, step)))
+        notes = list(getattr(self.batcher, "notes", ()))  # truncated / undecodable images: told to the main process
+        if notes:
+            del self.batcher.notes[:]
+        return step, batch, notes
 
 
 def _as_is(item):

@@ -40,7 +40,7 @@ from proposals.multibox import (
 )
 
 from ..io.datasets import load_dataset
-from ..io.images import load_image
+from ..io.images import ImageReads
 from .run import RunFolder
 
 COMMAND = "train-detector"
@@ -91,14 +91,17 @@ def multibox_run(cfg, out_dir: str, split: str, *, resume: bool = True, write: b
 class _Images:
     """The split's images resized to S x S as they are first used, kept for small splits."""
 
-    def __init__(self, records, size: int, keep: bool):
-        self.records, self.size = records, size
-        self.cache: dict[int, np.ndarray] | None = {} if keep else None
+    def __init__(self, records, size: int, keep: bool, reads: ImageReads):
+        self.records, self.size, self.reads = records, size, reads
+        self.cache: dict[int, np.ndarray | None] | None = {} if keep else None
 
-    def __getitem__(self, i: int) -> np.ndarray:
+    def __getitem__(self, i: int) -> np.ndarray | None:
+        """Image ``i`` resized; None when it cannot be decoded (left out, told by ``reads``)."""
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        im = cv2.resize(load_image(self.records[i].path), (self.size, self.size), interpolation=cv2.INTER_AREA)
+        im = self.reads.load(self.records[i].path)
+        if im is not None:
+            im = cv2.resize(im, (self.size, self.size), interpolation=cv2.INTER_AREA)
         if self.cache is not None:
             self.cache[i] = im
         return im
@@ -124,7 +127,8 @@ def train_multibox(cfg, out_dir: str, device="cpu", split: str | None = None, *,
     ds = load_dataset(cfg.data, split).require_images("MultiBox training")
     gts = [_normalised_boxes(r) for r in ds.records]
     S = mb.input_size
-    images = _Images(ds.records, S, keep=len(ds) <= getattr(cfg.train, "cache_images", 0))
+    reads = ImageReads(f"MultiBox training images of dataset {ds.root} split {split}", "left out of training")
+    images = _Images(ds.records, S, keep=len(ds) <= getattr(cfg.train, "cache_images", 0), reads=reads)
 
     torch.manual_seed(mb.seed)
     if state is not None:
@@ -160,9 +164,14 @@ def train_multibox(cfg, out_dir: str, device="cpu", split: str | None = None, *,
         for s in bar:
             batch, boxes = [], []
             for i in order[s:s + mb.batch_size]:
-                im, b = augment(images[int(i)], gts[int(i)], mb, rng)
+                image = images[int(i)]
+                if image is None:  # cannot be decoded: left out
+                    continue
+                im, b = augment(image, gts[int(i)], mb, rng)
                 batch.append(np.ascontiguousarray(im))
                 boxes.append(b)
+            if not batch:
+                continue
             x = preprocess(batch, S, device)
             offsets, logits = model(x)
             loss, parts = multibox_loss(offsets, logits, model.priors, boxes, mb.alpha, mb.matching)
@@ -188,6 +197,7 @@ def train_multibox(cfg, out_dir: str, device="cpu", split: str | None = None, *,
                     f"conf {row['conf']:.4f}) ({row['seconds']} s)")
         rf.save_state({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, epochs_done=epoch + 1)
+    reads.report()
     model.eval()
     rf.save_model(lambda p: atomic_save(checkpoint_dict(model, epoch=mb.epochs, extra={"classes": list(ds.classes)}),
                                         p, what="MultiBox checkpoint"))

@@ -26,7 +26,7 @@ from torch import Tensor
 from ..boxes import encode_boxes as _encode_boxes
 from ..boxes import flip_boxes as _flip_boxes
 from ..classification.init import init_weights_file as _init_weights_file
-from ..io.images import load_image as _load_image
+from ..io.images import read_noted as _read_noted
 from ..io.images import to_tensor_image as _to_tensor_image
 from ..sampling import label_regions as _label_regions
 from ..sampling import sample_regions as _sample_regions
@@ -145,7 +145,6 @@ class FastBatcher:
         sample_regions = sample_regions or _sample_regions
         flip_boxes = flip_boxes or _flip_boxes
         to_tensor_image = to_tensor_image or _to_tensor_image
-        load_image = load_image or _load_image
         if len(records) != len(proposals):
             raise ValueError(f"{len(records)} records but {len(proposals)} proposal arrays")
         self.records = records
@@ -159,12 +158,17 @@ class FastBatcher:
         self.to_tensor_image, self.load_image = to_tensor_image, load_image
         self.encode_boxes = encode_boxes or _encode_boxes  # offsets of matched gt boxes from rois
         self.cache: dict | None = {} if len(records) <= cache_images else None
+        #: ``(kind, file)`` of the truncated / undecodable images met (drained by the training loop)
+        self.notes: list[tuple[str, str]] = []
 
-    def image(self, i: int) -> Tensor:
-        """Record ``i``'s decoded (H, W, 3) uint8 image."""
+    def image(self, i: int) -> Tensor | None:
+        """Record ``i``'s decoded (H, W, 3) uint8 image; None when it cannot be decoded (left
+        out, told in :attr:`notes`, as is a truncated JPEG: :func:`detector.io.images.read_noted`)."""
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        img = torch.from_numpy(np.array(self.load_image(self.records[i].path)))
+        path = self.records[i].path
+        arr = self.load_image(path) if self.load_image is not None else _read_noted(path, self.notes)
+        img = None if arr is None else torch.from_numpy(np.array(arr))
         if self.cache is not None:
             self.cache[i] = img
         return img
@@ -182,6 +186,8 @@ class FastBatcher:
         for i in indices:
             rec = self.records[i]
             img = self.image(i)
+            if img is None:  # cannot be decoded: left out of the batch
+                continue
             props = self.proposals[i]
             gt = torch.as_tensor(np.asarray(rec.boxes, np.float32).reshape(-1, 4))
             gl = torch.as_tensor(np.asarray(rec.labels, np.int64).reshape(-1))

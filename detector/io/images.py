@@ -13,9 +13,13 @@
 - the EXIF orientation tag is applied (``ImageOps.exif_transpose``), so a phone photo stored
   sideways comes out the way it is displayed.
 
-Anything a user can get wrong (missing file, a folder, not an image, a truncated or corrupt
-file, an image of more than :func:`max_pixels` pixels) raises :class:`backbone.errors.UserError`
-naming the file. The pixel limit is checked on the size in the file's header (``Image.open``
+A truncated JPEG (a download or copy cut short) is decoded as OpenCV's ``cv2.imread`` decodes
+it (libjpeg's "Premature end of JPEG file"): the rows the file holds, the rest grey (128), with
+a :class:`TruncatedImageWarning` naming the file (or, inside :class:`ImageReads`, one counted
+warning for all of them). Other truncated formats (PNG, WebP, ...) OpenCV refuses, and so does
+this: anything a user can get wrong (missing file, a folder, not an image, a corrupt file, an
+image of more than :func:`max_pixels` pixels) raises :class:`backbone.errors.UserError`
+naming the file. The file itself is never rewritten. The pixel limit is checked on the size in the file's header (``Image.open``
 is lazy), before anything is decoded: a 400 KB PNG can declare 12000 x 12000 pixels, and
 decoding it would need gigabytes. :func:`list_images` expands
 files and folders into a sorted list of image files.
@@ -23,6 +27,7 @@ files and folders into a sorted list of image files.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from typing import Callable, Iterable
@@ -32,7 +37,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-from backbone.errors import UserError
+from backbone.errors import InputWarning, Tally, UserError
 from backbone.multicrop import IMAGENET_MEAN, IMAGENET_STD
 
 #: file extensions (lower case) that :func:`list_images` picks up inside folders
@@ -110,11 +115,41 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+class TruncatedImageWarning(InputWarning):
+    """A truncated JPEG was decoded as OpenCV decodes it (the missing part grey)."""
+
+
+class UnreadableImageWarning(InputWarning):
+    """An image that cannot be decoded at all was left out (of training, scoring, proposals)."""
+
+
+#: what a truncated JPEG becomes, in the warnings
+TRUNCATED_NOUN = "truncated JPEG(s) decoded as OpenCV decodes them (the missing part grey)"
+
+
+def _decode(img: Image.Image, path: str) -> np.ndarray:
+    check_pixels(path, *img.size)
+    img.load()
+    img = ImageOps.exif_transpose(img) or img
+    return _to_rgb(img)
+
+
+def _decode_truncated_jpeg(path: str) -> np.ndarray:
+    """A truncated JPEG as libjpeg (OpenCV's ``imread``, Pillow's ``LOAD_TRUNCATED_IMAGES``)
+    decodes it: the bytes read in memory with an end-of-image marker after them, which is what
+    Pillow feeds libjpeg at a premature end; scoped to this one file (no global flag set)."""
+    with open(path, "rb") as f:
+        data = f.read() + b"\xff\xd9"
+    with Image.open(io.BytesIO(data)) as img:
+        return _decode(img, path)
+
+
+def load_image(path: str | os.PathLike, *, on_truncated: Callable[[str], None] | None = None) -> np.ndarray:
     """Read image file ``path`` -> ``(H, W, 3)`` uint8 RGB, EXIF orientation applied.
 
     Raises :class:`UserError` naming the file when it is missing, a folder, not an image, or
-    corrupt/truncated.
+    corrupt (a truncated PNG, ...). A truncated JPEG is decoded as OpenCV decodes it;
+    ``on_truncated(message)`` is told (a :class:`TruncatedImageWarning` when None).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -123,16 +158,25 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"image {path}: is a folder, not an image file")
     if not os.path.isfile(path):
         raise UserError(f"image {path}: not a regular file (a FIFO, socket or device is never read)")
+    truncated = None
     try:
         with warnings.catch_warnings():
             # EXIF/ICC chatter from odd files; Pillow's DecompressionBombWarning too: the size
             # was checked against our own limit (check_pixels) before decoding
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
-                check_pixels(path, *img.size)
-                img.load()
-                img = ImageOps.exif_transpose(img) or img
-                arr = _to_rgb(img)
+                fmt = img.format
+                try:
+                    arr = _decode(img, path)
+                except OSError as e:
+                    if fmt != "JPEG" or "truncated" not in str(e):
+                        raise
+                    truncated = str(e)
+            if truncated is not None:
+                try:
+                    arr = _decode_truncated_jpeg(path)
+                except (OSError, ValueError, SyntaxError, EOFError):
+                    raise OSError(truncated) from None
     except UnidentifiedImageError:
         raise UserError(f"image {path}: not an image file (unknown or unsupported format)") from None
     except Image.DecompressionBombError as e:  # Pillow's own limit, 2 x Image.MAX_IMAGE_PIXELS
@@ -145,7 +189,64 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"image {path}: cannot read (corrupt or truncated: {e})") from None
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise UserError(f"image {path}: empty image ({arr.shape})")
+    if truncated is not None:
+        if on_truncated is not None:
+            on_truncated(path)
+        else:
+            warnings.warn(f"image {path}: truncated JPEG decoded as OpenCV decodes it (the missing part grey; "
+                          f"{truncated})", TruncatedImageWarning, stacklevel=2)
     return arr
+
+
+class ImageReads:
+    """The images of one run or dataset read with ONE counted warning for the truncated JPEGs
+    (decoded) and ONE for the images that cannot be decoded (left out): ``reads.load(path)``
+    returns the image, or None when it is left out; ``reads.report()`` at the end warns.
+
+    Work done elsewhere (``DataLoader`` or pool worker processes) is told with
+    :meth:`note` (``"truncated"`` or ``"unreadable"``, the file or message), so the worker
+    decides nothing and ``--strict`` (the warning filter of the main process) refuses the
+    first case with one line. One object can serve several passes over the same files (the
+    proposals, then training): :meth:`report` tells what is new since the last report."""
+
+    def __init__(self, what: str, left_out: str = "left out"):
+        self.what, self.left_out = what, left_out
+        self._seen: set[tuple[str, str]] = set()   # a file read again (next epoch, next pass) is counted once
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self.truncated = Tally(self.what, TRUNCATED_NOUN, TruncatedImageWarning)
+        self.unreadable = Tally(self.what, f"image(s) that cannot be decoded {self.left_out}", UnreadableImageWarning)
+
+    def load(self, path: str) -> np.ndarray | None:
+        try:
+            return load_image(path, on_truncated=lambda p: self.note("truncated", p))
+        except UserError as e:
+            self.note("unreadable", str(e))
+            return None
+
+    def note(self, kind: str, text: str) -> None:
+        if (kind, text) not in self._seen:
+            self._seen.add((kind, text))
+            (self.truncated if kind == "truncated" else self.unreadable).add(text)
+
+    def report(self, stacklevel: int = 2) -> None:
+        """Warn about the files met since the last report (one pass, e.g. the proposals, then
+        the training over the same files: each file is told once)."""
+        self.truncated.report(stacklevel + 1)
+        self.unreadable.report(stacklevel + 1)
+        self._fresh()
+
+
+def read_noted(path: str, notes: list[tuple[str, str]]) -> np.ndarray | None:
+    """:func:`load_image` for worker processes: a truncated JPEG is decoded and
+    ``("truncated", path)`` appended to ``notes``; an image that cannot be decoded gives None
+    and ``("unreadable", message)`` (the main process hands ``notes`` to :meth:`ImageReads.note`)."""
+    try:
+        return load_image(path, on_truncated=lambda p: notes.append(("truncated", p)))
+    except UserError as e:
+        notes.append(("unreadable", str(e)))
+        return None
 
 
 def is_image_file(path: str) -> bool:
@@ -244,4 +345,5 @@ def to_tensor_image(image: np.ndarray | Tensor, device: torch.device | str = "cp
 
 
 __all__ = ["IMAGE_EXTENSIONS", "BACKGROUND", "MAX_PIXELS", "MAX_PIXELS_ENV", "max_pixels", "check_pixels",
-           "load_image", "list_images", "is_image_file", "walk_images", "to_tensor_image"]
+           "load_image", "ImageReads", "read_noted", "TruncatedImageWarning",
+           "UnreadableImageWarning", "list_images", "is_image_file", "walk_images", "to_tensor_image"]

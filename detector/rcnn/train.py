@@ -14,7 +14,7 @@ from ..boxes import encode_boxes, flip_boxes
 from ..classification.init import apply_init
 from ..config import DetectorConfig
 from ..ensemble import RegionOutputs
-from ..io.images import load_image, to_tensor_image
+from ..io.images import read_noted, to_tensor_image
 from ..sampling import label_regions, sample_regions
 from .region_classifier import RegionClassifier
 from .warp import warp_regions
@@ -56,12 +56,16 @@ class RegionBatcher:
         self.dataset = dataset
         self.proposals = proposals           # indexable by record: (N, 4) boxes
         self.device = device
-        self.cache: dict[int, torch.Tensor] | None = {} if len(dataset) <= cfg.train.cache_images else None
+        self.cache: dict[int, torch.Tensor | None] | None = {} if len(dataset) <= cfg.train.cache_images else None
+        #: ``(kind, file)`` of the truncated / undecodable images met (drained by the training loop)
+        self.notes: list[tuple[str, str]] = []
 
-    def image(self, i: int) -> torch.Tensor:
+    def image(self, i: int) -> torch.Tensor | None:
+        """Record ``i``'s image; None when it cannot be decoded (left out, told in :attr:`notes`)."""
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        img = torch.from_numpy(np.array(load_image(self.dataset.records[i].path)))
+        arr = read_noted(self.dataset.records[i].path, self.notes)
+        img = None if arr is None else torch.from_numpy(np.array(arr))
         if self.cache is not None:
             self.cache[i] = img
         return img
@@ -73,6 +77,8 @@ class RegionBatcher:
         for i in indices:
             rec = self.dataset.records[i]
             img = self.image(i)
+            if img is None:  # cannot be decoded: left out of the batch
+                continue
             props = torch.as_tensor(np.asarray(self.proposals[i], np.float32).reshape(-1, 4)[: t.max_proposals])
             gt = torch.as_tensor(rec.boxes)
             gl = torch.as_tensor(rec.labels)

@@ -33,12 +33,12 @@ from .common import (
     ClassList,
     DatasetWarning,
     MissingSplit,
-    image_size,
     split_of,
     walk_files,
     warn_blank_names,
 )
 from .folder import fixed_split
+from .index import size_index
 from .records import Dataset, ImageRecord
 
 
@@ -163,7 +163,7 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
         if type(crowd) not in (int, float, bool) or crowd not in (0, 1):
             raise UserError(f"{where}: iscrowd {_short(crowd)} is not 0 or 1")
         per_image.setdefault(iid, []).append((bbox, label_of[cid], bool(crowd), area))
-    cleaner = BoxCleaner(f"{path}", one_based=False)
+    cleaner = BoxCleaner(f"{path}", one_based=False, header=size_index(image_dir) if image_dir else None)
     merged_into = _same_file_ids(images)
     aliases: dict[int, list[int]] = {}
     for later, first in merged_into.items():
@@ -200,9 +200,10 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
         xywh = np.array([o[0] for o in objs], np.float64).reshape(-1, 4)
         file_boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         img_path = os.path.abspath(os.path.join(image_dir, file_name)) if image_dir else file_name
-        if (w <= 0 or h <= 0) and image_dir:
-            w, h = image_size(img_path)
-        boxes, keep = cleaner(file_boxes, w, h, f"image id {_short(iid)}")
+        orientation = 1
+        if image_dir:  # the image's own size wins over width/height (one counted warning)
+            w, h, orientation = cleaner.sizes(w, h, img_path, f"image id {_short(iid)}", "width x height")
+        boxes, keep = cleaner(file_boxes, w, h, f"image id {_short(iid)}", orientation)
         records.append(ImageRecord(image_id=str(iid), path=img_path, width=w, height=h, boxes=boxes,
                                    labels=np.array([o[1] for o in objs], np.int64)[keep],
                                    difficult=np.array([o[2] for o in objs], bool)[keep],

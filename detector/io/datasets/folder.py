@@ -28,6 +28,7 @@ from backbone.errors import UserError
 from backbone.io import cache_dir, write_text
 
 from .common import BoxCleaner, ClassList, DatasetWarning, read_split_file
+from .index import size_index
 from .records import Dataset
 from .voc import annotation_to_record, classes_found, find_image, parse_voc_annotation
 
@@ -112,7 +113,7 @@ def read_folder(root: str, split: str, classes: ClassList | None = None) -> Data
                                        for i in all_ids if i not in anns]
         classes = classes_found(every)
     index = {n: i + 1 for i, n in enumerate(classes.names)}
-    cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=True)
+    cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=True, header=size_index(root))
     records = []
     for image_id in ids:
         ann = anns[image_id]

@@ -15,6 +15,7 @@ import os
 from backbone.errors import UserError
 
 from .common import BoxCleaner, ClassList, MissingSplit, drop_repeats, read_class_file
+from .index import size_index
 from .records import Dataset
 from .voc import VocAnnotation, annotation_to_record, find_image, voc_parser
 
@@ -105,7 +106,7 @@ def read_ilsvrc(root: str, split: str, classes: ClassList | None = None, blackli
     entries = read_split_with_index(os.path.join(root, "ImageSets", "DET", split + ".txt"))
     ann_dir = os.path.join(root, "Annotations", "DET", split)
     img_dir = os.path.join(root, "Data", "DET", split)
-    cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=True)
+    cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=True, header=size_index(img_dir))
     records = []
     with voc_parser(ann_dir) as parse:  # parsed once, from the records index on later runs
         for image_id, idx in entries:

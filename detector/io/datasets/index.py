@@ -41,7 +41,7 @@ import numpy as np
 from backbone.errors import UserError
 from backbone.io import atomic_write, cache_dir, check_zip_crcs, one_line
 
-from .common import DatasetWarning
+from .common import DatasetWarning, image_header
 
 #: bump when the parse result of a file changes (older indexes are then rebuilt)
 INDEX_VERSION = 2
@@ -266,4 +266,130 @@ def annotation_parser(folder: str, parse: Callable, make_annotation: Callable, m
         index.save()
 
 
-__all__ = ["DISABLE_ENV", "INDEX_VERSION", "AnnotationIndex", "annotation_parser", "index_disabled", "index_path"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the image size index: every image header read once, reused by later runs
+
+SIZE_INDEX_VERSION = 1
+SIZE_INDEX_KIND = "googlenet-det image size index"
+
+
+def size_index_path(folder: str, cache: str | None = None) -> str:
+    """The size index file of image folder ``folder``: ``image-sizes/`` beside ``annotations/``
+    in the cache folder, the file named as :func:`index_path` names it."""
+    p = index_path(folder, cache)
+    return os.path.join(os.path.dirname(os.path.dirname(p)), "image-sizes", os.path.basename(p))
+
+
+class ImageSizeIndex:
+    """``(stored width, stored height, EXIF orientation)`` of the images below one folder
+    (:func:`detector.io.datasets.common.image_header`), kept in the cache folder as the
+    annotation index is: the dataset readers compare every annotated size with the image's
+    own, and an ILSVRC DET training split is 456,567 images, too many to open on every run.
+    An entry holds the file's size and mtime (ns); a changed file is read again, a gone one
+    dropped; the index is written back (atomically) only when something changed. A damaged or
+    older index is rebuilt with one :class:`DatasetWarning`; one that cannot be written is one
+    warning too. Images outside the folder are read directly."""
+
+    def __init__(self, folder: str, read: Callable[[str], tuple[int, int, int]], cache: str | None = None):
+        self.read = read
+        self.folder = os.path.abspath(folder)
+        self.path = size_index_path(self.folder, cache)
+        self._prefix = self.folder.rstrip(os.sep) + os.sep
+        self.entries: dict[str, tuple[int, int, int, int, int]] = {}   # rel -> size, mtime_ns, w, h, orientation
+        self.used: set[str] = set()
+        self.hits = self.read_count = 0
+        self.dirty = False
+        if os.path.exists(self.path):
+            try:
+                self._load()
+            except (UserError, OSError, ValueError, KeyError, TypeError, EOFError, IndexError,
+                    zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as e:
+                reason = str(e) if isinstance(e, UserError) else one_line(e)
+                warnings.warn(f"image size index {self.path}: unusable ({reason}); rebuilt from the image headers",
+                              DatasetWarning, stacklevel=4)
+                self.entries, self.dirty = {}, True
+
+    def _load(self) -> None:
+        if not os.path.isfile(self.path):
+            raise ValueError("not a regular file")
+        check_zip_crcs(self.path, "image size index")
+        with np.load(self.path, allow_pickle=False) as z:
+            header = json.loads(bytes(z["header"]).decode("utf-8"))
+            if not isinstance(header, dict) or header.get("kind") != SIZE_INDEX_KIND:
+                raise ValueError("not an image size index")
+            if header.get("version") != SIZE_INDEX_VERSION:
+                raise ValueError(f"version {header.get('version')!r}, this program writes {SIZE_INDEX_VERSION}")
+            if header.get("folder") != self.folder:
+                raise ValueError(f"made for folder {header.get('folder')!r}")
+            files = json.loads(bytes(z["files"]).decode("utf-8"))
+            table = np.asarray(z["table"], dtype=np.int64)
+        if not (isinstance(files, list) and all(isinstance(f, str) for f in files)
+                and table.shape == (len(files), 5) and (len(files) == 0 or
+                                                        (table[:, 2:4].min() >= 0 and table[:, 4].min() >= 1
+                                                         and table[:, 4].max() <= 8))):
+            raise ValueError("inconsistent contents")
+        self.entries = dict(zip(files, map(tuple, table.tolist())))
+        if len(self.entries) != len(files):
+            raise ValueError("a file listed twice")
+
+    def get(self, path: str) -> tuple[int, int, int]:
+        """``read(path)``, from the index when the file is unchanged."""
+        path = os.path.abspath(path)
+        if not path.startswith(self._prefix):
+            return self.read(path)
+        rel = path[len(self._prefix):]
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        e = self.entries.get(rel)
+        if st is not None and e is not None and e[0] == st.st_size and e[1] == st.st_mtime_ns:
+            self.hits += 1
+            return e[2], e[3], e[4]
+        if e is not None:
+            del self.entries[rel]
+            self.dirty = True
+        w, h, o = self.read(path)   # a damaged header raises: nothing kept
+        if st is not None:
+            self.entries[rel] = (st.st_size, st.st_mtime_ns, int(w), int(h), int(o))
+            self.dirty = True
+        self.read_count += 1
+        return w, h, o
+
+    __call__ = get
+
+    def save(self) -> bool:
+        """Write the index when it changed; returns whether a file was written."""
+        if not self.dirty:
+            return False
+        files = list(self.entries)
+        table = np.array([self.entries[f] for f in files], np.int64).reshape(-1, 5)
+        header = {"kind": SIZE_INDEX_KIND, "version": SIZE_INDEX_VERSION, "folder": self.folder}
+        out = {"header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8),
+               "files": np.frombuffer(json.dumps(files, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+                                      dtype=np.uint8),
+               "table": table}
+        try:
+            atomic_write(self.path, lambda f: np.savez(f, **out), what="image size index")
+        except UserError as e:
+            warnings.warn(f"{e} (not saved; the image headers are read again next run)", DatasetWarning, stacklevel=4)
+            return False
+        self.dirty = False
+        return True
+
+
+def size_index(folder: str, cache: str | None = None) -> Callable[[str], tuple[int, int, int]]:
+    """``header = size_index(root)``; ``w, h, orientation = header(path)``: the image header
+    (:func:`detector.io.datasets.common.image_header`) answered from the size index of
+    ``folder`` (:class:`ImageSizeIndex`; ``header.save()`` writes it back: the
+    :class:`~detector.io.datasets.common.BoxCleaner` it is given does at its ``report()``). The
+    header itself when the index is disabled (:data:`DISABLE_ENV` turns both indexes off)."""
+    if index_disabled():
+        return image_header
+    return ImageSizeIndex(folder, image_header, cache)
+
+
+__all__ = ["DISABLE_ENV", "INDEX_VERSION", "SIZE_INDEX_VERSION", "AnnotationIndex", "ImageSizeIndex", "annotation_parser",
+           "index_disabled", "index_path", "size_index", "size_index_path"]

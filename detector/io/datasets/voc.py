@@ -24,8 +24,8 @@ import numpy as np
 from backbone.errors import UserError
 
 from ._xml import parse_xml
-from .common import MAX_SIDE, BoxCleaner, ClassList, image_size, read_split_file
-from .index import annotation_parser
+from .common import MAX_SIDE, BoxCleaner, ClassList, read_split_file
+from .index import annotation_parser, size_index
 from .records import Dataset, ImageRecord
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG", ".bmp", ".tif", ".tiff")
@@ -119,9 +119,9 @@ def classes_found(annotations: list[VocAnnotation]) -> ClassList:
 def annotation_to_record(ann: VocAnnotation, image_id: str, image_path: str | None,
                          index: dict[str, int], cleaner: BoxCleaner) -> ImageRecord:
     """One :class:`ImageRecord` from a parsed annotation (unknown names raise :class:`UserError`)."""
-    width, height = ann.width, ann.height
-    if (width <= 0 or height <= 0) and image_path is not None:
-        width, height = image_size(image_path)
+    # the image's own size (EXIF orientation applied) wins over <size>, with one counted warning
+    width, height, orientation = cleaner.sizes(ann.width, ann.height, image_path, os.path.basename(ann.path),
+                                               "<size>")
     labels = []
     for o in ann.objects:
         if o.name not in index:
@@ -129,7 +129,7 @@ def annotation_to_record(ann: VocAnnotation, image_id: str, image_path: str | No
             raise UserError(f"{ann.path} line {o.line}: unknown class {o.name!r} (classes: {shown})")
         labels.append(index[o.name])
     file_boxes = np.array([o.box for o in ann.objects], dtype=np.float64).reshape(-1, 4)
-    boxes, keep = cleaner(file_boxes, width, height, os.path.basename(ann.path))
+    boxes, keep = cleaner(file_boxes, width, height, os.path.basename(ann.path), orientation)
     labels = np.array(labels, dtype=np.int64)[keep]
     difficult = np.array([o.difficult for o in ann.objects], dtype=bool)[keep]
     return ImageRecord(image_id=image_id, path=os.path.abspath(image_path) if image_path else "",
@@ -168,7 +168,7 @@ def read_voc(root: str, split: str, classes: ClassList | None = None, *,
                     every.append(parse(p))
             classes = classes_found(every)
     index = {n: i + 1 for i, n in enumerate(classes.names)}
-    cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=True)
+    cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=True, header=size_index(root))
     records = []
     for image_id in ids:
         ann = anns[image_id]

@@ -29,6 +29,7 @@ from .common import (
     walk_files,
 )
 from .folder import fixed_split
+from .index import size_index
 from .records import Dataset
 from .voc import (
     IMAGE_EXTENSIONS,
@@ -108,7 +109,7 @@ def read_voc_xml(root: str, split: str, classes: ClassList | None = None, images
         every = list(anns.values()) + [parse_voc_annotation(p) for p in paths if p not in anns]
         classes = classes_found(every)
     index = {n: i + 1 for i, n in enumerate(classes.names)}
-    cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=True)
+    cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=True, header=size_index(root))
     records = []
     for p in chosen:
         ann = anns[p]

@@ -6,7 +6,8 @@ as ultralytics' ``img2label_paths``): ``images/`` + ``labels/``, ``images/train`
 ``labels/train``, ``train/images`` + ``train/labels``, ... Each label line is ``class cx cy w h``
 normalised to [0, 1] (a polygon line ``class x1 y1 x2 y2 ...`` becomes its bounding box, as
 ultralytics does); an image without a label file (or with an empty one) is a background image.
-Image sizes are read from the file headers (nothing decoded). Boxes leaving [0, 1] are clipped
+Image sizes are read from the file headers (nothing decoded; EXIF orientation applied, as
+ultralytics' ``exif_size``; kept in the size index). Boxes leaving [0, 1] are clipped
 and counted in the one :class:`DatasetWarning`.
 
 Class names: ``data.yaml`` ``names`` (a list, or an ``{id: name}`` map with ids 0..C-1), else
@@ -38,13 +39,14 @@ from .common import (
     MissingSplit,
     check_unique_stems,
     drop_repeats,
-    image_size,
     own_splits,
     read_class_file,
+    shown_size,
     walk_files,
     warn_blank_names,
 )
 from .folder import fixed_split
+from .index import size_index
 from .records import Dataset, ImageRecord
 from .voc import IMAGE_EXTENSIONS
 
@@ -276,12 +278,12 @@ def read_yolo(root: str, split: str, classes: ClassList | None = None) -> Datase
     names, source = class_names(folder, yaml_path, classes)
     images, base = _split_images(folder, yaml_path, split)
     check_unique_stems(images, f"dataset {root} split {split}")
-    cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=False)
+    cleaner = BoxCleaner(f"dataset {root} split {split}", one_based=False, header=size_index(folder))
     repeats = Tally(f"dataset {root} split {split}", "label line(s) repeat an earlier line of their file and are "
                     "dropped", DatasetWarning)
     records = []
     for p in images:
-        w, h = image_size(p)
+        w, h = shown_size(*cleaner.header(p))  # the size load_image returns (EXIF applied), as ultralytics' exif_size
         lp = label_path(p)
         if os.path.isfile(lp):
             file_boxes, ids = _parse_labels(lp, len(names), source, w, h, repeats)

@@ -131,13 +131,13 @@ def _rank(rank, port, root, out, props, err):
     torch.set_num_threads(1)
     cfg = tiny_config(root, **VAL_ON_TRAIN)
     sys.stderr = open(err, "w")  # noqa: SIM115 (closed when the process ends)
-    seen, load = [], td.load_image  # validation's image reads: this rank's share
+    seen, load = [], td.ImageReads.load  # validation's image reads: this rank's share
 
-    def counting(path):
+    def counting(self, path):
         seen.append(os.path.basename(path))
-        return load(path)
+        return load(self, path)
 
-    td.load_image = counting
+    td.ImageReads.load = counting  # in this rank's process only
     td.train_detector(cfg, out, CPU, train_proposals=props[0], val_proposals=props[0], progress=False)
     sys.stderr.flush()
     torch.distributed.destroy_process_group()

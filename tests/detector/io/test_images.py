@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backbone.errors import UserError
-from detector.io.images import BACKGROUND, list_images, load_image
+from backbone.errors import InputWarning, UserError
+from detector.io.images import (
+    BACKGROUND,
+    ImageReads,
+    TruncatedImageWarning,
+    UnreadableImageWarning,
+    list_images,
+    load_image,
+)
 
 
 def _rgb_pattern(h=6, w=8):
@@ -179,15 +186,81 @@ def test_empty_file(tmp_path):
         load_image(p)
 
 
-def test_truncated_jpeg(tmp_path):
+def _cut_jpeg(tmp_path, frac=1 / 3, progressive=False):
     rng = np.random.default_rng(0)
     p = tmp_path / "full.jpg"
-    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(p, quality=90)
+    img = np.zeros((64, 80, 3), np.uint8)
+    img[:, :, 0] = np.arange(80, dtype=np.uint8)[None, :] * 3
+    img[:, :, 1] = rng.integers(0, 255, (64, 80), dtype=np.uint8)
+    Image.fromarray(img).save(p, quality=90, progressive=progressive)
     data = p.read_bytes()
     q = tmp_path / "cut.jpg"
-    q.write_bytes(data[: len(data) // 3])
-    with pytest.raises(UserError, match=r"cut\.jpg: cannot read"):
+    q.write_bytes(data[: int(len(data) * frac)])
+    return q
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_truncated_jpeg_decoded_as_opencv(tmp_path, progressive):
+    """A truncated JPEG: what cv2.imread gives (the rows present, the rest grey), one warning, the file untouched."""
+    import cv2
+
+    q = _cut_jpeg(tmp_path, progressive=progressive)
+    before = q.read_bytes()
+    with pytest.warns(TruncatedImageWarning, match=r"cut\.jpg: truncated JPEG decoded as OpenCV") as rec:
+        out = load_image(q)
+    assert len(rec) == 1
+    ref = cv2.imread(str(q))[:, :, ::-1]
+    assert out.shape == ref.shape and np.array_equal(out, ref)
+    if not progressive:  # a progressive file has the first scans of every row
+        assert (out[-1] == 128).all()  # libjpeg's grey for the missing part
+    assert q.read_bytes() == before
+    from PIL import ImageFile
+    assert not ImageFile.LOAD_TRUNCATED_IMAGES  # nothing global set
+
+
+def test_truncated_jpeg_strict_refused(tmp_path):
+    import warnings
+
+    q = _cut_jpeg(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        with pytest.raises(TruncatedImageWarning, match=r"cut\.jpg"):
+            load_image(q)
+
+
+def test_truncated_png_and_header_only_jpeg_refused(tmp_path):
+    """OpenCV refuses a truncated PNG and a JPEG cut inside its header: so does load_image (one line)."""
+    p = tmp_path / "full.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(p)
+    q = tmp_path / "cut.png"
+    q.write_bytes(p.read_bytes()[:2000])
+    with pytest.raises(UserError, match=r"cut\.png: cannot read"):
         load_image(q)
+    h = _cut_jpeg(tmp_path, frac=0.02)
+    with pytest.raises(UserError, match=r"cut\.jpg: cannot read"):
+        load_image(h)
+
+
+def test_image_reads_one_counted_warning(tmp_path):
+    """Many damaged files: one warning for the truncated (count + first names), one for the undecodable."""
+    import warnings
+
+    q = _cut_jpeg(tmp_path)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    reads = ImageReads("dataset d", "left out of training")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert reads.load(str(q)) is not None
+        assert reads.load(str(q)) is not None   # read again (next epoch): counted once
+        assert reads.load(str(bad)) is None
+        assert not seen
+        reads.report()
+    msgs = [str(w.message) for w in seen]
+    assert len(msgs) == 2, msgs
+    assert msgs[0].startswith("dataset d: 1 truncated JPEG(s) decoded as OpenCV") and "cut.jpg" in msgs[0]
+    assert msgs[1].startswith("dataset d: 1 image(s) that cannot be decoded left out of training") and "bad.jpg" in msgs[1]
+    assert seen[0].category is TruncatedImageWarning and seen[1].category is UnreadableImageWarning
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read anything")

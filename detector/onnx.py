@@ -109,6 +109,10 @@ def export_onnx(detector: Detector, path: str) -> dict:
         args = (torch.zeros(2, 3, s, s),)
         axes = {"crops": {0: "crops"}, **{o: {0: "crops"} for o in outputs}}
     buf = io.BytesIO()
+    try:
+        import onnx  # noqa: F401  here: torch.onnx.export needs it (pip install -e '.[onnx]'), loaded when used
+    except ImportError:
+        raise UserError("export-model needs the onnx extra: pip install -e '.[onnx]'") from None
     with torch.no_grad():
         torch.onnx.export(graph, args, buf, dynamo=False, opset_version=OPSET, input_names=inputs,
                           output_names=outputs, dynamic_axes=axes)
@@ -125,7 +129,10 @@ class OnnxDetector(Detector):
     resizing or warping, the ensemble average and post-processing are the PyTorch path's."""
 
     def __init__(self, path: str, threads: int = 0):
-        import onnxruntime as ort  # here: an optional dependency (pip install -e '.[onnx]')
+        try:
+            import onnxruntime as ort  # here: an optional dependency (pip install -e '.[onnx]'), loaded when used
+        except ImportError:
+            raise UserError(f"model {path}: running an ONNX model needs onnxruntime: pip install -e '.[onnx]'") from None
 
         side = read_sidecar(path)
         cfg = from_dict(DetectorConfig, side["config"], source=f"model {sidecar_path(path)}")

@@ -152,11 +152,11 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
     text = ("See [the page](nothing-here.md), ![a figure](img/none.png) and [ok](#a-heading).\n"
             "## A heading\n"
             "Run `frobnicate-map --split test` or `eval-map --split test`.\n"
-            "```\n$ OMP_NUM_THREADS=1 export-model x\ntorchrun $(which train-bogus) --out d\n```\n"
+            "```\n$ OMP_NUM_THREADS=1 deploy-model x\ntorchrun $(which train-bogus) --out d\n```\n"
             "Read `configs/no_such.yaml` and `configs/bccd.yaml`; [bad anchor](#nowhere).\n")
     page.write_text(text)
     bad = broken_links(page, text)
     assert len(bad) == 3 and "nothing-here.md" in bad[0] and "none.png" in bad[1]
     assert "#nowhere" in bad[2]
-    assert unknown_commands(text, scripts()) == ["export-model", "frobnicate-map", "train-bogus"]
+    assert unknown_commands(text, scripts()) == ["deploy-model", "frobnicate-map", "train-bogus"]
     assert missing_paths(text) == ["configs/no_such.yaml"]

@@ -89,6 +89,7 @@ DETECTOR_LAYERS = {
     "kinds": {"rcnn", "fast"},
     "model": {"config", "io", "ensemble", "postprocess", "kinds", "assets"},
     "proposal_cache": {"config", "io"},
+    "onnx": {"config", "io", "kinds", "model", "rcnn", "fast"},
     "engine": {"config", "io", "boxes", "sampling", "ensemble", "postprocess", "classification", "rcnn", "fast",
                "kinds", "model", "proposal_cache", "gt_stats", "assets"},
     "cli": None,  # anything

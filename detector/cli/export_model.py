@@ -19,6 +19,7 @@ from backbone.errors import UserError
 from backbone.io import check_writable
 from detector.cli.common import cli_main
 from detector.model import Detector
+from detector.onnx import export_onnx
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,10 +36,6 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not args.out.endswith(".onnx"):
         raise UserError(f"--out {args.out}: name the file FILE.onnx (its sidecar is FILE.onnx.json)")
-    try:
-        from detector.onnx import export_onnx  # here: torch.onnx and onnx load only for this command
-    except ImportError as e:  # pragma: no cover - the extra is missing
-        raise UserError(f"export-model needs the onnx extra: pip install -e '.[onnx]' ({e})") from None
     check_writable(args.out, what="--out")
     check_writable(args.out + ".json", what="--out (its sidecar)")
     det = Detector.from_checkpoint(args.model, torch.device("cpu"))

@@ -13,6 +13,7 @@ import sys
 from dataclasses import replace
 
 from backbone.io import check_writable
+from detector.classification.init import IMAGENET, SCRATCH
 from detector.cli.common import (add_config_args, add_device_arg, add_init_arg, add_strict_arg, cli_main,
                                  config_source, init_override)
 from detector.config import load_detector_config
@@ -59,11 +60,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     check_writable(args.out, what="--out", folder=True)  # refusals before the data is read
+    if args.half:
+        check_writable(args.half, what="--half")  # (the output rule's full check needs the data: below)
     outputs = Outputs(overwrite=args.overwrite, prog="train-detector")
     for folder in (args.out, os.path.join(args.out, "multibox")):  # the run's own files are never --half
         for name in (RUN_FILE, *RUN_FILES):
             outputs.add_input(os.path.join(folder, name), what="run file")
-    outputs.add_input(args.init, what="--init checkpoint")
+    if args.init not in (IMAGENET, SCRATCH):
+        outputs.add_input(args.init, what="--init checkpoint")
     config, overrides, data_root = config_source(args, p)
     if args.members is not None:
         overrides.append(f"model.members={args.members}")
@@ -73,7 +77,8 @@ def main(argv=None) -> int:
     cfg.data = resolve_dataset(cfg.data, is_main())
     outputs.add_input(config, what="config")
     outputs.add_input(cfg.data.root, what="training data")  # its annotations and images
-    outputs.add_input(cfg.model.init, what="model.init checkpoint")
+    if cfg.model.init not in (IMAGENET, SCRATCH):
+        outputs.add_input(cfg.model.init, what="model.init checkpoint")
     half = outputs.check(args.half, "--half") if args.half else None  # before the training
     outputs.check_folder(args.out, "--out")  # the run folder is not inside the data (nor the data itself)
     device = resolve_device(args.device)

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import functools
 import json
 import math
 import os
@@ -273,6 +274,29 @@ class JobLock:
 #: folder again (a stage, a resume check) does not conflict with itself
 _LOCKS: "weakref.WeakValueDictionary[str, JobLock]" = weakref.WeakValueDictionary()
 _UNLOCKABLE: set[str] = set()
+
+
+def release_run_lock(out_dir: str | os.PathLike) -> None:
+    """Drop this process's job lock of ``out_dir`` now (the end of its run), not when the
+    garbage collector gets to the last :class:`RunFolder` of it: a finished run's folder holds
+    no ``.lock`` the moment its trainer returns."""
+    lock = _LOCKS.get(os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(out_dir)))))
+    if lock is not None:
+        lock.release()
+
+
+def releases_run_lock(trainer):
+    """Decorate a trainer ``trainer(cfg, out_dir, ...)``: the job lock of ``out_dir`` is dropped
+    when it returns or raises (:func:`release_run_lock`)."""
+
+    @functools.wraps(trainer)
+    def wrapper(cfg, out_dir, *args, **kwargs):
+        try:
+            return trainer(cfg, out_dir, *args, **kwargs)
+        finally:
+            release_run_lock(out_dir)
+
+    return wrapper
 
 
 def lock_run(out_dir: str | os.PathLike, command: str) -> JobLock | None:
@@ -534,6 +558,6 @@ class RunFolder:
         return self.save_model(write, best=True)
 
 
-__all__ = ["RunFolder", "config_difference", "config_compatible", "check_owner", "lock_run", "JobLock", "plot_curves",
+__all__ = ["RunFolder", "config_difference", "config_compatible", "check_owner", "lock_run", "release_run_lock", "releases_run_lock", "JobLock", "plot_curves",
            "read_log", "LOCK_FILE", "RUN_FILE", "CONFIG_FILE", "LOG_FILE", "CURVES_FILE", "STATE_FILE", "MODEL_FILE",
            "BEST_FILE"]

@@ -49,7 +49,7 @@ from ..classification.transforms import (
 )
 from ..config import ClassifierConfig, validate_config
 from ..io.checkpoints import save_classifier
-from .run import RunFolder
+from .run import RunFolder, releases_run_lock
 
 COMMAND = "train-classifier"
 KIND = "classifier"
@@ -105,6 +105,7 @@ class _Killed:
             yield batch
 
 
+@releases_run_lock
 def train_classifier(cfg: ClassifierConfig, out_dir: str, device: torch.device | str = "cpu", *,
                      resume: bool = True, progress: bool = True, _stop_after_steps: int | None = None) -> str:
     """Train ``cfg`` into the run folder ``out_dir``; return the path of ``model.pt``.

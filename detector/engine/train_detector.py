@@ -66,7 +66,7 @@ from .devices import (
     init_distributed,
     rank_sync,
 )
-from .run import MODEL_FILE, STATE_FILE, RunFolder, check_owner
+from .run import MODEL_FILE, STATE_FILE, RunFolder, check_owner, releases_run_lock
 from .train_multibox import FINAL_FILE as MULTIBOX_FILE
 from .train_multibox import multibox_run, train_multibox
 
@@ -139,6 +139,7 @@ def validate(cfg: DetectorConfig, classes, members, val_set, val_props, device) 
     return broadcast_object(result)
 
 
+@releases_run_lock
 def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, cache_dir: str | None = None,
                    resume: bool = True, stage: str = "classifier", progress: bool = True,
                    train_proposals: list | None = None, val_proposals: list | None = None,

@@ -41,7 +41,7 @@ from proposals.multibox import (
 
 from ..io.datasets import load_dataset
 from ..io.images import ImageReads
-from .run import RunFolder
+from .run import RunFolder, releases_run_lock
 
 COMMAND = "train-detector"
 KIND = "multibox"
@@ -107,6 +107,7 @@ class _Images:
         return im
 
 
+@releases_run_lock
 def train_multibox(cfg, out_dir: str, device="cpu", split: str | None = None, *, resume: bool = True,
                    progress: bool = True, _stop_after_steps: int | None = None) -> str:
     """Train MultiBox on ``split`` (default ``cfg.data.train_split``) with

@@ -40,8 +40,9 @@ def _detect(capsys, model, *argv):
 
 
 def _files(folder):
+    """The pictures in ``folder`` (not the manifest, nor the page of them: tests/detector/io/test_report.py)."""
     return sorted(os.path.relpath(os.path.join(r, f), folder) for r, _, fs in os.walk(folder) for f in fs
-                  if f != MANIFEST)
+                  if f not in (MANIFEST, ".googlenet-det-manifest.json", "index.html"))
 
 
 def test_a_bad_image_is_left_out_named_once_and_the_others_written(untrained, cells, tmp_path, capsys):

@@ -191,7 +191,7 @@ def test_detect_folder_into_itself_twice_does_not_read_its_own_pictures(tiny_mod
         assert rc == 0, err
         items = json.loads((tmp_path / "d.json").read_text())
         assert [os.path.basename(i["image"]) for i in items] == ["a.jpg"]   # not the a.png written beside it
-    assert sorted(os.listdir(d)) == [".googlenet-det-manifest.json", "a.jpg", "a.png"]
+    assert sorted(os.listdir(d)) == [".googlenet-det-manifest.json", "a.jpg", "a.png", "index.html"]
 
 
 def test_detect_replaces_only_what_it_wrote(tiny_model, tmp_path, capsys):
@@ -212,7 +212,7 @@ def test_detect_replaces_only_what_it_wrote(tiny_model, tmp_path, capsys):
         rc, _, err = run(detect.main, capsys, *argv)
         assert rc == 0, err
     manifest = json.loads((out / ".googlenet-det-manifest.json").read_text())
-    assert sorted(manifest["files"]) == ["cells.png", "detections.json"]
+    assert sorted(manifest["files"]) == ["cells.png", "detections.json", "index.html"]
     # a file detect wrote but the user changed since is the user's now
     (out / "detections.json").write_text("[]\n")
     rc = detect.main([str(a) for a in argv])

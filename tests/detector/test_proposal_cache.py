@@ -144,6 +144,7 @@ def test_cache_keys_resume_and_workers(mini_config, tmp_path, monkeypatch):
 
 
 def test_cache_dir_defaults_and_refuses_the_dataset_folder(mini_config, monkeypatch, tmp_path):
+    monkeypatch.delenv("GOOGLENET_DET_CACHE", raising=False)  # (the tests set their own)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert runner._default_cache_dir() == str(tmp_path / "xdg" / "googlenet-det")
     cfg = load_detector_config(mini_config)

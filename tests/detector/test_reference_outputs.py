@@ -2,8 +2,8 @@
 reference that ``tests/data/reference/make_reference.py`` wrote from the code before the engine
 restructuring (issue 22). Detections: boxes within 0.01 px, scores within 1e-5, one-to-one.
 Seeded runs: bitwise the same weights (SHA-256) on a machine like the reference's (same CPU
-capability and thread count); elsewhere the per-tensor sums within 1e-4 relative, since other
-CPU kernels round differently."""
+capability and torch, run with its thread count); skipped elsewhere (the per-tensor sums are
+kept in the reference to see how far another machine lands)."""
 
 from __future__ import annotations
 
@@ -98,13 +98,19 @@ def test_bundled_detections_as_the_reference(model, image):
 
 @pytest.mark.parametrize("kind", ["rcnn", "fast"])
 def test_seeded_two_member_run_as_the_reference(kind):
+    """Bitwise on a machine like the reference's, with its thread count; elsewhere skipped:
+    training amplifies the last-bit differences of other CPU kernels (on one thread instead of
+    two the weights' sums already differ by 0.3% after these few steps), so no tolerance would
+    both hold there and catch a change."""
     ref = _reference("seeded_runs.json")
-    new = seeded_run_digests(kind)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(ref["machine"]["threads"])
+    try:
+        here = machine()
+        if {k: here[k] for k in ("cpu_capability", "torch")} != {k: ref["machine"][k] for k in ("cpu_capability", "torch")}:
+            pytest.skip(f"the reference was recorded on {ref['machine']}; this machine is {here}")
+        new = seeded_run_digests(kind)
+    finally:
+        torch.set_num_threads(threads)
     assert len(new) == len(ref["kinds"][kind]) == 2
-    if ref["machine"] == machine():
-        assert [m["sha256"] for m in new] == [m["sha256"] for m in ref["kinds"][kind]]
-    else:
-        for n, r in zip(new, ref["kinds"][kind]):
-            assert n["sums"].keys() == r["sums"].keys()
-            for k in r["sums"]:
-                assert n["sums"][k] == pytest.approx(r["sums"][k], rel=1e-4, abs=1e-5), k
+    assert [m["sha256"] for m in new] == [m["sha256"] for m in ref["kinds"][kind]]

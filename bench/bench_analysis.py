@@ -59,7 +59,8 @@ def main(argv=None):
     from bench_eval import make_set
 
     from eval import evaluate
-    from eval.analysis import analyze, write_report
+    from detector.io.figures import write_report
+    from eval.analysis import analyze
 
     gt, res = make_set(a.images, a.classes, a.dets, a.seed)
     gts, dets = to_arrays(gt, res)

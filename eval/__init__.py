@@ -2,8 +2,8 @@
 classification accuracy. Imports nothing of ours.
 
 Detection AP: :func:`evaluate` (protocols ``ilsvrc``, ``voc07``, ``voc``, ``coco``; see
-:mod:`eval.detection`, :mod:`eval.coco`, :mod:`eval.ap`), precision-recall plots in
-:mod:`eval.plots`.
+:mod:`eval.detection`, :mod:`eval.coco`, :mod:`eval.ap`), precision-recall figures in
+:mod:`eval.plots` (Figures: ``detector.io.figures`` writes them).
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def evaluate(protocol: str, gts: list[dict], dets: list[dict], num_classes: int,
 __all__ = ["evaluate", "EvalError", "PROTOCOLS"]
 
 # error analysis (Hoiem, COCO analyze, TIDE; see eval.analysis), figures in eval.analysis_plots
-from .analysis import COCO_SUPERCATEGORIES, analyze, summary_lines, write_report  # noqa: E402
+# (written by detector.io.figures.write_report)
+from .analysis import COCO_SUPERCATEGORIES, analyze, summary_lines  # noqa: E402
 
-__all__ += ["analyze", "write_report", "summary_lines", "COCO_SUPERCATEGORIES"]
+__all__ += ["analyze", "summary_lines", "COCO_SUPERCATEGORIES"]

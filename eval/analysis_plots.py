@@ -1,6 +1,7 @@
-"""Figures of :mod:`eval.analysis` (matplotlib, Agg backend: no display needed). Each takes the
-JSON-safe entries :func:`eval.analysis.analyze` returns and writes one PNG; titles name the class
-and the biggest error type, every axis is labelled."""
+"""Figures of :mod:`eval.analysis`, as matplotlib Figures from :mod:`eval.figures` (writing them is
+``detector.io.figures``'s job). Each takes the JSON-safe entries :func:`eval.analysis.analyze`
+returns and returns one Figure; titles name the class and the biggest error type, every axis is
+labelled."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 import warnings
 
 import numpy as np
+
+from .figures import colormap, subplots
 
 # one colour per error type, shared by every figure
 COLOURS = {"Cor": "#f2f2f2", "C75": "#ffffff", "C50": "#c9d9ea", "Loc": "#4f83bd", "Sim": "#c04f4c",
@@ -26,31 +29,17 @@ NAMES = {"Cor": "correct", "Loc": "localisation", "Sim": "similar class", "Oth":
 GALLERY_MAX_PIXELS = 120_000_000
 
 
-def _plt():
-    # matplotlib on first use only: eval.analysis's numbers do not need it (import time)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # after use("Agg"): no display needed
-
-    return plt
-
-
-def _save(fig, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+def _done(fig):
     fig.tight_layout()
-    fig.savefig(path)
-    _plt().close(fig)
-    return path
+    return fig
 
 
-def plot_hoiem(entry: dict, factors: list[float], title: str, path: str) -> str:
+def plot_hoiem(entry: dict, factors: list[float], title: str):
     """Stacked areas: the share of each type among the top N detections, N / npos on a log axis."""
-    plt = _plt()
     types = list(entry["shares"])
     x = np.asarray(factors)
     ys = np.array([entry["shares"][t] for t in types])
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    fig, ax = subplots(figsize=(9, 5))
     ax.stackplot(x, ys, colors=[COLOURS[t] for t in types], edgecolor="black", linewidth=0.4,
                  labels=[f"{t}: {NAMES[t]}" for t in types])
     ax.set_xscale("log", base=2)
@@ -65,15 +54,14 @@ def plot_hoiem(entry: dict, factors: list[float], title: str, path: str) -> str:
     ax.set_title(f"{title}\nHoiem false positives; biggest error at N = objects: "
                  f"{NAMES.get(big, 'none') if big else 'none'}", fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    return _save(fig, path)
+    return _done(fig)
 
 
-def plot_stack(entry: dict, recall: list[float], title: str, path: str) -> str:
+def plot_stack(entry: dict, recall: list[float], title: str):
     """COCO analyze's precision-recall stack: each band is what fixing one more error type adds."""
-    plt = _plt()
     types = list(entry["precision"])
     rs = np.asarray(recall)
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    fig, ax = subplots(figsize=(9, 5))
     prev = np.zeros(len(rs))
     for t in types:
         cur = np.asarray(entry["precision"][t], dtype=float)
@@ -89,17 +77,16 @@ def plot_stack(entry: dict, recall: list[float], title: str, path: str) -> str:
     ax.set_title(f"{title}\nCOCO-style PR stack; biggest gain: {big + ' (' + NAMES[big] + ')' if big else 'none'}",
                  fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="[area] curve")
-    return _save(fig, path)
+    return _done(fig)
 
 
-def plot_tide(entry: dict, title: str, path: str) -> str:
+def plot_tide(entry: dict, title: str):
     """Horizontal bars: TIDE's dAP per main error type, and the two special ones apart."""
-    plt = _plt()
     main = list(entry["dAP"])
     special = list(entry.get("special", {}))
     names = main + special
     vals = [entry["dAP"][n] for n in main] + [entry["special"][n] for n in special]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    fig, ax = subplots(figsize=(7, 4.5))
     y = np.arange(len(names))[::-1]
     ax.barh(y, vals, color=[COLOURS[n] for n in names], edgecolor="black", linewidth=0.5)
     for yy, v in zip(y, vals):
@@ -114,15 +101,14 @@ def plot_tide(entry: dict, title: str, path: str) -> str:
     ap = entry.get("mAP", entry.get("AP"))
     ax.set_title(f"{title}\nTIDE errors, AP {_f(ap)}; biggest: {big + ' (' + NAMES[big] + ')' if big else 'none'}",
                  fontsize=10)
-    return _save(fig, path)
+    return _done(fig)
 
 
-def plot_sensitivity(result: dict, subjects: list[str], path: str) -> str:
+def plot_sensitivity(result: dict, subjects: list[str]):
     """Grouped bars: AP per object-size range and per aspect-ratio bin, for each subject."""
-    plt = _plt()
     sens = result["sensitivity"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=100, gridspec_kw={"width_ratios": [3, 5]})
-    cmap = plt.get_cmap("tab10")
+    fig, axes = subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [3, 5]})
+    cmap = colormap("tab10")
     worst = None
     for ax, what, xlabel in ((axes[0], "size", "object size (COCO area ranges)"),
                              (axes[1], "aspect", "object aspect ratio w / h")):
@@ -149,17 +135,16 @@ def plot_sensitivity(result: dict, subjects: list[str], path: str) -> str:
     fig.suptitle(f"AP per object size and aspect ratio ({result['protocol']}, IoU {result['iou_protocol']}); "
                  f"weakest for all classes: {worst[0] + ' (AP ' + _f(worst[1]) + ')' if worst else 'none'}",
                  fontsize=10)
-    return _save(fig, path)
+    return _done(fig)
 
 
-def plot_confusion(conf: dict, title: str, path: str) -> str:
+def plot_confusion(conf: dict, title: str):
     """Heatmap of the confusion matrix, each row normalised; counts written when it is small."""
-    plt = _plt()
     M = np.asarray(conf["matrix"], dtype=float)
     rows, cols = conf["rows"], conf["columns"]
     n = len(rows)
     size = min(max(5.0, 0.45 * n + 2.5), 30)
-    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+    fig, ax = subplots(figsize=(size + 1, size))
     with np.errstate(invalid="ignore", divide="ignore"):
         Mn = M / np.maximum(M.sum(axis=1, keepdims=True), 1)
     im = ax.imshow(Mn, cmap="Blues", vmin=0, vmax=1)
@@ -185,17 +170,16 @@ def plot_confusion(conf: dict, title: str, path: str) -> str:
         worst = "none between classes"
     ax.set_title(f"{title}\nrow-normalised, at each class's best-F1 score; top confusion: {worst}", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the row")
-    return _save(fig, path)
+    return _done(fig)
 
 
-def plot_gallery(false_positives: list[dict], missed: list[dict], name: str, classes: list[str], path: str,
-                 gts=None, dets=None, score_thr=None, per_row: int = 6) -> str | None:
+def plot_gallery(false_positives: list[dict], missed: list[dict], name: str, classes: list[str],
+                 gts=None, dets=None, score_thr=None, per_row: int = 6):
     """Image crops: the highest-scoring false positives (red) and the missed objects (green), the
     other objects (thin green) and detections (thin orange, at or above ``score_thr``) around them
     when ``gts`` / ``dets`` are given. An image that cannot be read, or has more than
     :data:`GALLERY_MAX_PIXELS`, leaves its tile empty with a title saying why; returns None when
     no image could be read."""
-    plt = _plt()
     # matplotlib on first use only (import time)
     from matplotlib.patches import Rectangle
 
@@ -207,7 +191,7 @@ def plot_gallery(false_positives: list[dict], missed: list[dict], name: str, cla
     rows_fp = math.ceil(n_fp / per_row)
     rows_miss = math.ceil(n_miss / per_row)
     nrows = max(rows_fp + rows_miss, 1)
-    fig, axes = plt.subplots(nrows, per_row, figsize=(2.3 * per_row, 2.5 * nrows + 0.6), dpi=100, squeeze=False)
+    fig, axes = subplots(nrows, per_row, figsize=(2.3 * per_row, 2.5 * nrows + 0.6), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     cache = {}
@@ -254,11 +238,10 @@ def plot_gallery(false_positives: list[dict], missed: list[dict], name: str, cla
         ax.text(0.02, 0.02, os.path.basename(it["path"]), transform=ax.transAxes, fontsize=5, color="white",
                 bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0})
     if drawn == 0:
-        plt.close(fig)
         return None
     fig.suptitle(f"{name}: top {n_fp} false positives (red; type Hoiem/TIDE) and {n_miss} missed objects "
                  f"(green, largest first)", fontsize=10)
-    return _save(fig, path)
+    return _done(fig)
 
 
 def _read(path, cache) -> np.ndarray | str:

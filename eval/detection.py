@@ -150,7 +150,7 @@ def _pairs(f: Flat, keep_d: np.ndarray, keep_g: np.ndarray, num_classes: int):
     return pd, pg, iou
 
 
-def _segment_first_argmax(seg: np.ndarray, values: np.ndarray, n: int):
+def segment_first_argmax(seg: np.ndarray, values: np.ndarray, n: int):
     """Per segment id in 0..n-1 (``seg`` sorted ascending): (max value, index of its first occurrence).
 
     Empty segments get (-inf, -1). First occurrence = lowest position, i.e. the devkits' strict
@@ -169,25 +169,98 @@ def _segment_first_argmax(seg: np.ndarray, values: np.ndarray, n: int):
     return best, arg
 
 
+def ranks(scores: np.ndarray) -> np.ndarray:
+    """Rank of each detection in descending score, ties in input order (MATLAB's stable sort)."""
+    o = np.argsort(-scores, kind="stable")
+    r = np.empty(len(scores), np.int64)
+    r[o] = np.arange(len(scores))
+    return r
+
+
+def group_positions(f: Flat, rank: np.ndarray, live: np.ndarray, num_classes: int) -> np.ndarray:
+    """Position of each ``live`` detection among the live ones of its (image, class), by ``rank``
+    (-1 for the others): the rounds of the order-dependent matchings."""
+    C1 = num_classes + 1
+    didx = np.flatnonzero(live)
+    key = f.d_img[didx] * C1 + f.d_lab[didx]
+    o = np.lexsort((rank[didx], key))
+    sk = key[o]
+    starts = np.r_[True, sk[1:] != sk[:-1]] if len(sk) else np.zeros(0, bool)
+    gstart = np.maximum.accumulate(np.where(starts, np.arange(len(sk)), 0)) if len(sk) else np.zeros(0, np.int64)
+    pos = np.full(len(f.d_box), -1, np.int64)
+    pos[didx[o]] = np.arange(len(sk)) - gstart
+    return pos
+
+
+def rounds(pos_of_pair: np.ndarray):
+    """Pairs bucketed by the position of their detection inside its (image, class): returns (the
+    stable order of the pairs by round, the round bounds in that order); round r holds the r-th
+    detection of every group (the order-dependent matchings, vectorised per round)."""
+    po = np.argsort(pos_of_pair, kind="stable")
+    bounds = np.searchsorted(pos_of_pair[po], np.arange(pos_of_pair.max() + 2 if pos_of_pair.size else 1))
+    return po, bounds
+
+
+def match_pairs(protocol: str, pd: np.ndarray, pg: np.ndarray, iou: np.ndarray, *, num_det: int, num_gt: int,
+                rank: np.ndarray, thr: float | None = None, g_diff: np.ndarray | None = None,
+                ok: np.ndarray | None = None, pos: np.ndarray | None = None):
+    """THE matching kernel of the devkit protocols, on same-image same-class (detection, ground
+    truth) pairs ``pd``, ``pg`` (ordered by detection, then ground truth) with their ``iou``; used
+    by :func:`match_voc`, :func:`match_ilsvrc` and :mod:`eval.analysis`.
+
+    - ``"voc"`` (VOCevaldet.m): each detection's best-IoU object (first among equals); at
+      ``iou >= thr`` a difficult object (``g_diff``) makes the detection ignored, else the
+      highest-``rank``ed such detection of an object takes it, the others are duplicates.
+    - ``"ilsvrc"`` (eval_detection.m): in rounds of ``pos`` (see :func:`group_positions`), each
+      detection takes the best-IoU object not yet matched among its pairs that qualify (``ok``:
+      the pair reaches the object's own threshold).
+
+    Returns (state (num_det,) int8: 1 true positive, 0 false positive, -1 ignored; gt (num_det,)
+    int64: the object a true positive took, else -1)."""
+    state = np.zeros(num_det, np.int8)
+    gt = np.full(num_det, -1, np.int64)
+    if protocol == "voc":
+        ovmax, arg = segment_first_argmax(pd, iou, num_det)
+        jmax = np.full(num_det, -1, np.int64)
+        jmax[arg >= 0] = pg[arg[arg >= 0]]
+        hit = (arg >= 0) & (ovmax >= thr)
+        ignored = np.zeros(num_det, bool)
+        ignored[hit] = g_diff[jmax[hit]]
+        cand = np.flatnonzero(hit & ~ignored)
+        # the highest-ranked candidate of each gt box takes it; the rest are duplicates (FP)
+        cand = cand[np.lexsort((rank[cand], jmax[cand]))]
+        firsts = cand[np.unique(jmax[cand], return_index=True)[1]]
+        state[firsts] = 1
+        gt[firsts] = jmax[firsts]
+        state[ignored] = -1
+        return state, gt
+    if protocol != "ilsvrc":
+        raise ValueError(f"match_pairs: protocol {protocol!r} (voc or ilsvrc)")
+    po, bounds = rounds(pos[pd])
+    pd, pg, iou, ok = pd[po], pg[po], iou[po], ok[po]
+    matched = np.zeros(num_gt, bool)
+    for r in range(len(bounds) - 1):  # rounds, not boxes: each round is vectorised over groups
+        s, e = bounds[r], bounds[r + 1]
+        if s == e:
+            continue
+        rpd, rpg = pd[s:e], pg[s:e]
+        val = np.where(ok[s:e] & ~matched[rpg], iou[s:e], -np.inf)
+        uniq, seg = np.unique(rpd, return_inverse=True)
+        best, arg = segment_first_argmax(seg, val, len(uniq))
+        got = np.isfinite(best)
+        matched[rpg[arg[got]]] = True
+        state[uniq[got]] = 1
+        gt[uniq[got]] = rpg[arg[got]]
+    return state, gt
+
+
 def match_voc(f: Flat, num_classes: int, iou_thr: float):
     """VOCevaldet.m: returns (tp (D,) bool, ignored (D,) bool)."""
     D = len(f.d_box)
     pd, pg, iou = _pairs(f, np.ones(D, bool), np.ones(len(f.g_box), bool), num_classes)
-    ovmax, arg = _segment_first_argmax(pd, iou, D)
-    jmax = np.full(D, -1, np.int64)
-    jmax[arg >= 0] = pg[arg[arg >= 0]]
-    hit = (arg >= 0) & (ovmax >= iou_thr)
-    ignored = np.zeros(D, bool)
-    ignored[hit] = f.g_diff[jmax[hit]]
-    cand = np.flatnonzero(hit & ~ignored)
-    rank = _ranks(f.d_score)
-    # the highest-ranked candidate of each gt box takes it; the rest are duplicates (FP)
-    o = np.lexsort((rank[cand], jmax[cand]))
-    cand = cand[o]
-    firsts = np.unique(jmax[cand], return_index=True)[1]
-    tp = np.zeros(D, bool)
-    tp[cand[firsts]] = True
-    return tp, ignored
+    state, _ = match_pairs("voc", pd, pg, iou, num_det=D, num_gt=len(f.g_box), rank=ranks(f.d_score),
+                           thr=iou_thr, g_diff=f.g_diff)
+    return state == 1, state == -1
 
 
 def ilsvrc_thresholds(boxes: np.ndarray, iou_thr: float) -> np.ndarray:
@@ -202,46 +275,11 @@ def match_ilsvrc(f: Flat, num_classes: int, iou_thr: float):
     D = len(f.d_box)
     keep_d = ~f.d_black
     pd, pg, iou = _pairs(f, keep_d, ~f.g_black, num_classes)
-    thr = ilsvrc_thresholds(f.g_box, iou_thr)
-    rank = _ranks(f.d_score)
-    # position of each detection inside its (image, class) group, by rank
-    C1 = num_classes + 1
-    didx = np.flatnonzero(keep_d)
-    key = f.d_img[didx] * C1 + f.d_lab[didx]
-    o = np.lexsort((rank[didx], key))
-    sk = key[o]
-    starts = np.r_[True, sk[1:] != sk[:-1]]
-    gstart = np.maximum.accumulate(np.where(starts, np.arange(len(sk)), 0))
-    pos = np.zeros(D, np.int64)
-    pos[didx[o]] = np.arange(len(sk)) - gstart
-    # pairs bucketed by round (stable: within a round still ordered by detection, then gt)
-    ok_thr = iou >= thr[pg]
-    pr = pos[pd]
-    po = np.argsort(pr, kind="stable")
-    pd, pg, iou, ok_thr, pr = pd[po], pg[po], iou[po], ok_thr[po], pr[po]
-    bounds = np.searchsorted(pr, np.arange(pr.max() + 2 if pr.size else 1))
-    matched = np.zeros(len(f.g_box), bool)
-    tp = np.zeros(D, bool)
-    for r in range(len(bounds) - 1):  # rounds, not boxes: each round is vectorised over groups
-        s, e = bounds[r], bounds[r + 1]
-        if s == e:
-            continue
-        rpd, rpg = pd[s:e], pg[s:e]
-        val = np.where(ok_thr[s:e] & ~matched[rpg], iou[s:e], -np.inf)
-        uniq, seg = np.unique(rpd, return_inverse=True)
-        best, arg = _segment_first_argmax(seg, val, len(uniq))
-        got = np.isfinite(best)
-        matched[rpg[arg[got]]] = True
-        tp[uniq[got]] = True
-    return tp, f.d_black.copy()
-
-
-def _ranks(scores: np.ndarray) -> np.ndarray:
-    """Rank of each detection in descending score, ties in input order (MATLAB's stable sort)."""
-    o = np.argsort(-scores, kind="stable")
-    r = np.empty(len(scores), np.int64)
-    r[o] = np.arange(len(scores))
-    return r
+    rank = ranks(f.d_score)
+    ok = iou >= ilsvrc_thresholds(f.g_box, iou_thr)[pg]
+    state, _ = match_pairs("ilsvrc", pd, pg, iou, num_det=D, num_gt=len(f.g_box), rank=rank, ok=ok,
+                           pos=group_positions(f, rank, keep_d, num_classes))
+    return state == 1, f.d_black.copy()
 
 
 def average_precision(f: Flat, tp: np.ndarray, ignored: np.ndarray, num_classes: int, eleven_point: bool,
@@ -249,7 +287,7 @@ def average_precision(f: Flat, tp: np.ndarray, ignored: np.ndarray, num_classes:
     """Per class (AP, npos, recall curve, precision curve); AP nan for classes without positives."""
     npos = np.bincount(f.g_lab[count_gt], minlength=num_classes + 1)[1:]
     keep = np.flatnonzero(~ignored)
-    o = keep[np.lexsort((_ranks(f.d_score)[keep], f.d_lab[keep]))]
+    o = keep[np.lexsort((ranks(f.d_score)[keep], f.d_lab[keep]))]
     labs = f.d_lab[o]
     bounds = np.searchsorted(labs, np.arange(1, num_classes + 2))
     aps, curves = [], []

@@ -1,32 +1,29 @@
-"""Precision-recall curves as PNG (matplotlib, Agg backend: no display needed)."""
+"""Precision-recall curves, as a matplotlib Figure from :mod:`eval.figures` (``detector.io.figures``
+writes it)."""
 
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
+from .figures import colormap, subplots
+
 
 def plot_pr_curves(curves: list[tuple[np.ndarray, np.ndarray]], aps: list[float], names: list[str],
-                   path: str, title: str = "", worst: int = 5) -> str:
+                   title: str = "", worst: int = 5):
     """One image with every class's precision-recall curve; the ``worst`` lowest-AP classes
     (among those with ground truth) drawn in colour with their AP in the legend, the others grey.
-    Few classes (<= ``worst``) are all drawn in colour. Returns ``path``."""
-    import matplotlib  # ~0.5 s to import: only when a plot is asked for
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # after choosing the Agg backend
-
+    Few classes (<= ``worst``) are all drawn in colour. Returns the Figure."""
     valid = [i for i, a in enumerate(aps) if not math.isnan(a)]
     highlight = sorted(valid, key=lambda i: aps[i])[:worst]
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    fig, ax = subplots(figsize=(7, 6))
     for i in valid:
         if i in highlight:
             continue
         rec, prec = _envelope(*curves[i])
         ax.plot(rec, prec, color="0.75", lw=0.8, drawstyle="steps-pre")
-    cmap = plt.get_cmap("tab10")
+    cmap = colormap("tab10")
     for k, i in enumerate(highlight):
         rec, prec = _envelope(*curves[i])
         ax.plot(rec, prec, color=cmap(k % 10), lw=2, drawstyle="steps-pre", label=f"{names[i]} (AP {aps[i]:.3f})")
@@ -41,11 +38,8 @@ def plot_pr_curves(curves: list[tuple[np.ndarray, np.ndarray]], aps: list[float]
                  + (f" (lowest {len(highlight)} in colour)" if len(valid) > len(highlight) else ""))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _envelope(rec: np.ndarray, prec: np.ndarray):

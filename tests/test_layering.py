@@ -221,3 +221,50 @@ def test_cycle_and_function_import_checks_can_fail(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="import cycle: eval.a -> eval.b -> eval.a"):
         test_no_import_cycle()
     assert [n.lineno for n in _function_level_imports(pkg / "b.py")] == [2]
+
+
+# --- one place writes figures (issue 22: eval/ returns Figures, the I/O layer writes them) --------
+
+#: the I/O layer: the only places a figure is written (``savefig``, ``imsave``)
+FIGURE_WRITERS = ("backbone/io.py", "detector/io/")
+
+
+def figure_writes(path: Path) -> list[int]:
+    """Lines of the file at ``path`` that call ``.savefig(...)`` / ``.imsave(...)`` (or a bare
+    ``savefig(...)`` / ``imsave(...)``)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else None
+            if name in ("savefig", "imsave"):
+                out.append(node.lineno)
+    return out
+
+
+def test_only_the_io_layer_writes_figures():
+    bad = []
+    for pkg in sorted(OURS):
+        for path in _files(pkg):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel.startswith(FIGURE_WRITERS):
+                continue
+            bad += [f"{rel}:{line}" for line in figure_writes(path)]
+    assert not bad, ("figures written outside the I/O layer (return the Figure; write it with "
+                     "detector.io.figures):\n" + "\n".join(bad))
+
+
+def test_the_figure_write_check_can_fail(tmp_path, monkeypatch):
+    for pkg in OURS:
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / "eval" / "plots.py").write_text("def f(fig, path):\n    fig.savefig(path)\n")
+    (tmp_path / "detector" / "io").mkdir()
+    (tmp_path / "detector" / "io" / "figures.py").write_text("def f(fig, path):\n    fig.savefig(path)\n")
+    (tmp_path / "backbone" / "io.py").write_text("from matplotlib.pyplot import imsave\nimsave('a.png', 0)\n")
+    (tmp_path / "proposals" / "x.py").write_text("import matplotlib.pyplot as plt\nplt.imsave('a.png', 0)\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    with pytest.raises(AssertionError) as e:
+        test_only_the_io_layer_writes_figures()
+    assert "eval/plots.py:2" in str(e.value) and "proposals/x.py:2" in str(e.value)
+    assert "detector/io" not in str(e.value) and "backbone" not in str(e.value)

@@ -60,13 +60,13 @@ from detector.io.detections import (
     write_detections,
 )
 from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg, is_manifest, is_stream
+from detector.io.figures import write_pr_curves, write_report
 from detector.io.report import PAGE_NAME, analysis_page, write_report_page
 from eval import evaluate
-from eval.analysis import analyze, summary_lines, write_report
-from eval.plots import plot_pr_curves
+from eval.analysis import analyze, summary_lines
 
 PROTOCOLS = ("ilsvrc", "voc07", "voc", "coco")
-#: the names eval.analysis.write_report gives the files of --analyze DIR
+#: the names detector.io.figures.write_report gives the files of --analyze DIR
 ANALYSIS_NAMES = re.compile(r"analysis\.json|summary\.txt|index\.html|(sensitivity|confusion)\.png"
                             r"|(hoiem|coco_stack|tide|gallery)_.*\.png")
 
@@ -196,7 +196,7 @@ def score(dataset, dets: list[dict], protocol: str, iou: float | None, args, ext
         _write_json(outputs, args.json_path, result, names, extra)
     if args.plots:
         with outputs.staged(os.path.dirname(args.plot_path), "--plots") as tmp:
-            plot_pr_curves(result["curves"], result["AP"], names, os.path.join(tmp, os.path.basename(args.plot_path)),
+            write_pr_curves(result["curves"], result["AP"], names, os.path.join(tmp, os.path.basename(args.plot_path)),
                            title=protocol)
         print(f"precision-recall curves: {args.plot_path}", file=sys.stderr)
     if args.analyze:

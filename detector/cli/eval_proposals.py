@@ -6,18 +6,18 @@ unasked). Outputs follow the rule of :mod:`detector.io.outputs`."""
 from __future__ import annotations
 
 import argparse
-import os
-
-from backbone.errors import UserError
 import json
 
+from backbone.errors import UserError
 from backbone.io import cache_dir, check_writable
 from detector.cli.common import add_config_args, add_device_arg, announce_layout, cli_main
 from detector.cli.propose import add_proposal_args, proposal_config
 from detector.engine.devices import init_distributed, rank_sync, resolve_device
 from detector.io.datasets import load_dataset
+from detector.io.figures import figure_format, figure_writer
 from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg
 from detector.proposal_cache import ensure_proposals
+from eval.figures import subplots
 from eval.proposal_recall import proposal_recall, recall_curve
 
 #: what matplotlib's Agg backend writes (by the --plot extension)
@@ -53,12 +53,7 @@ def format_report(res: dict) -> str:
 
 def plot_curve(res: dict, path: str, title: str, outputs: Outputs) -> None:
     """The recall curves of ``res`` to ``path`` (checked by ``outputs``), format by extension."""
-    import matplotlib  # ~0.5 s to import: only with --plot
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # after choosing the Agg backend
-
-    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+    fig, ax = subplots(figsize=(5, 3.6))
     for key in ("recall@0.5", "recall@0.7"):
         ax.plot(res["curve"]["counts"], res["curve"][key], marker="o", label=key)
     ax.set_xscale("log")
@@ -69,13 +64,10 @@ def plot_curve(res: dict, path: str, title: str, outputs: Outputs) -> None:
     ax.legend()
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fmt = os.path.splitext(path)[1][1:].lower() or "png"
     try:
-        outputs.write(path, lambda f: fig.savefig(f, format=fmt), what="--plot")
+        outputs.write(path, figure_writer(fig, figure_format(path)), what="--plot")
     except ValueError as e:  # matplotlib: an unknown format (extension)
         raise UserError(f"--plot {path}: cannot write that format ({e})") from None
-    finally:
-        plt.close(fig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +94,7 @@ def main(argv=None) -> int:
     outputs = Outputs([args.config, cfg.multibox_checkpoint, full.data.root], args.overwrite, prog="eval-proposals")
     plot_path = json_path = None
     if args.plot:
-        if (os.path.splitext(args.plot)[1][1:].lower() or "png") not in PLOT_FORMATS:
+        if figure_format(args.plot) not in PLOT_FORMATS:
             raise UserError(f"--plot {args.plot}: unknown picture format (use one of .{', .'.join(sorted(PLOT_FORMATS))})")
         plot_path = outputs.check(args.plot, "--plot")
     if args.json:

@@ -69,12 +69,13 @@ from backbone.config import save_config, to_dict
 from backbone.errors import UserError
 from backbone.io import (
     atomic_save,
-    atomic_write,
     check_writable,
     safe_torch_load,
     write_json,
     write_text,
 )
+from detector.io.figures import write_figure
+from eval.figures import new_figure
 
 from .devices import dist_info
 
@@ -175,10 +176,7 @@ def plot_curves(rows: list[dict], path: str, *, metric: str | None = None, group
                 title: str = "") -> None:
     """Training loss (left) and validation ``metric`` (right) per epoch, one line per value of
     ``group`` (e.g. the ensemble member) -> PNG at ``path``, written atomically."""
-    # matplotlib costs about 0.5 s to import: only when a curve is drawn
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 3.8))
+    fig = new_figure((10, 3.8))
     a1, a2 = fig.subplots(1, 2)
     keys = sorted({r.get(group) for r in rows}, key=lambda k: (k is None, k)) if group else [None]
     for k in keys:
@@ -198,7 +196,7 @@ def plot_curves(rows: list[dict], path: str, *, metric: str | None = None, group
         if a.get_legend_handles_labels()[0]:
             a.legend()
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90), what="curves")
+    write_figure(path, fig, what="curves", dpi=90)
 
 
 # --------------------------------------------------------------------------------- the job lock

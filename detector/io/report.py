@@ -8,7 +8,7 @@ class filter (a few lines inline). Every string from user data (class names, fil
 escaped with :func:`html.escape`; links are percent-encoded.
 
 - :func:`analysis_page` -- from what :func:`eval.analysis.analyze` returns (``analysis.json``'s
-  content) and the files :func:`eval.analysis.write_report` wrote: the AP table per class with
+  content) and the files :func:`detector.io.figures.write_report` wrote: the AP table per class with
   TIDE's dAP and Hoiem's false-positive shares, then per subject (all classes, and each class
   with figures) the TIDE, Hoiem and COCO-stack charts, sensitivity (table and chart), the
   confusion matrix (table and chart) and the galleries.
@@ -24,7 +24,7 @@ import os
 import urllib.parse
 
 from backbone.io import atomic_write
-from eval.analysis import TIDE_MAIN, TIDE_SPECIAL, _safe_name
+from eval.analysis import TIDE_MAIN, TIDE_SPECIAL, safe_name
 
 PAGE_NAME = "index.html"
 
@@ -100,7 +100,7 @@ def _figure(path: str, folder: str, caption: str) -> str:
 def analysis_page(result: dict, written: list[str], folder: str) -> str:
     """The analysis page for ``folder``: ``result`` is what :func:`eval.analysis.analyze`
     returns (the content of ``analysis.json``), ``written`` the paths
-    :func:`eval.analysis.write_report` returned (figures link to those that exist)."""
+    :func:`detector.io.figures.write_report` returned (figures link to those that exist)."""
     files = {os.path.basename(p): p for p in written}
     classes = [str(c) for c in result["classes"]]
     tide, hoiem = result["tide"], result["hoiem"]
@@ -149,7 +149,7 @@ def analysis_page(result: dict, written: list[str], folder: str) -> str:
 
     # the charts per subject
     body.append('<h2 id="charts">TIDE, Hoiem and COCO stack</h2>')
-    subjects = [("all", "all classes")] + [(_safe_name(c), c) for c in classes]
+    subjects = [("all", "all classes")] + [(safe_name(c), c) for c in classes]
     kinds = (("tide", "TIDE dAP"), ("hoiem", "Hoiem false positives"), ("coco_stack", "COCO PR stack"))
     shown = 0
     for fname, label in subjects:
@@ -201,8 +201,8 @@ def analysis_page(result: dict, written: list[str], folder: str) -> str:
 
     # galleries
     body.append('<h2 id="galleries">Galleries</h2>')
-    gal = [_figure(files[f"gallery_{_safe_name(c)}.png"], folder, f"{c}: top false positives and missed objects")
-           for c in classes if f"gallery_{_safe_name(c)}.png" in files]
+    gal = [_figure(files[f"gallery_{safe_name(c)}.png"], folder, f"{c}: top false positives and missed objects")
+           for c in classes if f"gallery_{safe_name(c)}.png" in files]
     body += ['<div class="figs wide">', *gal, "</div>"] if gal else [
         '<p class="none">no galleries: they need the images (the ground truth gave no image files that exist)</p>']
     return _doc(title, body)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from eval import EvalError, evaluate
 from eval.ap import ELEVEN_POINTS, ap_11_point, ap_all_point
+from eval.detection import match_pairs
 
 from .reference import reference_ilsvrc, reference_voc
 
@@ -326,3 +327,22 @@ def test_matching_in_image_chunks_changes_nothing(monkeypatch, s, protocol, chun
     monkeypatch.undo()
     _same(whole["AP"], chunked["AP"])
     assert whole["num_tp"] == chunked["num_tp"]
+
+
+def test_match_pairs_is_the_one_kernel_by_hand():
+    """eval.detection.match_pairs on hand-made pairs: voc lets each detection take its best object
+    (the higher-ranked of two on one object wins, a difficult object makes its detection
+    ignored); ilsvrc goes in rounds, so a detection takes the best object not yet matched."""
+    # detections 0, 1, 2 (ranks 1, 0, 2); objects 0, 1 (1 difficult)
+    pd, pg = np.array([0, 0, 1, 2]), np.array([0, 1, 0, 1])
+    iou = np.array([0.6, 0.3, 0.9, 0.7])
+    rank = np.array([1, 0, 2])
+    state, gt = match_pairs("voc", pd, pg, iou, num_det=3, num_gt=2, rank=rank, thr=0.5,
+                            g_diff=np.array([False, True]))
+    assert state.tolist() == [0, 1, -1] and gt.tolist() == [-1, 0, -1]
+    # ilsvrc: detection 1 (round 0) takes object 0; detection 0 (round 1) falls back to object 1
+    pos = np.array([1, 0, 2])
+    state, gt = match_pairs("ilsvrc", pd, pg, iou, num_det=3, num_gt=2, rank=rank, ok=iou >= 0.25, pos=pos)
+    assert state.tolist() == [1, 1, 0] and gt.tolist() == [1, 0, -1]
+    with pytest.raises(ValueError, match="protocol 'coco'"):
+        match_pairs("coco", pd, pg, iou, num_det=3, num_gt=2, rank=rank)

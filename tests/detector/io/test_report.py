@@ -24,6 +24,7 @@ from detector.config import TestConfig as _TestConfig
 from detector.io.report import PAGE_NAME, analysis_page, detect_page, write_report_page
 from detector.model import Detections
 from eval.analysis import analyze
+from eval.figures import new_figure
 from tests.detector.helpers import run_eval_map
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -116,11 +117,10 @@ def _scene(folder, n_img=3, seed=0):
     return folder / "gt.json", folder / "results.json"
 
 
-def _tiny_png(*args):
-    """A stand-in for each of eval.analysis_plots' figures (the slow test draws the real ones)."""
-    path = args[-1]
-    cv2.imwrite(path, np.full((6, 8, 3), 128, np.uint8))
-    return path
+def _tiny_figure(*args, **kwargs):
+    """A stand-in for each of eval.analysis_plots' figures (the slow test draws the real ones):
+    an 8 x 6 pixel Figure, written as a PNG by detector.io.figures like the real ones."""
+    return new_figure((0.08, 0.06))
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +136,8 @@ def analysis_dir(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         for name in ("plot_hoiem", "plot_stack", "plot_tide", "plot_sensitivity", "plot_confusion"):
-            mp.setattr(analysis_plots, name, _tiny_png)
-        mp.setattr(analysis_plots, "plot_gallery", lambda fp, miss, name, classes, path, **kw: _tiny_png(path))
+            mp.setattr(analysis_plots, name, _tiny_figure)
+        mp.setattr(analysis_plots, "plot_gallery", _tiny_figure)
         rc, _, _ = run_eval_map(Capsys(), "--protocol", "voc", "--ground-truth", gt, "--detections", res,
                                 "--analyze", out)
     assert rc == 0

@@ -45,7 +45,7 @@ from tqdm import tqdm
 from backbone.config import to_dict
 from backbone.devices import autocast, to_device_format
 from backbone.errors import UserError
-from backbone.io import check_writable, safe_torch_load
+from backbone.io import check_writable, json_safe, safe_torch_load
 from eval import evaluate
 
 from ..classification.init import prepare_init
@@ -135,7 +135,7 @@ def validate(cfg: DetectorConfig, classes, members, val_set, val_props, device) 
                for r in val_set.records[:n]]
         res = evaluate(cfg.test.protocol, gts, dets, len(classes))
         result = {"val_mAP": float(res["mAP"]),
-                  "val_AP": [None if (isinstance(a, float) and math.isnan(a)) else float(a) for a in res["AP"]]}
+                  "val_AP": json_safe([float(a) for a in res["AP"]])}
     return broadcast_object(result)
 
 

@@ -4,6 +4,10 @@ eval/ and backbone/ import nothing of ours; proposals/ imports backbone/ only (d
 top and may import everything). Every import statement counts, wherever it sits (inside
 functions, under ``try``), and so do ``importlib.import_module("...")`` / ``__import__("...")``
 calls with a literal name. Relative imports are resolved against the file's package.
+
+Two single homes are checked the same way: files are written (``open`` for writing, ``torch.save``)
+only by the I/O layer, and ``torch.autocast`` / ``torch.channels_last`` appear only in the device
+policy, ``backbone/devices.py``.
 """
 
 from __future__ import annotations

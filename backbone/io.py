@@ -5,7 +5,10 @@
   never leaves a half-written file where a good one was (nor a ``.tmp`` beside it). Text,
   bytes, or a callback that writes to the open binary file (``torch.save``, ``np.savez``,
   ``figure.savefig``). :func:`atomic_save` is the ``torch.save`` case, :func:`write_json`
-  and :func:`write_text` the common text cases.
+  and :func:`write_text` the common text cases. This module and ``detector/io/`` are the only
+  places that open files for writing or call ``torch.save`` (tests/test_layering.py).
+- :func:`json_safe` / :func:`json_text`: the one JSON rule: strict (NaN refused), or with
+  ``nan_as_null`` NaN and infinities written as null (numpy values as plain numbers).
 - :func:`safe_torch_load`: ``torch.load(weights_only=True)`` after a zip CRC check (torch
   does not check CRCs, so damaged tensor bytes would load silently), with one-line errors.
 - :func:`cache_dir`: ``$GOOGLENET_DET_CACHE``, else ``$XDG_CACHE_HOME/googlenet-det``, else
@@ -17,6 +20,7 @@ Everything a user can get wrong raises :class:`UserError` naming the path.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -24,6 +28,7 @@ import tempfile
 import zipfile
 from typing import Any, BinaryIO, Callable
 
+import numpy as np
 import torch
 import yaml
 
@@ -113,9 +118,39 @@ def write_text(path: str | os.PathLike, text: str, *, what: str = "file") -> str
     return atomic_write(path, text, what=what)
 
 
-def write_json(path: str | os.PathLike, obj: Any, *, what: str = "JSON file", indent: int | None = 1) -> str:
-    """``obj`` as JSON (strict: NaN and infinity are refused as a programming error)."""
-    return atomic_write(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n", what=what)
+def json_safe(obj: Any) -> Any:
+    """``obj`` as plain JSON data: NaN and infinities become None (JSON's null: an AP of a class
+    without ground truth, a loss that diverged), numpy scalars and arrays Python numbers and
+    lists, tuples lists, dict keys that JSON cannot hold strings. The one NaN-to-null rule."""
+    if isinstance(obj, dict):
+        return {(k if isinstance(k, (str, int, float, bool)) or k is None else str(k)): json_safe(v)
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        if obj and all(type(v) is float or type(v) is int for v in obj):  # the long lists: no call per item
+            return [v if type(v) is int or math.isfinite(v) else None for v in obj]
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def json_text(obj: Any, *, indent: int | None = 1, nan_as_null: bool = False) -> str:
+    """``obj`` as JSON text ending in a newline. Strict: a NaN or an infinity is refused
+    (ValueError, a programming error) unless ``nan_as_null``, which writes it as null
+    (:func:`json_safe`)."""
+    return json.dumps(json_safe(obj) if nan_as_null else obj, indent=indent, allow_nan=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, what: str = "JSON file", indent: int | None = 1,
+               nan_as_null: bool = False) -> str:
+    """``obj`` as JSON (:func:`json_text`), written atomically."""
+    return atomic_write(path, json_text(obj, indent=indent, nan_as_null=nan_as_null), what=what)
 
 
 def check_writable(path: str | os.PathLike, *, what: str = "output", folder: bool = False) -> str:
@@ -219,7 +254,8 @@ def first_non_finite(obj: Any) -> str | None:
     return None
 
 
-__all__ = ["CACHE_ENV", "cache_dir", "atomic_write", "atomic_save", "write_text", "write_json", "check_writable",
+__all__ = ["CACHE_ENV", "cache_dir", "atomic_write", "atomic_save", "write_text", "write_json", "json_safe", "json_text",
+           "check_writable",
            "one_line", "check_zip_crcs", "safe_torch_load", "first_non_finite"]
 
 

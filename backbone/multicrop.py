@@ -29,6 +29,8 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .devices import to_device_format
+
 #: crop counts :func:`make_crops` knows
 CROP_COUNTS = (1, 10, 144)
 #: shorter sides of the 144-crop scales at input size 224
@@ -155,7 +157,6 @@ def predict_probs(
     if len(means) != m_count or len(stds) != m_count:
         raise ValueError("mean / std: give one for all models or one per model")
     device = torch.device(device)
-    channels_last = device.type == "cpu"
     groups: dict[int, _Group] = {}
     for i, s in enumerate(sizes):
         groups.setdefault(s, _Group([], s)).members.append(i)
@@ -170,9 +171,7 @@ def predict_probs(
         owners = torch.cat(g.owners)
         uniq, inv = owners.unique(return_inverse=True)
         for m in g.members:
-            x = normalize(batch, means[m], stds[m])
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = to_device_format(normalize(batch, means[m], stds[m]), device)
             logits = models[m](x)
             if isinstance(logits, tuple):
                 logits = logits[0]

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from backbone.config import from_dict
+from backbone.devices import to_device_format
 from backbone.errors import UserError
 from proposals import propose
 from proposals.multibox import multibox_from_checkpoint
@@ -62,9 +63,7 @@ class Detector:
         self.classes = list(classes)
         self.device = torch.device(device)
         self.kind = kind_of(cfg)
-        self.ensemble = Ensemble(members).to(self.device).eval()
-        if self.device.type == "cpu":
-            self.ensemble = self.ensemble.to(memory_format=torch.channels_last)
+        self.ensemble = to_device_format(Ensemble(members).to(self.device).eval(), self.device)
         self.multibox = multibox
 
     @classmethod

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from backbone import build_backbone, extract_features, stage_names
 from backbone.config import from_dict
+from backbone.devices import to_device_format
 from backbone.errors import UserError
 from backbone.io import safe_torch_load
 from backbone.multicrop import IMAGENET_MEAN, IMAGENET_STD
@@ -112,7 +113,7 @@ def preprocess(images: list[np.ndarray], size: int, device="cpu") -> Tensor:
     x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255)
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+    return to_device_format((x - mean) / std, device)
 
 
 def match(priors: np.ndarray, gt: np.ndarray, method: str = "bipartite") -> tuple[np.ndarray, np.ndarray]:

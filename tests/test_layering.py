@@ -4,6 +4,10 @@ eval/ and backbone/ import nothing of ours; proposals/ imports backbone/ only (d
 top and may import everything). Every import statement counts, wherever it sits (inside
 functions, under ``try``), and so do ``importlib.import_module("...")`` / ``__import__("...")``
 calls with a literal name. Relative imports are resolved against the file's package.
+
+Two single homes are checked the same way: files are written (``open`` for writing, ``torch.save``)
+only by the I/O layer, and ``torch.autocast`` / ``torch.channels_last`` appear only in the device
+policy, ``backbone/devices.py``.
 """
 
 from __future__ import annotations
@@ -268,3 +272,132 @@ def test_the_figure_write_check_can_fail(tmp_path, monkeypatch):
         test_only_the_io_layer_writes_figures()
     assert "eval/plots.py:2" in str(e.value) and "proposals/x.py:2" in str(e.value)
     assert "detector/io" not in str(e.value) and "backbone" not in str(e.value)
+
+
+# --- writing files (docs/DESIGN.md, "Layers"): only the I/O layer ------------------------------
+
+#: the I/O layer: the only code that opens files for writing or calls ``torch.save`` (so that every
+#: file goes through ``backbone.io.atomic_write`` and, for outputs, ``detector.io.outputs.Outputs``)
+IO_LAYER = ("backbone/io.py", "detector/io/")
+#: (file, call) that writes outside the I/O layer -> why it may
+WRITES_ALLOWED = {
+    ("detector/engine/run.py", "os.open"): (
+        "the run folder's job lock (lock_run): an flock on OUT/.lock, which must stay one inode while "
+        "held (a rename over it would hand out a second lock); its text only names the holder"),
+    ("detector/cli/common.py", "os.open"): "os.devnull, opened to silence stdout at exit: no file is written",
+}
+_WRITE_MODE = set("wax+")
+_WRITE_FLAGS = {"O_WRONLY", "O_RDWR", "O_CREAT", "O_APPEND", "O_TRUNC"}
+
+
+def _mode_writes(node: ast.Call, first_mode_arg: int) -> bool:
+    """True when an ``open``-like call's mode (keyword ``mode`` or positional ``first_mode_arg``)
+    writes, or is not a literal (it may)."""
+    mode = next((k.value for k in node.keywords if k.arg == "mode"), None)
+    if mode is None and len(node.args) > first_mode_arg:
+        mode = node.args[first_mode_arg]
+    if mode is None:
+        return False  # "r"
+    if not (isinstance(mode, ast.Constant) and isinstance(mode.value, str)):
+        return True
+    return bool(_WRITE_MODE & set(mode.value))
+
+
+def file_writes(path: Path) -> list[tuple[int, str]]:
+    """(line, call) of every call in ``path`` that writes a file: ``open``/``io.open``/
+    ``os.fdopen``/``Path.open`` with a writing (or non-literal) mode, ``os.open`` with a writing
+    flag, ``Path.write_text``/``write_bytes`` and ``torch.save``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else None
+        if isinstance(f, ast.Name) and f.id == "open" or owner in ("io", "builtins") and f.attr == "open":
+            if _mode_writes(node, 1):
+                out.append((node.lineno, "open"))
+        elif isinstance(f, ast.Attribute) and f.attr == "open" and owner == "os":
+            flags = {n.attr if isinstance(n, ast.Attribute) else n.id
+                     for a in node.args[1:2] for n in ast.walk(a) if isinstance(n, (ast.Attribute, ast.Name))}
+            if flags & _WRITE_FLAGS:
+                out.append((node.lineno, "os.open"))
+        elif isinstance(f, ast.Attribute) and f.attr == "fdopen" and owner == "os":
+            if _mode_writes(node, 1):
+                out.append((node.lineno, "os.fdopen"))
+        elif isinstance(f, ast.Attribute) and f.attr == "open" and owner is None:  # Path(...).open(mode)
+            if _mode_writes(node, 0):
+                out.append((node.lineno, "Path.open"))
+        elif isinstance(f, ast.Attribute) and f.attr in ("write_text", "write_bytes"):
+            out.append((node.lineno, f"Path.{f.attr}"))
+        elif isinstance(f, ast.Attribute) and f.attr == "save" and owner == "torch":
+            out.append((node.lineno, "torch.save"))
+    return sorted(out)
+
+
+def _in_io_layer(rel: str) -> bool:
+    return any(rel == p or rel.startswith(p) for p in IO_LAYER)
+
+
+def unexplained_writes(root: Path = ROOT) -> list[str]:
+    bad = []
+    for pkg in sorted(OURS):
+        for path in sorted(p for p in (root / pkg).rglob("*.py") if "__pycache__" not in p.parts):
+            rel = path.relative_to(root).as_posix()
+            if _in_io_layer(rel):
+                continue
+            bad += [f"{rel}:{line} {what}" for line, what in file_writes(path) if (rel, what) not in WRITES_ALLOWED]
+    return bad
+
+
+def test_files_are_written_only_by_the_io_layer():
+    bad = unexplained_writes()
+    assert not bad, ("files opened for writing or torch.save outside the I/O layer (backbone/io.py, detector/io/; "
+                     "use backbone.io.atomic_write / atomic_save / write_json, or Outputs.write):\n" + "\n".join(bad))
+
+
+def test_every_allowed_write_is_still_there():
+    for (rel, what), why in WRITES_ALLOWED.items():
+        assert why and any(w == what for _, w in file_writes(ROOT / rel)), f"{rel}: no {what} left: drop its entry"
+
+
+def test_the_write_checker_sees_every_kind_of_write(tmp_path):
+    (tmp_path / "detector" / "io").mkdir(parents=True)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "detector" / "io" / "ok.py").write_text("open('x', 'w')\nimport torch\ntorch.save({}, 'x')\n")
+    bad = tmp_path / "eval" / "bad.py"
+    bad.write_text("import os, io, torch\nfrom pathlib import Path\n"
+                   "open('a')\nopen('a', 'rb')\nopen('a', encoding='utf-8')\n"       # reads: lines 3-5
+                   "open('a', 'w')\nopen('a', mode='ab')\nio.open('a', 'r+')\nopen('a', m)\n"  # lines 6-9
+                   "os.open('a', os.O_RDONLY)\nos.open('a', os.O_WRONLY | os.O_CREAT)\n"        # 10, 11
+                   "os.fdopen(3, 'wb')\nPath('a').open('x')\nPath('a').open()\n"              # 12, 13 (14 reads)
+                   "Path('a').write_text('t')\np.write_bytes(b'')\ntorch.save({}, 'a')\n")    # 15-17
+    assert file_writes(bad) == [(6, "open"), (7, "open"), (8, "open"), (9, "open"), (11, "os.open"),
+                                (12, "os.fdopen"), (13, "Path.open"), (15, "Path.write_text"),
+                                (16, "Path.write_bytes"), (17, "torch.save")]
+    for pkg in ("backbone", "proposals"):
+        (tmp_path / pkg).mkdir()
+    found = unexplained_writes(tmp_path)
+    assert len(found) == 10 and all(f.startswith("eval/bad.py:") for f in found)
+
+
+# --- the device and precision policy: one home (backbone/devices.py) ---------------------------
+
+POLICY_HOME = "backbone/devices.py"
+
+
+def policy_uses(path: Path) -> list[tuple[int, str]]:
+    """(line, name) of every ``torch.autocast`` and ``torch.channels_last`` in ``path``."""
+    return sorted((n.lineno, f"torch.{n.attr}") for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                  if isinstance(n, ast.Attribute) and n.attr in ("autocast", "channels_last")
+                  and isinstance(n.value, ast.Name) and n.value.id == "torch")
+
+
+def test_autocast_and_channels_last_only_in_the_device_policy(tmp_path):
+    bad = [f"{p.relative_to(ROOT).as_posix()}:{line} {name}" for pkg in sorted(OURS) for p in _files(pkg)
+           if p.relative_to(ROOT).as_posix() != POLICY_HOME for line, name in policy_uses(p)]
+    assert not bad, ("use backbone.devices.autocast / to_device_format (the one device and precision policy):\n"
+                     + "\n".join(bad))
+    assert [n for _, n in policy_uses(ROOT / POLICY_HOME)] == ["torch.autocast", "torch.channels_last", "torch.channels_last"]
+    f = tmp_path / "m.py"
+    f.write_text("import torch\nx = x.contiguous(memory_format=torch.channels_last)\nwith torch.autocast('cuda'):\n    pass\n")
+    assert policy_uses(f) == [(2, "torch.channels_last"), (3, "torch.autocast")]

@@ -29,20 +29,17 @@ this project did not write is replaced only with ``--overwrite``; a device is wr
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
 import sys
 import warnings
 
-import numpy as np
-
 import yaml
 
 from backbone.config import apply_overrides, from_dict, to_dict
 from backbone.errors import InputWarning, UserError
-from backbone.io import read_yaml
+from backbone.io import json_text, read_yaml
 from detector.cli.common import add_config_args, add_device_arg, add_strict_arg, announce_layout, cli_main
 from detector.config import DetectorConfig, load_detector_config
 from detector.engine.detect_split import detect_split
@@ -143,24 +140,12 @@ def format_table(result: dict, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(v):
-    if isinstance(v, float):
-        return None if math.isnan(v) else v
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, np.generic):
-        return _json_safe(v.item())
-    return v
-
-
 def _write_json(outputs: Outputs, path: str, result: dict, names: list[str], extra: dict) -> None:
     out = {k: v for k, v in result.items() if k not in ("curves", "summary")}
     out["classes"] = names
     out["per_class_AP"] = {n: a for n, a in zip(names, result["AP"])}
     out.update(extra)
-    outputs.write(path, json.dumps(_json_safe(out), indent=1, allow_nan=False) + "\n", what="--json")
+    outputs.write(path, json_text(out, nan_as_null=True), what="--json")
 
 
 def plan_reports(outputs: Outputs, args, protocol: str) -> None:

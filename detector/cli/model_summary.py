@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from backbone import NETWORKS, build_backbone, count_macs, count_parameters
 from backbone.config import MAX_INPUT_SIZE, MAX_NUM_CLASSES
 from backbone.errors import UserError
+from backbone.io import json_text
 from detector.cli.common import cli_main
 from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg
 
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['network']:<14}{r['params']:>14,}{r['params_with_aux']:>14,}{r['macs'] / 1e9:>14.3f} G")
     if json_path:
-        outputs.write(json_path, json.dumps(rows, indent=2) + "\n", what="--json")
+        outputs.write(json_path, json_text(rows, indent=2), what="--json")
     return 0
 
 

@@ -51,7 +51,6 @@ import datetime
 import errno
 import functools
 import json
-import math
 import os
 import socket
 import sys
@@ -70,6 +69,8 @@ from backbone.errors import UserError
 from backbone.io import (
     atomic_save,
     check_writable,
+    json_safe,
+    json_text,
     safe_torch_load,
     write_json,
     write_text,
@@ -142,16 +143,6 @@ def config_compatible(old: dict, new: dict) -> bool:
 
 
 # --------------------------------------------------------------------------------- the log
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v
 
 
 def read_log(path: str) -> list[dict]:
@@ -513,7 +504,7 @@ class RunFolder:
         return self.rows
 
     def _write_log(self) -> None:
-        text = "".join(json.dumps(_finite(r)) + "\n" for r in self.rows)
+        text = "".join(json_text(r, indent=None, nan_as_null=True) for r in self.rows)
         write_text(self.log_path, text, what="log")
         if self.rows:
             plot_curves(self.rows, self.curves_path, metric=self.metric, group=self.group, title=self.kind)
@@ -528,7 +519,7 @@ class RunFolder:
     def log(self, row: dict, message: str | None = None) -> None:
         """Append ``row`` to metrics.jsonl (the file rewritten atomically), redraw curves.png,
         print ``message``. Call before :meth:`save_state` of the same epoch."""
-        self.rows.append(_finite(dict(row)))
+        self.rows.append(json_safe(dict(row)))
         if self.write:
             self._write_log()
             if message:

@@ -27,6 +27,7 @@ import sys
 import torch
 
 from backbone import build_backbone
+from backbone.devices import to_device_format
 from backbone.engine import (
     averaged_module,
     evaluate,
@@ -146,9 +147,7 @@ def train_classifier(cfg: ClassifierConfig, out_dir: str, device: torch.device |
     val_loader = None
     if val_set is not None:
         val_loader = torch.utils.data.DataLoader(val_set, batch_size=max(t.batch_size, 128), num_workers=t.workers)
-    model = build_classifier(cfg, len(classes)).to(device)
-    if device.type == "cpu":
-        model.to(memory_format=torch.channels_last)
+    model = to_device_format(build_classifier(cfg, len(classes)).to(device), device)
     transform_input = bool(getattr(model, "transform_input", False))
     steps_per_epoch = len(loader) if t.max_steps_per_epoch is None else min(len(loader), t.max_steps_per_epoch)
     optimizer = make_optimizer(model, t.lr, t.momentum, t.weight_decay)

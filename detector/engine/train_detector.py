@@ -30,7 +30,6 @@ and rewritten whenever a member's validation mAP improves, and at the end.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
@@ -44,8 +43,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from backbone.config import to_dict
+from backbone.devices import autocast, to_device_format
 from backbone.errors import UserError
-from backbone.io import check_writable, safe_torch_load
+from backbone.io import check_writable, json_safe, safe_torch_load
 from eval import evaluate
 
 from ..classification.init import prepare_init
@@ -135,7 +135,7 @@ def validate(cfg: DetectorConfig, classes, members, val_set, val_props, device) 
                for r in val_set.records[:n]]
         res = evaluate(cfg.test.protocol, gts, dets, len(classes))
         result = {"val_mAP": float(res["mAP"]),
-                  "val_AP": [None if (isinstance(a, float) and math.isnan(a)) else float(a) for a in res["AP"]]}
+                  "val_AP": json_safe([float(a) for a in res["AP"]])}
     return broadcast_object(result)
 
 
@@ -258,9 +258,7 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
         if stopped or first_epoch >= E:
             continue
         seed = cfg.train.seed + 1000 * member
-        model = build_member(cfg, len(classes), _seed(seed, 0)).to(device)
-        if device.type == "cpu":
-            model = model.to(memory_format=torch.channels_last)
+        model = to_device_format(build_member(cfg, len(classes), _seed(seed, 0)).to(device), device)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(kind.param_groups(model, cfg), lr=cfg.train.lr * scale, momentum=cfg.train.momentum)
         best, first_step, partial, member_steps = None, 0, None, 0
@@ -293,7 +291,7 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
                     y = b.labels
                     for g in opt.param_groups:
                         g["lr"] = lr_at(cfg, epoch, epoch * per_epoch + step, scale)
-                    with _autocast(device):
+                    with autocast(device):
                         out = kind.forward(net, b)
                         loss, _ = kind.region_loss(out, b, cfg)
                     opt.zero_grad(set_to_none=True)
@@ -402,13 +400,6 @@ def _all_ranks_agree(ok: bool, world: int, device: torch.device) -> bool:
     flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
-
-
-def _autocast(device: torch.device):
-    """bfloat16 autocast on CUDA (float32 on the CPU, as inference)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class _StepBatches(torch.utils.data.Dataset):

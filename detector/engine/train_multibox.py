@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from backbone.config import check_config, to_dict
+from backbone.devices import to_device_format
 from backbone.errors import UserError
 from backbone.io import atomic_save
 from proposals.multibox import (
@@ -136,7 +137,7 @@ def train_multibox(cfg, out_dir: str, device="cpu", split: str | None = None, *,
         priors = state["model"]["priors"].numpy()
     else:
         priors = kmeans_priors(np.concatenate(gts), mb.num_priors, seed=mb.seed)
-    model = MultiBox(mb, priors).to(device).to(memory_format=torch.channels_last)
+    model = to_device_format(MultiBox(mb, priors).to(device), device)
     if mb.optimizer == "adam":
         opt = torch.optim.AdamW(model.parameters(), lr=mb.lr, weight_decay=mb.weight_decay)
     else:

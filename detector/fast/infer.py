@@ -4,12 +4,13 @@ members' softmax probabilities and box deltas are averaged (as R-CNN's ensemble 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+from backbone.devices import autocast, to_device_format
 
 from ..io.images import to_tensor_image as _to_tensor_image
 from .model import FastRCNN
@@ -25,10 +26,7 @@ def prepare_members(members: Sequence[FastRCNN], device) -> list[FastRCNN]:
     device = torch.device(device)
     out = []
     for m in members:
-        m = m.to(device).eval()
-        if device.type == "cpu":
-            m = m.to(memory_format=torch.channels_last)
-        out.append(m)
+        out.append(to_device_format(m.to(device).eval(), device))
     return out
 
 
@@ -73,8 +71,6 @@ def score_image(members: Sequence[FastRCNN], image, boxes: Tensor, *, min_side: 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
     t0 = time.perf_counter()
     img = to_tensor_image(image, device)
     h, w = img.shape[-2:]
@@ -82,16 +78,14 @@ def score_image(members: Sequence[FastRCNN], image, boxes: Tensor, *, min_side: 
     factors = [resize_factor(h, w, s, max_side) for s in sides]
     which = assign_scales(boxes, factors) if len(factors) > 1 else torch.zeros(n, dtype=torch.int64)
     times["trunk"] += time.perf_counter() - t0
-    with autocast:
+    with autocast(device):
         for k, factor in enumerate(factors):
             idx = torch.nonzero(which == k).flatten()
             if len(idx) == 0:
                 continue
             t0 = time.perf_counter()
             x, sx, sy = resize_image(img, factor)
-            x = x[None]
-            if device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = to_device_format(x[None], device)
             b = (boxes[idx] * torch.tensor([sx, sy, sx, sy])).to(device)
             times["trunk"] += time.perf_counter() - t0
             for m in members:

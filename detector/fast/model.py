@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork, roi_align
 
 from backbone import build_backbone, extract_features, stage_names
+from backbone.devices import to_device_format
 from backbone.errors import UserError
 from backbone.weights import AUX_PREFIXES, HEAD_PREFIXES, read_state_dict
 
@@ -281,9 +282,7 @@ class FastRCNN(nn.Module):
 
     # -- the two halves -----------------------------------------------------------------------
     def _run_trunk(self, x: Tensor) -> "OrderedDict[str, Tensor]":
-        if x.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        feats = extract_features(self.trunk, x, self.taps)
+        feats = extract_features(self.trunk, to_device_format(x, x.device), self.taps)
         if self.fpn is not None:
             return self.fpn(feats)
         return OrderedDict([(self.taps[0], self.reduce(feats[self.taps[0]]))])

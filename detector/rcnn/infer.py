@@ -3,12 +3,13 @@ chunks of ``test.batch_size`` regions."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from backbone.devices import autocast
 
 from ..ensemble import Ensemble
 from ..io.images import to_tensor_image
@@ -19,13 +20,6 @@ def _sync(device: torch.device) -> None:
     """Wait for queued CUDA work, so that a stage's time is its own."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device):
-    """bfloat16 autocast on CUDA; float32 on the CPU (bfloat16 is several times slower there)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -48,7 +42,7 @@ def score_regions(ensemble: Ensemble, cfg, image: np.ndarray, boxes: Tensor, dev
         crops = warp_regions(t, boxes[start:start + step], m.input_size, m.context_pad)
         _sync(device)
         t1 = time.perf_counter()
-        with _autocast(device):
+        with autocast(device):
             p, d = ensemble(crops)
         probs.append(p.float().cpu())  # .cpu() waits for the device
         if d is not None:

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from backbone.devices import to_device_format
+
 
 def dilate_boxes(boxes: Tensor, size: int, context_pad: float) -> Tensor:
     """Grow (N, 4) xyxy boxes so that ``pad = context_pad * size / 224`` px of context surround
@@ -41,6 +43,4 @@ def warp_regions(image: Tensor, boxes: Tensor, size: int, context_pad: float = 1
     # adaptive sampling (ratio 0): ceil(box/size)^2 samples per output pixel, i.e. an
     # area-average when shrinking (no aliasing) and plain bilinear when enlarging
     out = roi_align(image[None], [rois], output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
-    if out.device.type == "cpu":
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
+    return to_device_format(out, out.device)

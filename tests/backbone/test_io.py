@@ -6,11 +6,21 @@ import stat
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from backbone.errors import UserError
-from backbone.io import atomic_save, atomic_write, cache_dir, check_writable, safe_torch_load, write_json
+from backbone.io import (
+    atomic_save,
+    atomic_write,
+    cache_dir,
+    check_writable,
+    json_safe,
+    json_text,
+    safe_torch_load,
+    write_json,
+)
 
 
 def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
@@ -54,6 +64,22 @@ def test_write_json_refuses_a_folder_and_nan(tmp_path):
         write_json(tmp_path, {"a": 1})
     with pytest.raises(ValueError):
         write_json(tmp_path / "n.json", {"a": float("nan")})
+
+
+def test_nan_as_null_the_one_json_rule(tmp_path):
+    obj = {"AP": [0.5, float("nan"), 1], "mAP": np.float32("nan"), "inf": float("-inf"), "n": np.int64(3),
+           "ok": np.bool_(True), "arr": np.array([[1.0, np.nan]]), "t": (1, float("inf")), 2: "int key"}
+    safe = json_safe(obj)
+    assert safe == {"AP": [0.5, None, 1], "mAP": None, "inf": None, "n": 3, "ok": True, "arr": [[1.0, None]],
+                    "t": [1, None], 2: "int key"}
+    assert type(safe["n"]) is int and type(safe["ok"]) is bool
+    assert json_text(obj, indent=None, nan_as_null=True) == (
+        '{"AP": [0.5, null, 1], "mAP": null, "inf": null, "n": 3, "ok": true, "arr": [[1.0, null]], '
+        '"t": [1, null], "2": "int key"}\n')
+    write_json(tmp_path / "a.json", {"a": float("nan")}, nan_as_null=True)
+    assert (tmp_path / "a.json").read_text() == '{\n "a": null\n}\n'
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        json_text({"a": [float("nan")]})
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

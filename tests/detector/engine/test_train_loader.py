@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import detector.engine.train_detector as td
+from backbone.devices import autocast
 from detector import Detector
 from detector.engine.run import RunFolder
 from detector.io.checkpoints import load_detector
@@ -184,5 +185,5 @@ def test_cuda_training_with_workers_under_bf16_autocast(mini, props, tmp_path):
                              progress=False)
     state = load_detector(path)["members"][0]
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
-    with td._autocast(torch.device("cuda")):
+    with autocast(torch.device("cuda")):
         assert torch.get_autocast_dtype("cuda") == torch.bfloat16

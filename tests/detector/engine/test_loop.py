@@ -69,7 +69,7 @@ def test_stop_after_and_the_loops_own_hooks():
             seen.append(lp.steps)
 
     lp = StepLoop(opt, net.parameters(), CPU, hooks=[Spy()])
-    step = lambda: lp.step(lambda: (None, net(torch.ones(1, 3)).sum()))  # noqa: E731
+    step = lambda: lp.step(lambda: (None, net(torch.ones(1, 3)).sum()))
     with stop_after(2):
         step()
         step()

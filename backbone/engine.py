@@ -7,18 +7,18 @@ dataset's transform, not this module's.
 
 Pieces, each doing one job (the file formats of checkpoints and logs live in ``detector``):
 
-- :func:`make_optimizer`, :func:`make_scheduler`, :func:`make_averaged_model`
+- :func:`make_optimizer`, :func:`make_averaged_model`
 - :func:`classification_loss`: main + ``aux_weight`` x each auxiliary head
-- :func:`train_one_epoch`, :func:`evaluate`: the loops (tqdm bar on a terminal only)
+- :func:`evaluate`: the evaluation pass (tqdm bar on a terminal only); the training step and
+  the schedule are the detector engine's (``detector.engine.train_classifier``, its one step loop)
 - :func:`training_state` / :func:`restore_training_state`: everything needed to resume
 """
 
 from __future__ import annotations
 
-import math
 import sys
-import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,24 +37,6 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_de
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, steps_per_epoch: int, *, gamma: float = 0.96, every_epochs: float = 8,
-    warmup_steps: int = 0,
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule: lr x ``gamma`` every ``every_epochs`` epochs (step-wise, as the paper),
-    after an optional linear warm-up of ``warmup_steps`` steps. Call ``step()`` after every
-    optimizer step."""
-    every_steps = max(1, int(round(every_epochs * steps_per_epoch)))
-
-    def factor(step: int) -> float:
-        f = gamma ** (step // every_steps)
-        if warmup_steps > 0 and step < warmup_steps:
-            f *= (step + 1) / warmup_steps
-        return f
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def make_averaged_model(model: nn.Module, decay: float = 0.999) -> AveragedModel:
@@ -78,62 +60,9 @@ def classification_loss(output: Tensor | tuple, target: Tensor, aux_weight: floa
     return F.cross_entropy(output, target), output
 
 
-def _to_device(x: Tensor, device: torch.device) -> Tensor:
+def to_device(x: Tensor, device: torch.device) -> Tensor:
+    """``x`` on ``device`` (channels-last images on the CPU: the device policy)."""
     return to_device_format(x.to(device, non_blocking=True), device)
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader: Iterable,
-    optimizer: torch.optim.Optimizer,
-    *,
-    device: torch.device | str = "cpu",
-    scheduler: Any = None,
-    averaged: AveragedModel | None = None,
-    aux_weight: float = 0.3,
-    max_steps: int | None = None,
-    desc: str = "train",
-    progress: bool | None = None,
-) -> dict[str, float]:
-    """One pass over ``loader`` (batches ``(images (N,3,H,W), labels (N,))``): forward in
-    training mode, loss with auxiliary heads, SGD step, scheduler step, Polyak update.
-    Returns ``{"loss", "top1", "samples", "steps", "seconds", "lr"}`` (loss and accuracy of
-    the main head on the training batches, averaged over samples)."""
-    device = torch.device(device)
-    model.train()
-    if progress is None:
-        progress = sys.stderr.isatty()
-    total = len(loader) if hasattr(loader, "__len__") else None
-    if max_steps is not None and total is not None:
-        total = min(total, max_steps)
-    loss_sum, correct, seen, steps = 0.0, 0, 0, 0
-    t0 = time.time()
-    bar = tqdm(loader, total=total, desc=desc, unit="batch", disable=not progress, leave=False)
-    for images, labels in bar:
-        images, labels = _to_device(images, device), labels.to(device)
-        loss, logits = classification_loss(model(images), labels, aux_weight)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training diverged: loss is {loss.item()} at step {steps} (lower the learning rate)")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if averaged is not None:
-            averaged.update_parameters(model)
-        n = labels.numel()
-        loss_sum += loss.item() * n
-        correct += int((logits.argmax(1) == labels).sum())
-        seen += n
-        steps += 1
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        if max_steps is not None and steps >= max_steps:
-            break
-    bar.close()
-    return {
-        "loss": loss_sum / max(seen, 1), "top1": correct / max(seen, 1), "samples": seen, "steps": steps,
-        "seconds": time.time() - t0, "lr": optimizer.param_groups[0]["lr"],
-    }
 
 
 @torch.inference_mode()
@@ -146,7 +75,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str =
         progress = sys.stderr.isatty()
     loss_sum, top1, top5, seen = 0.0, 0, 0, 0
     for images, labels in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        images, labels = _to_device(images, device), labels.to(device)
+        images, labels = to_device(images, device), labels.to(device)
         out = model(images)
         logits = out[0] if isinstance(out, tuple) else out
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
@@ -196,6 +125,12 @@ def restore_training_state(state: dict[str, Any], model: nn.Module, optimizer: t
 
 
 __all__ = [
-    "make_optimizer", "make_scheduler", "make_averaged_model", "classification_loss", "train_one_epoch",
-    "evaluate", "averaged_module", "training_state", "restore_training_state",
+    "averaged_module",
+    "classification_loss",
+    "evaluate",
+    "make_averaged_model",
+    "make_optimizer",
+    "restore_training_state",
+    "to_device",
+    "training_state",
 ]

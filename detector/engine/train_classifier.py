@@ -1,8 +1,10 @@
 """train-classifier's loop: a GoogLeNet classifier with the paper's recipe (section 7) from a
 :class:`~detector.config.ClassifierConfig`, in a run folder.
 
-The recipe's pieces are :mod:`backbone.engine` (SGD with momentum, lr x ``train.lr_gamma``
-every ``train.lr_step_epochs`` epochs applied per step, Polyak averaging, aux losses); the data
+The recipe's pieces are :mod:`backbone.engine` (SGD with momentum, Polyak averaging, aux
+losses) and here the schedule (lr x ``train.lr_gamma`` every ``train.lr_step_epochs`` epochs
+applied per step, :func:`make_scheduler` over :func:`.loop.lr_at`) and the epoch of steps
+(:func:`train_one_epoch`, each step a :class:`.loop.StepLoop` step); the data
 and its augmentation :mod:`detector.classification` (random-area / aspect crops, ``train.flip``,
 ``train.vflip``, colour jitter: every augmentation is a ``train.*`` setting).
 
@@ -23,19 +25,24 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from typing import Any, Iterable
 
 import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
 
 from backbone import build_backbone
 from backbone.devices import to_device_format
 from backbone.engine import (
     averaged_module,
+    classification_loss,
     evaluate,
     make_averaged_model,
     make_optimizer,
-    make_scheduler,
     restore_training_state,
-    train_one_epoch,
+    to_device,
     training_state,
 )
 from backbone.errors import UserError
@@ -50,6 +57,7 @@ from ..classification.transforms import (
 )
 from ..config import ClassifierConfig, validate_config
 from ..io.checkpoints import save_classifier
+from .loop import StepLoop, lr_at
 from .run import RunFolder, releases_run_lock
 
 COMMAND = "train-classifier"
@@ -89,30 +97,83 @@ def build_classifier(cfg: ClassifierConfig, num_classes: int) -> torch.nn.Module
     return model
 
 
-class _Killed:
-    """A loader that raises KeyboardInterrupt after ``left[0]`` batches in all (tests of resume)."""
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, steps_per_epoch: int, *, gamma: float = 0.96, every_epochs: float = 8,
+    warmup_steps: int = 0,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule (:func:`.loop.lr_at`): lr x ``gamma`` every ``every_epochs`` epochs
+    (step-wise, as the paper), after an optional linear warm-up of ``warmup_steps`` steps. Call
+    ``step()`` after every optimizer step."""
+    every_steps = max(1, int(round(every_epochs * steps_per_epoch)))
 
-    def __init__(self, loader, left: list[int]):
-        self.loader, self.left = loader, left
+    def factor(step: int) -> float:
+        return lr_at(1.0, step, decays=step // every_steps, gamma=gamma, warmup_steps=warmup_steps)
 
-    def __len__(self):
-        return len(self.loader)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-    def __iter__(self):
-        for batch in self.loader:
-            if self.left[0] <= 0:
-                raise KeyboardInterrupt
-            self.left[0] -= 1
-            yield batch
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    loop: StepLoop,
+    *,
+    scheduler: Any = None,
+    averaged: AveragedModel | None = None,
+    aux_weight: float = 0.3,
+    max_steps: int | None = None,
+    where: str = "",
+    desc: str = "train",
+    progress: bool | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader`` (batches ``(images (N,3,H,W), labels (N,))``), each batch one
+    step of ``loop`` (forward in training mode, loss with auxiliary heads, the optimizer step),
+    then the scheduler step and the Polyak update. Returns ``{"loss", "top1", "samples",
+    "steps", "seconds", "lr"}`` (loss and accuracy of the main head on the training batches,
+    averaged over samples)."""
+    device = loop.device
+    model.train()
+    if progress is None:
+        progress = sys.stderr.isatty()
+    total = len(loader) if hasattr(loader, "__len__") else None
+    if max_steps is not None and total is not None:
+        total = min(total, max_steps)
+    loss_sum, correct, seen, steps = 0.0, 0, 0, 0
+    t0 = time.time()
+    bar = tqdm(loader, total=total, desc=desc, unit="batch", disable=not progress, leave=False)
+    for images, labels in bar:
+        images, labels = to_device(images, device), labels.to(device)
+
+        def loss_fn(images=images, labels=labels):
+            loss, logits = classification_loss(model(images), labels, aux_weight)
+            return logits, loss
+
+        logits = loop.step(loss_fn, where=f"{where}step {steps + 1}".strip())
+        if scheduler is not None:
+            scheduler.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
+        n = labels.numel()
+        loss_sum += loop.last_loss * n
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += n
+        steps += 1
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if max_steps is not None and steps >= max_steps:
+            break
+    bar.close()
+    return {
+        "loss": loss_sum / max(seen, 1), "top1": correct / max(seen, 1), "samples": seen, "steps": steps,
+        "seconds": time.time() - t0, "lr": loop.opt.param_groups[0]["lr"],
+    }
 
 
 @releases_run_lock
 def train_classifier(cfg: ClassifierConfig, out_dir: str, device: torch.device | str = "cpu", *,
-                     resume: bool = True, progress: bool = True, _stop_after_steps: int | None = None) -> str:
+                     resume: bool = True, progress: bool = True) -> str:
     """Train ``cfg`` into the run folder ``out_dir``; return the path of ``model.pt``.
 
     A run found in ``out_dir`` resumes (``resume=False`` refuses it; see :mod:`.run` for the
-    rule). ``_stop_after_steps`` simulates a kill after that many steps (tests of resume)."""
+    rule)."""
     validate_config(cfg)
     device = torch.device(device)
     t, m = cfg.train, cfg.model
@@ -163,17 +224,14 @@ def train_classifier(cfg: ClassifierConfig, out_dir: str, device: torch.device |
         rf.say(f"resuming {rf.out_dir} after epoch {done}")
     meta = dict(arch=m.arch, classes=classes, input_size=size, config=cfg, transform_input=transform_input)
     show = progress and sys.stderr.isatty()
-    left = [_stop_after_steps] if _stop_after_steps is not None else None
+    loop = StepLoop(optimizer, [p for p in model.parameters() if p.requires_grad], device)  # no clipping setting
 
     for epoch in range(done + 1, t.epochs + 1):
         start_epoch(loader, t.seed, epoch)  # shuffle and augmentation of epoch e: the same after a resume
-        try:
-            tr = train_one_epoch(model, loader if left is None else _Killed(loader, left), optimizer, device=device,
-                                 scheduler=scheduler, averaged=averaged, aux_weight=t.aux_weight,
-                                 max_steps=t.max_steps_per_epoch, desc=f"epoch {epoch}/{t.epochs}", progress=show)
-        except FloatingPointError as e:
-            hint = f"; the last good state is {rf.state_path}" if epoch > 1 else ""
-            raise UserError(f"epoch {epoch}: {e}{hint}") from None
+        loop.hint = "lower train.lr" + (f"; the last good state is {rf.state_path}" if epoch > 1 else "")
+        tr = train_one_epoch(model, loader, loop, scheduler=scheduler, averaged=averaged, aux_weight=t.aux_weight,
+                             max_steps=t.max_steps_per_epoch, where=f"epoch {epoch} ",
+                             desc=f"epoch {epoch}/{t.epochs}", progress=show)
         row = {"epoch": epoch, "loss": round(tr["loss"], 5), "top1": round(tr["top1"], 5),
                "lr": tr["lr"], "steps": tr["steps"], "seconds": round(tr["seconds"], 1)}
         polyak = averaged_module(averaged)
@@ -195,4 +253,5 @@ def train_classifier(cfg: ClassifierConfig, out_dir: str, device: torch.device |
     return rf.model_path
 
 
-__all__ = ["train_classifier", "make_train_loader", "start_epoch", "build_classifier", "COMMAND", "KIND"]
+__all__ = ["train_classifier", "make_train_loader", "make_scheduler", "start_epoch", "train_one_epoch",
+           "build_classifier", "COMMAND", "KIND"]

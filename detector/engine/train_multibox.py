@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from backbone.config import check_config, to_dict
 from backbone.devices import to_device_format
-from backbone.errors import UserError
 from backbone.io import atomic_save
 from proposals.multibox import (
     MultiBox,
@@ -42,15 +41,12 @@ from proposals.multibox import (
 
 from ..io.datasets import load_dataset
 from ..io.images import ImageReads
+from .loop import StepLoop, seed
 from .run import RunFolder, releases_run_lock
 
 COMMAND = "train-detector"
 KIND = "multibox"
 FINAL_FILE = "multibox.pt"
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def _normalised_boxes(rec) -> np.ndarray:
@@ -110,11 +106,12 @@ class _Images:
 
 @releases_run_lock
 def train_multibox(cfg, out_dir: str, device="cpu", split: str | None = None, *, resume: bool = True,
-                   progress: bool = True, _stop_after_steps: int | None = None) -> str:
+                   progress: bool = True) -> str:
     """Train MultiBox on ``split`` (default ``cfg.data.train_split``) with
     ``cfg.proposals.multibox`` into the run folder ``out_dir`` (resumed when found there,
     refused with ``resume=False``). Returns the checkpoint path (``out_dir/multibox.pt``).
-    ``_stop_after_steps`` simulates a kill (tests)."""
+    Each batch is one :class:`.loop.StepLoop` step (autocast, the divergence check before the
+    optimizer's step; no gradient clipping: MultiBox has no setting for it)."""
     mb = cfg.proposals.multibox
     check_config(mb, prefix="proposals.multibox.")  # matching, optimizer, ...: as declared
     device = torch.device(device)
@@ -151,13 +148,14 @@ def train_multibox(cfg, out_dir: str, device="cpu", split: str | None = None, *,
     if state is not None:
         rf.say(f"multibox: resuming {rf.out_dir} after epoch {done}")
 
-    n, steps_done = len(ds), 0
+    n = len(ds)
+    loop = StepLoop(opt, model.parameters(), device, hint="lower proposals.multibox.lr")  # no clipping setting
     show = progress and sys.stderr.isatty()
     for epoch in range(done, mb.epochs):
         model.train()
         t0 = time.perf_counter()
         rng = np.random.default_rng([mb.seed, epoch])  # every draw of epoch e from (seed, e): exact resumes
-        torch.manual_seed(_seed(mb.seed, epoch))
+        torch.manual_seed(seed(mb.seed, epoch))
         order = rng.permutation(n)
         tot = {"loss": 0.0, "loc": 0.0, "conf": 0.0}
         steps = 0
@@ -175,22 +173,18 @@ def train_multibox(cfg, out_dir: str, device="cpu", split: str | None = None, *,
             if not batch:
                 continue
             x = preprocess(batch, S, device)
-            offsets, logits = model(x)
-            loss, parts = multibox_loss(offsets, logits, model.priors, boxes, mb.alpha, mb.matching)
-            if not np.isfinite(loss.item()):
-                raise UserError(f"MultiBox training diverged (loss {loss.item()}) at epoch {epoch + 1}: "
-                                "lower proposals.multibox.lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot["loss"] += loss.item()
+
+            def loss_fn(x=x, boxes=boxes):
+                offsets, logits = model(x)
+                loss, parts = multibox_loss(offsets, logits, model.priors, boxes, mb.alpha, mb.matching)
+                return parts, loss
+
+            parts = loop.step(loss_fn, where=f"multibox epoch {epoch + 1} step {steps + 1}")
+            tot["loss"] += loop.last_loss
             tot["loc"] += parts["loc"]
             tot["conf"] += parts["conf"]
             steps += 1
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            steps_done += 1
-            if _stop_after_steps is not None and steps_done >= _stop_after_steps:
-                raise KeyboardInterrupt
+            bar.set_postfix(loss=f"{loop.last_loss:.3f}")
         bar.close()
         sched.step()
         row = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in tot.items()},

@@ -164,3 +164,25 @@ def tiny_multibox(seed: int) -> MultiBox:
 def save_multibox(net, path) -> str:
     torch.save(checkpoint_dict(net), path)
     return str(path)
+
+
+def train_given(cfg, out_dir, device, *, train_proposals=None, val_proposals=None, stop_after=None, **kw):
+    """``train_detector`` with the training (and validation) proposals given as lists aligned
+    with the splits' records instead of the proposal cache's; ``stop_after``: killed
+    (KeyboardInterrupt) before that many + 1 optimizer steps (:func:`detector.engine.loop.stop_after`)."""
+    import contextlib
+    from unittest import mock
+
+    from detector.engine import loop
+    from detector.engine import train_detector as td
+
+    real, calls = td.ensure_proposals, []
+
+    def given(dataset, *a, **k):
+        calls.append(1)  # the training split's proposals come first, then the validation split's
+        mine = train_proposals if len(calls) == 1 else val_proposals
+        return real(dataset, *a, **k) if mine is None else mine
+
+    stop = loop.stop_after(stop_after) if stop_after is not None else contextlib.nullcontext()
+    with mock.patch.object(td, "ensure_proposals", given), stop:
+        return td.train_detector(cfg, out_dir, device, **kw)

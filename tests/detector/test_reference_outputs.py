@@ -17,11 +17,10 @@ import torch
 
 from detector import Detector
 from detector.assets import default_model_path
-from detector.engine.train_detector import train_detector
 from detector.io.checkpoints import load_detector
 from detector.io.datasets import load_dataset
 
-from .helpers import jittered_proposals, tiny_config
+from .helpers import jittered_proposals, tiny_config, train_given
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REF = os.path.join(ROOT, "tests", "data", "reference")
@@ -61,7 +60,7 @@ def seeded_run_digests(kind: str, out: str | None = None) -> list[dict]:
     cfg = _tiny(kind)
     props = [jittered_proposals(load_dataset(cfg.data, s)) for s in ("train", "test")]
     with tempfile.TemporaryDirectory() as tmp:
-        path = train_detector(cfg, out or tmp, CPU, train_proposals=props[0], val_proposals=props[1], progress=False)
+        path = train_given(cfg, out or tmp, CPU, train_proposals=props[0], val_proposals=props[1], progress=False)
         members = load_detector(path)["members"]
     result = []
     for state in members:

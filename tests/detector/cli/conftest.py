@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from detector.engine.train_detector import train_detector
 from detector.io.datasets import load_dataset
-from tests.detector.helpers import jittered_proposals, tiny_config
+from tests.detector.helpers import jittered_proposals, tiny_config, train_given
 
 
 @pytest.fixture(scope="session")
@@ -15,4 +14,4 @@ def model(tmp_path_factory, test_data):
                                                   "proposals.working_width": 200, "test.max_proposals": 60})
     out = tmp_path_factory.mktemp("model")
     props = jittered_proposals(load_dataset(cfg.data, "train"))
-    return train_detector(cfg, str(out / "run"), torch.device("cpu"), train_proposals=props, progress=False)
+    return train_given(cfg, str(out / "run"), torch.device("cpu"), train_proposals=props, progress=False)

@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from detector.engine.train_detector import train_detector
 from detector.io.datasets import load_dataset
-from tests.detector.helpers import coco_eval_files, eval_map_error, jittered_proposals, run_eval_map, tiny_config, untrained_detector
+from tests.detector.helpers import (
+    coco_eval_files,
+    eval_map_error,
+    jittered_proposals,
+    run_eval_map,
+    tiny_config,
+    train_given,
+    untrained_detector,
+)
 
 
 @pytest.mark.parametrize("protocol, ap", [("voc", 0.2457), ("voc07", 0.2684)])
@@ -132,7 +139,7 @@ def test_class_absent_from_the_data_trains_and_has_no_ap(mini, tmp_path, capsys,
     cfg = tiny_config(mini, **{"data.classes": four, "train.val_every": 1, "proposals.working_width": 200,
                                "proposals.max_boxes": 60})
     val = jittered_proposals(load_dataset(cfg.data, "test"))
-    path = train_detector(cfg, str(tmp_path / "run"), torch.device("cpu"), progress=False,
+    path = train_given(cfg, str(tmp_path / "run"), torch.device("cpu"), progress=False,
                           train_proposals=jittered_proposals(load_dataset(cfg.data, "train")), val_proposals=val)
     # voc-mini holds RBC and WBC only: Platelets and the extra Neutrophil are never seen
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])

@@ -15,14 +15,14 @@ from detector.cli.propose import main as propose_main
 from detector.cli.train_detector import main as train_main
 from detector.config import load_detector_config
 from detector.engine.detect_split import detect_split
-from detector.engine.train_detector import build_member, train_detector
+from detector.engine.train_detector import build_member
 from detector.engine.train_multibox import train_multibox
 from detector.io.datasets import load_dataset
 from detector.io.images import TruncatedImageWarning, UnreadableImageWarning
 from detector.model import Detector
 from detector.proposal_cache import ensure_proposals
 
-from ..helpers import jittered_proposals, tiny_config
+from ..helpers import jittered_proposals, tiny_config, train_given
 
 CUT, BAD = "BloodImage_00003", "BloodImage_00004"   # both in the fixture's train split
 
@@ -51,7 +51,7 @@ def _ours(seen, category):
 def _train(root, tmp_path, workers=0):
     cfg = tiny_config(root, **{"train.max_steps": 2, "model.rcnn.input_size": 32, "train.workers": workers})
     ds = load_dataset(cfg.data, "train")
-    return train_detector(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=jittered_proposals(ds),
+    return train_given(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=jittered_proposals(ds),
                           progress=False)
 
 
@@ -155,7 +155,7 @@ def test_validation_scores_an_undecodable_image_without_detections(labelimg, tes
     props = jittered_proposals(ds)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        train_detector(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=props, val_proposals=props,
+        train_given(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=props, val_proposals=props,
                        progress=False)
     msgs = _ours(seen, UnreadableImageWarning)
     assert any(m.startswith(f"validation images of dataset {labelimg} split train: 1 image(s) that cannot be decoded "

@@ -19,6 +19,7 @@ from detector.classification.transforms import train_transform
 from detector.cli import train_classifier as cli
 from detector.config import ClassifierConfig, load_classifier_config
 from detector.engine.run import RunFolder
+from detector.engine.loop import stop_after
 from detector.engine.train_classifier import make_train_loader, start_epoch, train_classifier
 from detector.io.checkpoints import read_classifier
 
@@ -134,7 +135,8 @@ def test_killed_runs_end_where_an_unbroken_one_ends(folder, tmp_path, monkeypatc
     unbroken = train_classifier(cfg(), str(tmp_path / "a"), "cpu", progress=False)
     assert not (tmp_path / "a" / "best.pt").exists()
     with pytest.raises(KeyboardInterrupt):  # in epoch 2 (1 step per epoch)
-        train_classifier(cfg(), str(tmp_path / "b"), "cpu", progress=False, _stop_after_steps=1)
+        with stop_after(1):
+            train_classifier(cfg(), str(tmp_path / "b"), "cpu", progress=False)
     assert [r["epoch"] for r in _rows(tmp_path / "b")] == [1]
     b = train_classifier(cfg(), str(tmp_path / "b"), "cpu", progress=False)
     assert _same(_weights(b), _weights(unbroken))

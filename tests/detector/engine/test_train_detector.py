@@ -17,7 +17,7 @@ from detector.engine.train_detector import train_detector
 from detector.io.checkpoints import load_detector
 from detector.io.datasets import load_dataset
 
-from ..helpers import jittered_proposals, tiny_config
+from ..helpers import jittered_proposals, tiny_config, train_given
 from .test_run import ROOT_SKIP, snapshot
 
 td = importlib.import_module("detector.engine.train_detector")  # the module (not the function of that name)
@@ -36,7 +36,7 @@ def props(mini):
 
 
 def _train(cfg, out, props, **kw):
-    return train_detector(cfg, str(out), CPU, train_proposals=props[0], val_proposals=props[1], progress=False, **kw)
+    return train_given(cfg, str(out), CPU, train_proposals=props[0], val_proposals=props[1], progress=False, **kw)
 
 
 def _rows(out):
@@ -177,7 +177,7 @@ def _props(cfg):
 
 def test_train_two_members_and_detect(mini, tmp_path):
     cfg = tiny_config(mini, **{"model.members": 2, "model.bbox_reg": "true", "train.epochs": 2})
-    path = train_detector(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=_props(cfg), progress=False)
+    path = train_given(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=_props(cfg), progress=False)
     ck = load_detector(path)
     assert len(ck["members"]) == 2 and ck["classes"] == ["Platelets", "RBC", "WBC"]
     assert not any(k.startswith("net.aux") for k in ck["members"][0])  # inference-only state
@@ -201,10 +201,10 @@ def test_train_two_members_and_detect(mini, tmp_path):
 def test_resume_ends_where_unbroken_run_ends(mini, tmp_path):
     cfg = tiny_config(mini, **{"train.epochs": 2})
     props = _props(cfg)
-    a = train_detector(cfg, str(tmp_path / "a"), torch.device("cpu"), train_proposals=props, progress=False)
+    a = train_given(cfg, str(tmp_path / "a"), torch.device("cpu"), train_proposals=props, progress=False)
     with pytest.raises(KeyboardInterrupt):  # killed in epoch 2 (1 step per epoch here: 3 images / 2)
-        train_detector(cfg, str(tmp_path / "b"), torch.device("cpu"), train_proposals=props, progress=False, _stop_after_steps=2)
-    b = train_detector(cfg, str(tmp_path / "b"), torch.device("cpu"), train_proposals=props, progress=False)
+        train_given(cfg, str(tmp_path / "b"), torch.device("cpu"), train_proposals=props, progress=False, stop_after=1)
+    b = train_given(cfg, str(tmp_path / "b"), torch.device("cpu"), train_proposals=props, progress=False)
     sa, sb = load_detector(a)["members"][0], load_detector(b)["members"][0]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
@@ -212,15 +212,15 @@ def test_resume_ends_where_unbroken_run_ends(mini, tmp_path):
 def test_refuses_to_overwrite_and_config_change(mini, tmp_path):
     cfg = tiny_config(mini)
     props = _props(cfg)
-    train_detector(cfg, str(tmp_path / "r"), torch.device("cpu"), train_proposals=props, progress=False)
+    train_given(cfg, str(tmp_path / "r"), torch.device("cpu"), train_proposals=props, progress=False)
     with pytest.raises(UserError, match="already holds a training run"):
-        train_detector(cfg, str(tmp_path / "r"), torch.device("cpu"), train_proposals=props, resume=False)
+        train_given(cfg, str(tmp_path / "r"), torch.device("cpu"), train_proposals=props, resume=False)
     cfg2 = tiny_config(mini, **{"train.lr": 0.5})
     with pytest.raises(UserError, match="another config"):
-        train_detector(cfg2, str(tmp_path / "r"), torch.device("cpu"), train_proposals=props)
+        train_given(cfg2, str(tmp_path / "r"), torch.device("cpu"), train_proposals=props)
     # test settings do not change training: a resume may change them, the model carries the new ones
     cfg3 = tiny_config(mini, **{"test.nms_iou": 0.45})
-    path = train_detector(cfg3, str(tmp_path / "r"), torch.device("cpu"), train_proposals=props, progress=False)
+    path = train_given(cfg3, str(tmp_path / "r"), torch.device("cpu"), train_proposals=props, progress=False)
     assert load_detector(path)["config"]["test"]["nms_iou"] == 0.45
 
 
@@ -259,7 +259,7 @@ def test_step_without_regions_is_skipped(mini, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(RegionBatcher, "batch", lambda self, indices, gen: None)
     cfg = tiny_config(mini)
-    path = train_detector(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=_props(cfg), progress=False)
+    path = train_given(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=_props(cfg), progress=False)
     assert len(load_detector(path)["members"]) == 1
     rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
     assert rows[0]["loss"] is None
@@ -270,7 +270,7 @@ def _ddp_worker(rank, world, init_file, out_dir):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from detector.engine.train_detector import _all_ranks_agree
+    from detector.engine.loop import all_ranks_agree
     from detector.rcnn import RegionBatch, RegionClassifier, region_loss
 
     torch.set_num_threads(1)
@@ -279,7 +279,7 @@ def _ddp_worker(rank, world, init_file, out_dir):
     torch.manual_seed(0)
     model = RegionClassifier("googlenet", 3, aux_logits=True, bbox_reg=True)
     net = DDP(model)
-    agree = _all_ranks_agree(rank == 0, world, torch.device("cpu"))  # rank 1 has no batch: both skip
+    agree = all_ranks_agree(rank == 0, world, torch.device("cpu"))  # rank 1 has no batch: both skip
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(rank))
     # rank 1's regions are all background: its box head is in the graph all the same
     y = torch.tensor([1, 0, 2, 0]) if rank == 0 else torch.zeros(4, dtype=torch.long)

@@ -19,7 +19,7 @@ from detector.engine.run import RunFolder
 from detector.io.checkpoints import load_detector
 from detector.io.datasets import load_dataset
 
-from ..helpers import jittered_proposals, tiny_config
+from ..helpers import jittered_proposals, tiny_config, train_given
 
 CPU = torch.device("cpu")
 STEPS = {"train.images_per_batch": 1, "train.batch_size": 8, "train.epochs": 2, "model.bbox_reg": "true"}
@@ -40,7 +40,7 @@ def props(mini):
 def unbroken(mini, props, tmp_path_factory):
     """2 epochs x 2 steps in the main process (train.workers 0), never stopped."""
     out = tmp_path_factory.mktemp("unbroken")
-    path = td.train_detector(tiny_config(mini, **STEPS), str(out), CPU, train_proposals=props[0], progress=False)
+    path = train_given(tiny_config(mini, **STEPS), str(out), CPU, train_proposals=props[0], progress=False)
     return load_detector(path)["members"][0], _rows(out)
 
 
@@ -59,10 +59,10 @@ def test_killed_mid_epoch_with_workers_resumes_where_unbroken_run_ends(mini, pro
     out = tmp_path / "run"
     cfg = tiny_config(mini, **STEPS, **{"train.workers": 2, "train.checkpoint_every": 1})
     with pytest.raises(KeyboardInterrupt):
-        td.train_detector(cfg, str(out), CPU, train_proposals=props[0], progress=False, _stop_after_steps=3)
+        train_given(cfg, str(out), CPU, train_proposals=props[0], progress=False, stop_after=3)
     st = torch.load(out / "train_state.pt", weights_only=False)
     assert (st["members"][0]["epochs"], st["members"][0]["step"], st["log_rows"]) == (1, 1, 1)
-    path = td.train_detector(tiny_config(mini, **STEPS), str(out), CPU, train_proposals=props[0], progress=False)
+    path = train_given(tiny_config(mini, **STEPS), str(out), CPU, train_proposals=props[0], progress=False)
     assert _same(load_detector(path)["members"][0], unbroken[0])
     rows = _rows(out)
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -72,15 +72,15 @@ def test_killed_mid_epoch_with_workers_resumes_where_unbroken_run_ends(mini, pro
 def test_max_steps_stops_writes_the_model_and_a_larger_value_trains_on(mini, props, unbroken, tmp_path, capsys):
     out = tmp_path / "run"
     cfg = tiny_config(mini, **STEPS, **{"train.max_steps": 3})
-    path = td.train_detector(cfg, str(out), CPU, train_proposals=props[0], progress=False)
+    path = train_given(cfg, str(out), CPU, train_proposals=props[0], progress=False)
     assert os.path.isfile(path) and [r["epoch"] for r in _rows(out)] == [1]  # epoch 2 is not over
     assert "stopped at train.max_steps 3" in capsys.readouterr().err
     before = load_detector(path)["members"][0]
     assert not _same(before, unbroken[0])
-    td.train_detector(cfg, str(out), CPU, train_proposals=props[0], progress=False)  # the same: nothing to do
+    train_given(cfg, str(out), CPU, train_proposals=props[0], progress=False)  # the same: nothing to do
     assert "already trained (train.max_steps 3)" in capsys.readouterr().err
     assert _same(load_detector(path)["members"][0], before)
-    path = td.train_detector(tiny_config(mini, **STEPS, **{"train.max_steps": 0}), str(out), CPU,
+    path = train_given(tiny_config(mini, **STEPS, **{"train.max_steps": 0}), str(out), CPU,
                           train_proposals=props[0], progress=False)
     assert _same(load_detector(path)["members"][0], unbroken[0])
     assert [r["epoch"] for r in _rows(out)] == [1, 2]
@@ -100,10 +100,10 @@ def test_a_kill_right_after_a_mid_epoch_state_keeps_the_log_to_the_state(mini, p
 
     monkeypatch.setattr(RunFolder, "save_state", killed)
     with pytest.raises(KeyboardInterrupt):
-        td.train_detector(cfg, str(out), CPU, train_proposals=props[0], progress=False)
+        train_given(cfg, str(out), CPU, train_proposals=props[0], progress=False)
     assert [r["epoch"] for r in _rows(out)] == [1, 2]
     monkeypatch.setattr(RunFolder, "save_state", real)
-    path = td.train_detector(cfg, str(out), CPU, train_proposals=props[0], progress=False)
+    path = train_given(cfg, str(out), CPU, train_proposals=props[0], progress=False)
     assert [r["epoch"] for r in _rows(out)] == [1, 2]
     assert _same(load_detector(path)["members"][0], unbroken[0])
 
@@ -139,7 +139,7 @@ def _rank(rank, port, root, out, props, err):
         return load(self, path)
 
     td.ImageReads.load = counting  # in this rank's process only
-    td.train_detector(cfg, out, CPU, train_proposals=props[0], val_proposals=props[0], progress=False)
+    train_given(cfg, out, CPU, train_proposals=props[0], val_proposals=props[0], progress=False)
     sys.stderr.flush()
     torch.distributed.destroy_process_group()
     with open(f"{err}.seen", "w") as f:
@@ -181,7 +181,7 @@ def test_cuda_training_with_workers_under_bf16_autocast(mini, props, tmp_path):
     """On CUDA: batches built by 2 workers, pinned and copied, the forward under bf16 autocast;
     the weights stay float32 and finite."""
     cfg = tiny_config(mini, **STEPS, **{"train.workers": 2})
-    path = td.train_detector(cfg, str(tmp_path / "run"), torch.device("cuda"), train_proposals=props[0],
+    path = train_given(cfg, str(tmp_path / "run"), torch.device("cuda"), train_proposals=props[0],
                              progress=False)
     state = load_detector(path)["members"][0]
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

@@ -11,13 +11,12 @@ from backbone.config import apply_overrides, from_dict
 from backbone.errors import UserError
 from detector.cli.detect import main as detect_main
 from detector.config import DetectorConfig, load_detector_config
-from detector.engine.train_detector import train_detector
 from detector.io.checkpoints import FORMAT_VERSION, load_detector, save_detector
 from detector.io.datasets import load_dataset
 from detector.io.images import load_image
 from detector.kinds import kind_of
 from detector.model import Detector
-from tests.detector.helpers import jittered_proposals, tiny_config
+from tests.detector.helpers import jittered_proposals, tiny_config, train_given
 
 FAST = ["model.rcnn=null", "model.kind=fast", "model.arch=googlenet_bn", "model.aux_logits=false",
         "model.bbox_reg=true", "model.fast.tap=[inception3b]", "model.fast.min_side=96", "model.fast.max_side=160",
@@ -64,7 +63,7 @@ def test_bundled_version_1_checkpoint_loads_as_rcnn():
 def test_train_detect_and_reload_a_fast_model(mini, tmp_path):
     cfg = fast_config(mini, "model.members=2")
     props = jittered_proposals(load_dataset(cfg.data, "train"))
-    path = train_detector(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=props, progress=False)
+    path = train_given(cfg, str(tmp_path / "run"), torch.device("cpu"), train_proposals=props, progress=False)
     ck = load_detector(path)
     assert ck["format_version"] == FORMAT_VERSION == 2 and ck["detector_kind"] == "fast" and len(ck["members"]) == 2
     det = Detector.from_checkpoint(path)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..ensemble import Ensemble
-from ..io.images import to_tensor_image
+from ..transforms import to_tensor_image
 from .warp import warp_regions
 
 
@@ -26,6 +26,11 @@ def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def propose(ensemble: Ensemble, cfg, image: np.ndarray, device: torch.device) -> None:
+    """None: R-CNN's members propose nothing (the configured proposals are scored)."""
+    return None
 
 
 @torch.no_grad()

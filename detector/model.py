@@ -111,7 +111,9 @@ class Detector:
 
     # -- stages -------------------------------------------------------------------------------
     def propose(self, image: np.ndarray) -> np.ndarray:
-        return propose(image, self.cfg.proposals, multibox=self.multibox)
+        """The kind's own proposals when its model makes them, else the configured ones."""
+        boxes = self.kind.propose(self.ensemble, self.cfg, image, self.device)
+        return propose(image, self.cfg.proposals, multibox=self.multibox) if boxes is None else boxes
 
     def score_regions(self, image: np.ndarray, boxes: torch.Tensor, times: dict | None = None):
         """Ensemble probabilities (N, C + 1) and mean deltas (N, C, 4) or None for ``boxes``

@@ -37,12 +37,12 @@ from backbone.errors import UserError
 from backbone.io import atomic_write
 
 from .config import DetectorConfig
-from .io.images import to_tensor_image
+from .ensemble import RegionOutputs, average
 from .kinds import kind_of
 from .model import Detector
 from .rcnn.warp import warp_regions
 from .fast.model import upsample_to_min_input
-from .fast.train import resize_factor, resize_image  # issue 22 moves them to one transform module
+from .transforms import resize_factor, resize_image, to_tensor_image
 
 #: the sidecar's format marker and version
 FORMAT, VERSION = "googlenet-det-onnx", 1
@@ -153,8 +153,8 @@ class OnnxDetector(Detector):
     def _average(self, outs: list) -> tuple[torch.Tensor, torch.Tensor]:
         """The members' mean softmax and mean deltas, as :class:`detector.ensemble.Ensemble`."""
         logits, deltas = outs[0::2], outs[1::2]
-        probs = sum(torch.from_numpy(lg).float().softmax(dim=1) for lg in logits) / len(logits)
-        return probs, sum(torch.from_numpy(d).float() for d in deltas) / len(deltas)
+        return average((RegionOutputs(torch.from_numpy(lg), torch.from_numpy(d), []) for lg, d in zip(logits, deltas)),
+                       len(logits))
 
     def score_regions(self, image: np.ndarray, boxes: torch.Tensor, times: dict | None = None):
         times = times if times is not None else {}

@@ -82,19 +82,23 @@ DETECTOR_LAYERS = {
     "config": set(),
     "assets": set(),
     "gt_stats": set(),
-    "io": {"config"},
+    "transforms": set(),
+    "io": {"config", "transforms"},
     "boxes": {"config"},
     "sampling": {"config", "boxes"},
     "ensemble": {"config"},
     "postprocess": {"config", "boxes"},
     "classification": {"config", "io"},
-    "rcnn": {"config", "io", "boxes", "sampling", "ensemble", "postprocess", "classification"},
-    "fast": {"config", "io", "boxes", "sampling", "ensemble", "postprocess", "classification"},
-    "kinds": {"rcnn", "fast"},
+    "batching": {"config", "io", "boxes", "sampling"},
+    "rcnn": {"config", "io", "transforms", "boxes", "sampling", "batching", "ensemble", "postprocess",
+             "classification"},
+    "fast": {"config", "io", "transforms", "boxes", "sampling", "batching", "ensemble", "postprocess",
+             "classification"},
+    "kinds": {"rcnn", "fast", "config", "ensemble"},
     "model": {"config", "io", "ensemble", "postprocess", "kinds", "assets"},
     "proposal_cache": {"config", "io"},
-    "onnx": {"config", "io", "kinds", "model", "rcnn", "fast"},
-    "engine": {"config", "io", "boxes", "sampling", "ensemble", "postprocess", "classification", "rcnn", "fast",
+    "onnx": {"config", "io", "transforms", "ensemble", "kinds", "model", "rcnn", "fast"},
+    "engine": {"config", "io", "transforms", "boxes", "batching", "sampling", "ensemble", "postprocess", "classification", "rcnn", "fast",
                "kinds", "model", "proposal_cache", "gt_stats", "assets"},
     "cli": None,  # anything
     "__init__": {"model", "assets"},
@@ -127,6 +131,24 @@ def test_detector_sub_layers():
             if sub not in allowed:
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
     assert not bad, "imports against detector's layers (docs/DESIGN.md):\n" + "\n".join(bad)
+
+
+#: the inference path: it imports nothing from a training module (the transforms, the ensemble
+#: and the kinds' scoring are their own modules)
+INFERENCE = ["detector/model.py", "detector/onnx.py", "detector/ensemble.py", "detector/transforms.py",
+             "detector/fast/infer.py", "detector/rcnn/infer.py"]
+
+
+def _is_training_module(name: str) -> bool:
+    parts = name.split(".")
+    return parts[0] == "detector" and ("engine" in parts or any(p == "train" or p.startswith("train_") for p in parts))
+
+
+def test_inference_imports_no_training_module():
+    modules = _all_modules()
+    bad = [f"{f}:{line} imports {name}" for f in INFERENCE for line, name in _targets(ROOT / f, modules)
+           if _is_training_module(name)]
+    assert not bad, "inference imports a training module:\n" + "\n".join(bad)
 
 
 def test_library_never_imports_the_cli():

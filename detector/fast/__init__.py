@@ -3,9 +3,12 @@ trunk. One trunk pass per image, every proposal pooled from its feature map by
 ``roi_align`` and scored by a light head; same proposals, ensemble and outputs as ``rcnn``.
 
 - :mod:`.model`: :class:`FastRCNN` (trunk, reduction or FPN, roi pooling, box head, predictor)
-- :mod:`.train`: :func:`build_member`, :class:`FastBatcher`, :func:`forward`, :func:`loss`
-- :mod:`.infer`: :func:`score_image` (ensemble probabilities and deltas for one image)
-- :mod:`.kind`: the same pieces read from a detector config, for the engine and ``Detector``
+- :mod:`.train`: :func:`build_member` (from a detector config), :class:`FastBatcher`,
+  :func:`forward`, :func:`loss`
+- :mod:`.infer`: :func:`score_image` (ensemble probabilities and deltas for one image, in the
+  ensemble's two-phase form)
+- :mod:`.kind`: the kind's pieces (:class:`detector.kinds.DetectorKind`) read from a detector
+  config, for the engine and ``Detector``
 """
 
 from .kind import (
@@ -13,10 +16,11 @@ from .kind import (
            build_member,
            forward,
            param_groups,
+           propose,
            region_loss,
            score_regions,
 )
 from .model import FastOutputs, FastRCNN
 
-__all__ = ["FastRCNN", "FastOutputs", "RegionBatcher", "build_member", "forward", "param_groups", "region_loss",
-           "score_regions"]
+__all__ = ["FastRCNN", "FastOutputs", "RegionBatcher", "build_member", "forward", "param_groups", "propose",
+           "region_loss", "score_regions"]

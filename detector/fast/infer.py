@@ -1,6 +1,8 @@
-"""Scoring one image's proposals with an ensemble of :class:`FastRCNN` members: each member's
-trunk runs once per image (per pyramid scale), its head over all proposals in chunks; the
-members' softmax probabilities and box deltas are averaged (as R-CNN's ensemble does)."""
+"""Scoring one image's proposals with an ensemble of :class:`FastRCNN` members in the two-phase
+form of :class:`detector.ensemble.Ensemble`: each member's trunk runs once per image (per
+pyramid scale, :meth:`Ensemble.features`), its head over all proposals in chunks
+(:meth:`Ensemble.head`, which averages the softmax probabilities and box deltas as R-CNN's
+ensemble does)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from torch import Tensor
 
 from backbone.devices import autocast, to_device_format
 
-from ..io.images import to_tensor_image as _to_tensor_image
+from ..ensemble import Ensemble
+from ..transforms import resize_factor, resize_image
+from ..transforms import to_tensor_image as _to_tensor_image
 from .model import FastRCNN
-from .train import resize_factor, resize_image
 
 #: SPPnet / Fast R-CNN pyramid rule: each proposal is scored at the scale where its area is
 #: closest to 224 x 224 pixels
@@ -39,12 +42,13 @@ def assign_scales(boxes: Tensor, factors: Sequence[float]) -> Tensor:
 
 
 @torch.no_grad()
-def score_image(members: Sequence[FastRCNN], image, boxes: Tensor, *, min_side: int, max_side: int | None,
+def score_image(members: Ensemble | Sequence[FastRCNN], image, boxes: Tensor, *, min_side: int, max_side: int | None,
                 scales: Sequence[int] | None = None, chunk: int = 512, device="cpu",
                 to_tensor_image: Callable | None = None) -> tuple[Tensor, Tensor, dict]:
     """Ensemble probabilities and box deltas for ``boxes`` of one image.
 
-    members: :class:`FastRCNN` on ``device`` in eval mode (see :func:`prepare_members`).
+    members: an :class:`Ensemble` of :class:`FastRCNN`, or a list of them, on ``device`` in eval
+    mode (see :func:`prepare_members`).
     image: (H, W, 3) uint8 RGB (array or tensor); boxes: (N, 4) xyxy in its pixels.
     The image is resized so that its shorter side is ``min_side`` (longer side at most
     ``max_side``); with ``scales`` (a list of shorter sides, an image pyramid) each proposal
@@ -52,13 +56,15 @@ def score_image(members: Sequence[FastRCNN], image, boxes: Tensor, *, min_side: 
     pass. CUDA runs under bfloat16 autocast, the CPU in float32.
     Returns (probs (N, C + 1) float32 on the CPU, deltas (N, C, 4): BoxCoder offsets, which
     are the same in original-image and resized-image pixels, and
-    ``{"trunk": s, "head": s}``: seconds summed over members and scales).
+    ``{"trunk": s, "head": s}``: seconds summed over scales).
     """
     to_tensor_image = to_tensor_image or _to_tensor_image
-    if not members:
-        raise ValueError("score_image needs at least one member")
+    if not isinstance(members, Ensemble):
+        if not members:
+            raise ValueError("score_image needs at least one member")
+        members = Ensemble(members)
     device = torch.device(device)
-    num_classes = members[0].num_classes
+    num_classes = members.members[0].num_classes
     boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).cpu()
     n = len(boxes)
     probs = torch.zeros((n, num_classes + 1))
@@ -88,15 +94,14 @@ def score_image(members: Sequence[FastRCNN], image, boxes: Tensor, *, min_side: 
             x = to_device_format(x[None], device)
             b = (boxes[idx] * torch.tensor([sx, sy, sx, sy])).to(device)
             times["trunk"] += time.perf_counter() - t0
-            for m in members:
-                t0 = time.perf_counter()
-                feats = m.features(x)
-                sync()
-                t1 = time.perf_counter()
-                out = m.head(feats, [b], chunk=chunk)
-                probs[idx] += out.logits.float().softmax(dim=1).cpu()
-                deltas[idx] += out.deltas.float().cpu()
-                t2 = time.perf_counter()
-                times["trunk"] += t1 - t0
-                times["head"] += t2 - t1
-    return probs / len(members), deltas / len(members), times
+            t0 = time.perf_counter()
+            feats = members.features(x)
+            sync()
+            t1 = time.perf_counter()
+            p, d = members.head(feats, [b], chunk=chunk)
+            probs[idx] = p.cpu()
+            deltas[idx] = d.cpu()
+            t2 = time.perf_counter()
+            times["trunk"] += t1 - t0
+            times["head"] += t2 - t1
+    return probs, deltas, times

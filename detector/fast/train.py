@@ -1,71 +1,51 @@
 """The fast kind's training pieces, called by the shared training engine (which owns the loop,
 optimizer, schedule, resume and DDP):
 
-- :func:`build_member` -> a fresh :class:`FastRCNN`;
+- :func:`build_member` -> a fresh :class:`FastRCNN` of the config's ``model.fast`` settings;
 - :class:`FastBatcher` -> :class:`Batch` of resized, normalised, padded images with sampled,
   labelled rois and box targets (Fast R-CNN: 2 images x 64 rois, 25% foreground);
 - :func:`forward` and :func:`loss` (cross-entropy + smooth L1 on the foreground, as
   torchvision's ``fastrcnn_loss``).
 
-The shared helpers (region labelling and sampling, flips, image normalisation and loading,
-classifier checkpoints) are the project's (``detector.sampling``, ``detector.boxes``,
-``detector.io.images``, ``detector.classification.init``); tests may pass others in.
+The shared helpers (the image cache, flips and labelling of :class:`detector.batching.BatcherBase`,
+region sampling, the transforms of :mod:`detector.transforms`, classifier checkpoints) are the
+project's; tests may pass others in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..batching import BatcherBase
 from ..boxes import encode_boxes as _encode_boxes
-from ..boxes import flip_boxes as _flip_boxes
 from ..classification.init import init_weights_file as _init_weights_file
-from ..io.images import read_noted as _read_noted
-from ..io.images import to_tensor_image as _to_tensor_image
-from ..sampling import label_regions as _label_regions
+from ..config import DetectorConfig
 from ..sampling import sample_regions as _sample_regions
+from ..transforms import pad_images, resize_factor, resize_image
+from ..transforms import to_tensor_image as _to_tensor_image
 from .model import FastOutputs, FastRCNN
 
-#: model settings of the fast kind and their defaults (the keys :func:`build_member` reads)
-MODEL_DEFAULTS = {
-    "arch": "googlenet_bn", "tap": "inception4e", "roi_size": 7, "reduce_channels": 128, "fc_dim": 1024,
-    "num_fc": 1, "fc_rank": 256, "norm": "bn", "sampling_ratio": 2, "transform_input": False, "dropout": 0.0,
-    "canonical_scale": 224.0, "canonical_level": 4, "init": None,
-}
-
-
-def _get(cfg, key: str):
-    if isinstance(cfg, Mapping):
-        value = cfg.get(key, MODEL_DEFAULTS[key])
-    else:
-        value = getattr(cfg, key, MODEL_DEFAULTS[key])
-    return MODEL_DEFAULTS[key] if value is None and key != "init" else value
-
-
-def build_member(model_cfg, num_classes: int, seed: int, *, init_weights_file: Callable | None = None) -> FastRCNN:
-    """A fresh :class:`FastRCNN` seeded by ``seed``.
-
-    model_cfg: a mapping or an object with the keys of :data:`MODEL_DEFAULTS` (missing or None:
-    the default). ``init``: a ``train-classifier`` checkpoint or a torchvision state dict of
-    ``arch``, loaded into the trunk; ``init_weights_file(path, arch) -> state dict`` reads it
-    (default: :func:`detector.classification.init.init_weights_file`)."""
-    torch.manual_seed(seed)
-    kw = {k: _get(model_cfg, k) for k in MODEL_DEFAULTS if k not in ("arch", "init")}
-    arch = _get(model_cfg, "arch")
-    tap = kw.pop("tap")
-    if not isinstance(tap, str):
-        tap = list(tap)
-    model = FastRCNN(arch, num_classes, tap=tap, **kw)
-    init = _get(model_cfg, "init")
-    if init:
+def build_member(cfg: DetectorConfig, num_classes: int, seed: int | None = None, *, inference: bool = False,
+                 init_weights_file: Callable | None = None) -> FastRCNN:
+    """A :class:`FastRCNN` of ``model.fast``'s settings seeded by ``seed`` (0 when None), its
+    trunk from ``model.init`` if set (not for ``inference``: the weights come from a checkpoint):
+    a ``train-classifier`` checkpoint or a torchvision state dict of ``model.arch``, read by
+    ``init_weights_file(path, arch) -> state dict`` (default:
+    :func:`detector.classification.init.init_weights_file`)."""
+    torch.manual_seed(0 if seed is None else seed)
+    m, f = cfg.model, cfg.model.fast
+    tap = f.tap if isinstance(f.tap, str) else list(f.tap)
+    model = FastRCNN(m.arch, num_classes, tap=tap, roi_size=f.roi_size, reduce_channels=f.reduce_channels,
+                     fc_dim=f.fc_dim, num_fc=f.num_fc, fc_rank=f.fc_rank, norm=f.norm, sampling_ratio=f.sampling_ratio,
+                     transform_input=bool(m.transform_input), dropout=f.dropout)
+    if m.init and not inference:
         reader = init_weights_file or _init_weights_file
-        model.load_trunk(reader(init, arch), source=str(init))
+        model.load_trunk(reader(m.init, m.arch), source=str(m.init))
     return model
 
 
@@ -92,36 +72,7 @@ class Batch:
                      move(self.targets), self.indices)
 
 
-def resize_factor(height: int, width: int, min_side: int, max_side: int | None) -> float:
-    """Factor that makes the shorter side ``min_side``, the longer at most ``max_side``."""
-    s = min_side / min(height, width)
-    if max_side and max(height, width) * s > max_side:
-        s = max_side / max(height, width)
-    return s
-
-
-def resize_image(image: Tensor, factor: float) -> tuple[Tensor, float, float]:
-    """(3, H, W) float -> resized by ``factor`` (bilinear, antialiased when shrinking);
-    returns (image, sx, sy) with the exact per-axis factors after rounding."""
-    h, w = image.shape[-2:]
-    nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
-    if (nh, nw) == (h, w):
-        return image, 1.0, 1.0
-    out = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=factor < 1)[0]
-    return out, nw / w, nh / h
-
-
-def pad_images(images: Sequence[Tensor]) -> Tensor:
-    """List of (3, h_i, w_i) -> (B, 3, H, W), zero (the mean) at the bottom and right."""
-    H = max(im.shape[1] for im in images)
-    W = max(im.shape[2] for im in images)
-    out = images[0].new_zeros((len(images), 3, H, W))
-    for i, im in enumerate(images):
-        out[i, :, : im.shape[1], : im.shape[2]] = im
-    return out
-
-
-class FastBatcher:
+class FastBatcher(BatcherBase):
     """Training batches for :class:`FastRCNN` from records, proposals and ground truth.
 
     records: objects with ``.path``, ``.boxes`` (N, 4) float32 xyxy, ``.labels`` (N,) 1..C,
@@ -141,37 +92,17 @@ class FastBatcher:
                  device="cpu", label_regions=None, sample_regions=None, flip_boxes=None, to_tensor_image=None,
                  load_image=None, encode_boxes=None, max_proposals: int | None = None, crop: int | None = None,
                  crop_tolerance: float = 4.0, cache_images: int = 3000):
-        label_regions = label_regions or _label_regions
-        sample_regions = sample_regions or _sample_regions
-        flip_boxes = flip_boxes or _flip_boxes
-        to_tensor_image = to_tensor_image or _to_tensor_image
         if len(records) != len(proposals):
             raise ValueError(f"{len(records)} records but {len(proposals)} proposal arrays")
-        self.records = records
-        self.proposals = [torch.as_tensor(np.asarray(p, np.float32).reshape(-1, 4)[:max_proposals]) for p in proposals]
+        super().__init__(records, proposals, flip=flip, fg_iou=fg_iou, bg_iou_low=bg_iou_low,
+                         max_proposals=max_proposals, cache_images=cache_images, device=device, load_image=load_image,
+                         label_regions=label_regions, flip_boxes=flip_boxes)
         self.min_side, self.max_side = min_side, max_side
         self.rois_per_image, self.fg_fraction = rois_per_image, fg_fraction
-        self.fg_iou, self.bg_iou_low, self.flip = fg_iou, bg_iou_low, flip
         self.crop, self.crop_tolerance = crop, crop_tolerance
-        self.device = torch.device(device)
-        self.label_regions, self.sample_regions, self.flip_boxes = label_regions, sample_regions, flip_boxes
-        self.to_tensor_image, self.load_image = to_tensor_image, load_image
+        self.sample_regions = sample_regions or _sample_regions
+        self.to_tensor_image = to_tensor_image or _to_tensor_image
         self.encode_boxes = encode_boxes or _encode_boxes  # offsets of matched gt boxes from rois
-        self.cache: dict | None = {} if len(records) <= cache_images else None
-        #: ``(kind, file)`` of the truncated / undecodable images met (drained by the training loop)
-        self.notes: list[tuple[str, str]] = []
-
-    def image(self, i: int) -> Tensor | None:
-        """Record ``i``'s decoded (H, W, 3) uint8 image; None when it cannot be decoded (left
-        out, told in :attr:`notes`, as is a truncated JPEG: :func:`detector.io.images.read_noted`)."""
-        if self.cache is not None and i in self.cache:
-            return self.cache[i]
-        path = self.records[i].path
-        arr = self.load_image(path) if self.load_image is not None else _read_noted(path, self.notes)
-        img = None if arr is None else torch.from_numpy(np.array(arr))
-        if self.cache is not None:
-            self.cache[i] = img
-        return img
 
     def _window(self, height: int, width: int, generator: torch.Generator) -> tuple[int, int, int, int]:
         """A random (x0, y0, x1, y1) crop window of at most crop x crop in a height x width image."""
@@ -184,19 +115,10 @@ class FastBatcher:
         """The batch of records ``indices``; None when none of them has a region to sample."""
         images, sizes, boxes, labels, targets, used = [], [], [], [], [], []
         for i in indices:
-            rec = self.records[i]
-            img = self.image(i)
-            if img is None:  # cannot be decoded: left out of the batch
+            one = self.labelled(i, generator)
+            if one is None:  # cannot be decoded: left out of the batch
                 continue
-            props = self.proposals[i]
-            gt = torch.as_tensor(np.asarray(rec.boxes, np.float32).reshape(-1, 4))
-            gl = torch.as_tensor(np.asarray(rec.labels, np.int64).reshape(-1))
-            width = img.shape[1]
-            if self.flip and torch.rand(1, generator=generator).item() < 0.5:
-                img = img.flip(1)
-                props = self.flip_boxes(props, width)
-                gt = self.flip_boxes(gt, width)
-            cand, lab, idx, _ = self.label_regions(props, gt, gl, self.fg_iou, self.bg_iou_low)
+            img, gt, cand, lab, idx = one
             factor = resize_factor(img.shape[0], img.shape[1], self.min_side, self.max_side)
             window = None
             if self.crop:

@@ -33,12 +33,11 @@ import warnings
 from typing import Callable, Iterable
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch import Tensor
 
 from backbone.errors import InputWarning, Tally, UserError
-from backbone.multicrop import IMAGENET_MEAN, IMAGENET_STD
+
+from ..transforms import to_tensor_image  # re-exported: it lives with the other transforms
 
 #: file extensions (lower case) that :func:`list_images` picks up inside folders
 IMAGE_EXTENSIONS = (
@@ -329,19 +328,6 @@ def list_images(paths: Iterable[str | os.PathLike], recursive: bool = True, *,
                 seen.add(key)
                 out.append(f)
     return out
-
-
-def to_tensor_image(image: np.ndarray | Tensor, device: torch.device | str = "cpu") -> Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised with the ImageNet statistics (the
-    torchvision weights expect them, and they are a sane default from scratch): 0 where the
-    image is the mean pixel, which is what zero padding and roi_align's outside give."""
-    if not isinstance(image, Tensor):
-        image = image if image.flags.writeable else image.copy()  # torch refuses read-only arrays
-    t = torch.as_tensor(image)
-    t = t.to(device).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=t.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=t.device).view(3, 1, 1)
-    return t.sub_(mean).div_(std)
 
 
 __all__ = ["IMAGE_EXTENSIONS", "BACKGROUND", "MAX_PIXELS", "MAX_PIXELS_ENV", "max_pixels", "check_pixels",

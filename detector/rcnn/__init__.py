@@ -1,10 +1,11 @@
 """R-CNN, the paper's detector kind: every proposal warped to S x S (with context padding) and
 classified by an ensemble of Inception networks (:class:`RegionClassifier`).
 
-A detector kind provides, for the shared engine and :class:`detector.Detector`:
-``build_member``, a batcher, ``forward``, ``region_loss`` and ``score_regions``."""
+It meets :class:`detector.kinds.DetectorKind` (for the shared engine and
+:class:`detector.Detector`): ``build_member``, ``RegionBatcher``, ``forward``, ``region_loss``,
+``param_groups``, ``propose`` and ``score_regions``."""
 
-from .infer import score_regions
+from .infer import propose, score_regions
 from .region_classifier import AUX_TAPS, RegionClassifier
 from .train import (
            RegionBatch,
@@ -17,4 +18,4 @@ from .train import (
 from .warp import dilate_boxes, warp_regions
 
 __all__ = ["AUX_TAPS", "RegionClassifier", "RegionBatch", "RegionBatcher", "build_member", "forward", "param_groups", "region_loss",
-           "score_regions", "dilate_boxes", "warp_regions"]
+           "propose", "score_regions", "dilate_boxes", "warp_regions"]

@@ -12,7 +12,7 @@ from torch import Tensor
 from backbone.devices import autocast
 
 from ..ensemble import Ensemble
-from ..io.images import to_tensor_image
+from ..transforms import to_tensor_image
 from .warp import warp_regions
 
 
@@ -20,6 +20,11 @@ def _sync(device: torch.device) -> None:
     """Wait for queued CUDA work, so that a stage's time is its own."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def propose(ensemble: Ensemble, cfg, image: np.ndarray, device: torch.device) -> None:
+    """None: R-CNN's members propose nothing (the configured proposals are scored)."""
+    return None
 
 
 @torch.no_grad()

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..boxes import encode_boxes, flip_boxes
+from ..batching import BatcherBase
+from ..boxes import encode_boxes
 from ..classification.init import apply_init
 from ..config import DetectorConfig
 from ..ensemble import RegionOutputs
-from ..io.images import read_noted, to_tensor_image
-from ..sampling import label_regions, sample_regions
+from ..sampling import sample_regions
+from ..transforms import to_tensor_image
 from .region_classifier import RegionClassifier
 from .warp import warp_regions
 
@@ -47,56 +47,36 @@ class RegionBatch(NamedTuple):
         return RegionBatch(*(None if t is None else t.to(device, non_blocking=non_blocking) for t in self))
 
 
-class RegionBatcher:
+class RegionBatcher(BatcherBase):
     """Builds training batches of warped regions from images, proposals and ground truth:
-    per image ``batch_size / images_per_batch`` regions, ``fg_fraction`` of them foreground."""
+    per image ``batch_size / images_per_batch`` regions, ``fg_fraction`` of them foreground
+    (the image cache, flip and labelling: :class:`detector.batching.BatcherBase`)."""
 
     def __init__(self, cfg: DetectorConfig, dataset, proposals, device: torch.device):
+        t = cfg.train
+        super().__init__(dataset.records, proposals, flip=t.flip, fg_iou=t.fg_iou, bg_iou_low=t.bg_iou_low,
+                         max_proposals=t.max_proposals, cache_images=t.cache_images, device=device)
         self.cfg = cfg
         self.dataset = dataset
-        self.proposals = proposals           # indexable by record: (N, 4) boxes
-        self.device = device
-        self.cache: dict[int, torch.Tensor | None] | None = {} if len(dataset) <= cfg.train.cache_images else None
-        #: ``(kind, file)`` of the truncated / undecodable images met (drained by the training loop)
-        self.notes: list[tuple[str, str]] = []
-
-    def image(self, i: int) -> torch.Tensor | None:
-        """Record ``i``'s image; None when it cannot be decoded (left out, told in :attr:`notes`)."""
-        if self.cache is not None and i in self.cache:
-            return self.cache[i]
-        arr = read_noted(self.dataset.records[i].path, self.notes)
-        img = None if arr is None else torch.from_numpy(np.array(arr))
-        if self.cache is not None:
-            self.cache[i] = img
-        return img
 
     def batch(self, indices, gen: torch.Generator) -> RegionBatch | None:
         t, m, r = self.cfg.train, self.cfg.model, self.cfg.model.rcnn
         per_image = max(1, t.batch_size // len(indices))
         crops, labels, targets = [], [], []
         for i in indices:
-            rec = self.dataset.records[i]
-            img = self.image(i)
-            if img is None:  # cannot be decoded: left out of the batch
+            one = self.labelled(i, gen)
+            if one is None:  # cannot be decoded: left out of the batch
                 continue
-            props = torch.as_tensor(np.asarray(self.proposals[i], np.float32).reshape(-1, 4)[: t.max_proposals])
-            gt = torch.as_tensor(rec.boxes)
-            gl = torch.as_tensor(rec.labels)
-            width = img.shape[1]
-            if t.flip and torch.rand(1, generator=gen).item() < 0.5:
-                img = img.flip(1)
-                props = flip_boxes(props, width)
-                gt = flip_boxes(gt, width)
-            boxes, lab, idx, _ = label_regions(props, gt, gl, t.fg_iou, t.bg_iou_low)
-            pick = sample_regions(lab, per_image, t.fg_fraction, gen)
+            pick = sample_regions(one.labels, per_image, t.fg_fraction, gen)
             if len(pick) == 0:
                 continue
-            timg = to_tensor_image(img, self.device)
-            crops.append(warp_regions(timg, boxes[pick], r.input_size, r.context_pad))
-            labels.append(lab[pick])
+            timg = to_tensor_image(one.image, self.device)
+            boxes = one.boxes[pick]
+            crops.append(warp_regions(timg, boxes, r.input_size, r.context_pad))
+            labels.append(one.labels[pick])
             if m.bbox_reg:
-                matched = gt[idx[pick]] if len(gt) else boxes[pick]
-                targets.append(encode_boxes(matched.float(), boxes[pick].float()))
+                matched = one.gt[one.matches[pick]] if len(one.gt) else boxes
+                targets.append(encode_boxes(matched.float(), boxes.float()))
         if not crops:
             return None
         reg = torch.cat(targets).to(self.device) if targets else None

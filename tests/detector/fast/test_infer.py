@@ -7,7 +7,7 @@ import torch
 
 from detector.fast.infer import assign_scales, prepare_members, score_image
 from detector.fast.model import FastRCNN
-from detector.fast.train import resize_factor, resize_image
+from detector.transforms import resize_factor, resize_image
 
 from .helpers import blob_image, random_boxes, to_tensor_image, trained_looking
 

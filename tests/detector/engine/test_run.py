@@ -210,8 +210,8 @@ def test_a_run_folder_from_before_format_version_resumes(tmp_path):
 
 
 @pytest.mark.parametrize("change, match", [
-    ({"format_version": 2}, r"run.json: format version 2 is newer than this program's \(1\); update googlenet-det; "
-                            "choose another --out$"),
+    ({"format_version": 2}, (r"run.json: format version 2 is newer than this program's \(1\); update googlenet-det; "
+                             "choose another --out$")),
     ({"format_version": "1"}, r"run.json: field 'format_version' must be an integer >= 1, got '1'; choose another"),
     ({"format": 2, "format_version": None}, r"run.json: field 'format_version' must be an integer >= 1, got null"),
     ({"config": [1]}, r"run.json: field 'config' must be a dict \(the settings a resume compares\), got \[1\]"),

@@ -68,14 +68,20 @@ class Rules:
     choices: tuple | None = None
     min_len: int | None = None
     doc: str = ""
+    check: Any = None
+    expect: str = ""
 
 
 def setting(default: Any = dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None,
-            min_len: int | None = None, doc: str = "", default_factory=dataclasses.MISSING) -> Any:
+            min_len: int | None = None, doc: str = "", default_factory=dataclasses.MISSING,
+            check=None, expect: str = "") -> Any:
     """A dataclass field with its checks: bounds ``ge`` (>=), ``gt`` (>), ``le`` (<=), ``lt`` (<),
-    ``choices`` (a sequence, or a mapping whose keys are the choices), ``min_len`` (lists).
+    ``choices`` (a sequence, or a mapping whose keys are the choices), ``min_len`` (lists);
+    ``check``: a predicate on the value as given (after the type and range checks), for what the annotation cannot say (a state
+    dict of tensors, a list of exactly 3), refused as ``{key} must be {expect}``.
     Mutable defaults (lists, dicts, dataclass instances) are copied per instance."""
-    rules = Rules(ge, gt, le, lt, tuple(choices) if choices is not None else None, min_len, doc)
+    rules = Rules(ge, gt, le, lt, tuple(choices) if choices is not None else None, min_len, doc, check,
+                  expect or "valid")
     meta = {_META: rules}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
@@ -153,6 +159,12 @@ def _fields(cls: type) -> tuple[tuple[str, Any, Rules | None], ...]:
 
 
 def _show(value: Any) -> str:
+    """A value for a message, on one short line (a tensor or other object by its type)."""
+    text = _show_plain(value)
+    return text if text is not None and len(text) <= 200 else f"a {type(value).__name__}"
+
+
+def _show_plain(value: Any) -> str | None:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -161,7 +173,11 @@ def _show(value: Any) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_show(v) for v in value) + "]"
-    return str(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_show(k)}: {_show(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (int, float)) or (type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0):
+        return str(value)
+    return None
 
 
 def _num(x: Any) -> str:
@@ -281,10 +297,17 @@ def _value(value: Any, tp: Any, key: str, rules: Rules | None) -> Any:
         if rules is not None and rules.min_len is not None and len(out) < rules.min_len:
             need = "must not be empty" if rules.min_len == 1 else f"needs at least {rules.min_len} elements"
             raise _Invalid(f"{key} {need}, got {_show(value)}")
+        _predicate(out, value, rules, key)
         return out
     out = _scalar(value, tp, key, optional)
     _apply_rules(out, value, rules, key, optional)
+    _predicate(out, value, rules, key)
     return out
+
+
+def _predicate(out: Any, shown: Any, rules: Rules | None, key: str) -> None:
+    if rules is not None and rules.check is not None and not rules.check(shown):  # the value as given
+        raise _Invalid(f"{key} must be {rules.expect}, got {_show(shown)}")
 
 
 def _cross(obj: Any, prefix: str) -> None:
@@ -311,19 +334,33 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise _Invalid(f"unknown config key {prefix}{unknown[0]!s} (known keys here: {', '.join(fields)})")
-    kwargs = {k: _value(v, fields[k][0], prefix + k, fields[k][1]) for k, v in data.items()}
+    label = _labeller(cls, prefix)
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise _Invalid(f"incomplete, missing {', '.join(missing)}")
+    kwargs = {k: _value(v, fields[k][0], label(k), fields[k][1]) for k, v in data.items()}
     obj = cls(**kwargs)
     # defaults are values too (and may be replaced in code): every field, then the cross rules
     for name, tp, rules in _fields(cls):
         if name not in kwargs:
-            _value(getattr(obj, name), tp, prefix + name, rules)
+            _value(getattr(obj, name), tp, label(name), rules)
     _cross(obj, prefix)
     return obj
 
 
+def _labeller(cls: type, prefix: str):
+    """How messages name a field: ``prefix.key`` (configs), or ``field 'key'`` for a schema of
+    saved data that sets ``FIELD_LABELS = True`` (backbone.formats)."""
+    if getattr(cls, "FIELD_LABELS", False):
+        return lambda name: f"field {prefix + name!r}"
+    return lambda name: prefix + name
+
+
 def _check(obj: Any, prefix: str) -> None:
+    label = _labeller(type(obj), prefix)
     for name, tp, rules in _fields(type(obj)):
-        _value(getattr(obj, name), tp, prefix + name, rules)
+        _value(getattr(obj, name), tp, label(name), rules)
     _cross(obj, prefix)
 
 

@@ -17,7 +17,8 @@ an Inception trunk regresses K boxes, each an offset from a prior, and K confide
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -26,16 +27,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backbone import build_backbone, extract_features, stage_names
-from backbone.config import from_dict
+from backbone.config import from_dict, setting
 from backbone.devices import to_device_format
 from backbone.errors import UserError
+from backbone.formats import STATE_DICT, SavedFormat, is_state_dict, is_str_keyed_dict, read_format, record
 from backbone.io import safe_torch_load
 from backbone.multicrop import IMAGENET_MEAN, IMAGENET_STD
 
 from .config import MultiBoxConfig
 from .selective_search import as_rgb_uint8
 
-FORMAT = "multibox-v1"
+FORMAT_VERSION = 1
+#: the marker of version 1 from before ``format_version``
+LEGACY_FORMAT = "multibox-v1"
 OFFSET_SCALE = 0.1
 MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 GRID = 7
@@ -199,27 +203,43 @@ def predict(model: MultiBox, images: list[np.ndarray], top_k: int = 200, batch_s
     return out
 
 
+@dataclass(kw_only=True)
+class MultiBoxCheckpoint(SavedFormat):
+    """A MultiBox checkpoint (``multibox.pt``, or embedded in a detector checkpoint). Versions:
+    1, marked ``"format": "multibox-v1"`` before ``format_version`` (both are written while
+    the version is 1, so programs before ``format_version`` read the files too; a version 2
+    writes ``format_version`` alone)."""
+
+    VERSION: ClassVar[int] = FORMAT_VERSION
+    LEGACY: ClassVar[dict] = {"format": {LEGACY_FORMAT: 1}}
+
+    format_version: int = setting(FORMAT_VERSION, ge=1)
+    kind: str = setting("multibox", choices=("multibox",))
+    config: dict = setting(check=is_str_keyed_dict, expect="a dict of settings")
+    state_dict: dict = setting(check=is_state_dict, expect=STATE_DICT)
+    epoch: int = setting(0, ge=0)
+    classes: list[str] | None = setting(None)  # train_multibox: the training set's classes
+
+
 def checkpoint_dict(model: MultiBox, epoch: int = 0, extra: dict | None = None) -> dict:
     """A plain dict (torch.load weights_only-safe) that :func:`multibox_from_checkpoint` reads."""
-    d = {"format": FORMAT, "kind": "multibox", "config": asdict(model.cfg), "epoch": int(epoch),
-         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    if extra:
-        d.update(extra)
-    return d
+    d = record(MultiBoxCheckpoint(config=asdict(model.cfg), epoch=int(epoch),
+                                  state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()}),
+               extra)
+    if d.get("classes", "") is None:
+        del d["classes"]
+    return {"format": LEGACY_FORMAT, **d}
 
 
 def multibox_from_checkpoint(ck: dict, device="cpu", source: str = "MultiBox checkpoint") -> MultiBox:
-    """Build the network from a checkpoint dict (as embedded in a detector checkpoint)."""
-    fmt = ck.get("format") if isinstance(ck, dict) else None
-    if not isinstance(fmt, str) or fmt != FORMAT or "state_dict" not in ck:
-        raise UserError(f"{source}: not a MultiBox checkpoint (expected format {FORMAT!r})")
-    if not isinstance(ck.get("config"), dict) or not all(isinstance(k, str) for k in ck["config"]):
-        raise UserError(f"{source}: field 'config' must be a dict of settings, got {type(ck.get('config')).__name__}")
+    """Build the network from a checkpoint dict (:class:`MultiBoxCheckpoint`; as embedded in a
+    detector checkpoint)."""
+    if not MultiBoxCheckpoint.has_marker(ck):
+        raise UserError(f"{source}: not a MultiBox checkpoint (expected format_version or format {LEGACY_FORMAT!r})")
+    obj, _ = read_format(MultiBoxCheckpoint, ck, source=source)
     known = {f.name for f in fields(MultiBoxConfig)}
-    cfg = from_dict(MultiBoxConfig, {k: v for k, v in ck["config"].items() if k in known}, source=source)
-    state = ck["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        raise UserError(f"{source}: field 'state_dict' must map names to tensors")
+    cfg = from_dict(MultiBoxConfig, {k: v for k, v in obj.config.items() if k in known}, source=source)
+    state = obj.state_dict
     if "priors" not in state:
         raise UserError(f"{source}: has no priors")
     model = MultiBox(cfg, state["priors"].float())

@@ -3,13 +3,14 @@
 
 Files in a run folder (``OUT`` = ``--out``; MultiBox's run is ``OUT/multibox``)::
 
-    run.json        what made the run: {"format": 1, "command": "train-detector" | "train-classifier",
-                    "kind": "rcnn" | "multibox" | "classifier", "config": the settings resumes compare}
+    run.json        what made the run (:class:`RunRecord`): {"format_version": 1, "command": "train-detector" |
+                    "train-classifier", "kind": "rcnn" | "multibox" | "classifier", "config": the settings
+                    resumes compare} (and "format": 1, its marker from before format_version)
     config.yaml     the resolved config
     metrics.jsonl   one JSON row per trained epoch ("epoch" counts from 1; "loss", "lr", "seconds",
                     and the validation metric "val_mAP" / "val_top1" when validation ran)
     curves.png      training loss and the validation metric per epoch
-    train_state.pt  everything needed to continue, saved after every epoch (train-detector: also every
+    train_state.pt  everything needed to continue (:class:`TrainState`), saved after every epoch (train-detector: also every
                     train.checkpoint_every steps inside one), with the number of metrics.jsonl rows it covers
     model.pt        the final model (MultiBox: multibox.pt), written when training ends
     best.pt         the model (same format as model.pt) at its best validation, when validation runs
@@ -55,7 +56,8 @@ import os
 import socket
 import sys
 import weakref
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 try:
     import fcntl
@@ -64,8 +66,9 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 
 import yaml
 
-from backbone.config import save_config, to_dict
+from backbone.config import save_config, setting, to_dict
 from backbone.errors import UserError
+from backbone.formats import SavedFormat, is_dict, read_format, record
 from backbone.io import (
     atomic_save,
     check_writable,
@@ -353,6 +356,49 @@ def lock_run(out_dir: str | os.PathLike, command: str) -> JobLock | None:
 # --------------------------------------------------------------------------------- the folder
 
 
+@dataclass(kw_only=True)
+class RunRecord(SavedFormat):
+    """``run.json`` (the module docstring). Versions: 1, marked ``"format": 1`` before
+    ``format_version`` (both written while the version is 1, for programs before it)."""
+
+    VERSION: ClassVar[int] = RUN_FORMAT
+    LEGACY: ClassVar[dict] = {"format": {1: 1}}
+
+    format_version: int = setting(RUN_FORMAT, ge=1)
+    command: str = setting()
+    kind: str = setting()
+    config: dict = setting(default_factory=dict, check=is_dict, expect="a dict (the settings a resume compares)")
+
+
+@dataclass(kw_only=True)
+class TrainState(SavedFormat):
+    """``train_state.pt``: these fields, then the trainer's payload (tensors and plain data,
+    kept as they are). Versions: 1, marked ``"format": 1`` before ``format_version``."""
+
+    VERSION: ClassVar[int] = RUN_FORMAT
+    LEGACY: ClassVar[dict] = {"format": {1: 1}}
+
+    format_version: int = setting(RUN_FORMAT, ge=1)
+    command: str = setting()
+    kind: str = setting()
+    config: dict = setting(default_factory=dict, check=is_dict, expect="a dict (the settings a resume compares)")
+    log_rows: int = setting(ge=0)                   # the metrics.jsonl rows the state covers
+    epochs_done: int | None = setting(None, ge=0)
+
+
+def _choose_another(read: Callable[[], Any]) -> Any:
+    """``read()``, its one-line refusal ending in what to do."""
+    try:
+        return read()
+    except UserError as e:
+        raise UserError(f"{e}; choose another --out") from None
+
+
+def _legacy(version: int) -> dict:
+    """The markers written beside ``format_version`` while the run formats are at version 1."""
+    return {"format": version} if version == 1 else {}
+
+
 def _read_run_json(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
@@ -361,7 +407,7 @@ def _read_run_json(path: str) -> dict:
         raise UserError(f"{path}: not a readable run record ({e}); choose another --out") from None
     if not isinstance(info, dict) or "command" not in info or "kind" not in info:
         raise UserError(f"{path}: not a run record (no command and kind); choose another --out")
-    return info
+    return record(*_choose_another(lambda: read_format(RunRecord, info, source=path)))
 
 
 def check_owner(out_dir: str, command: str, kind: str | None = None) -> dict | None:
@@ -376,9 +422,6 @@ def check_owner(out_dir: str, command: str, kind: str | None = None) -> dict | N
         if info["command"] != command or (kind is not None and info["kind"] != kind):
             want = f"a {command} run" + (f" of kind {kind!r}" if kind else "")
             raise UserError(f"--out {out}: holds a {info['command']} run of kind {info['kind']!r}, not {want}; "
-                            "choose another --out")
-        if info.get("format") != RUN_FORMAT:
-            raise UserError(f"--out {out}: run format {info.get('format')!r} is not this version's ({RUN_FORMAT}); "
                             "choose another --out")
         return info
     try:
@@ -465,11 +508,14 @@ class RunFolder:
         self.config_changed = _plain(info.get("config") or {}) != self.compare
         if os.path.exists(self.state_path):
             st = safe_torch_load(self.state_path, "training state")
-            if not isinstance(st, dict) or st.get("command") != self.command or st.get("kind") != self.kind \
-                    or not isinstance(st.get("log_rows"), int):
-                raise UserError(f"training state {self.state_path}: not the state of this {self.command} run; "
-                                "choose another --out")
-            self._state = st
+            where = f"training state {self.state_path}"
+            if not isinstance(st, dict):
+                raise UserError(f"{where}: not the state of this {self.command} run; choose another --out")
+            obj, payload = _choose_another(lambda: read_format(TrainState, st, source=where))
+            if obj.command != self.command or obj.kind != self.kind:
+                raise UserError(f"{where}: not the state of this {self.command} run ({obj.command}, kind "
+                                f"{obj.kind!r}); choose another --out")
+            self._state = record(obj, payload)
 
     def load_state(self) -> dict | None:
         """The saved state (what :meth:`save_state` got), or None when there is nothing to resume."""
@@ -487,8 +533,8 @@ class RunFolder:
         if not self.write:
             return
         os.makedirs(self.out_dir, exist_ok=True)
-        write_json(self.run_path, {"format": RUN_FORMAT, "command": self.command, "kind": self.kind,
-                                   "config": self.compare}, what="run record")
+        run = RunRecord(command=self.command, kind=self.kind, config=self.compare)
+        write_json(self.run_path, {**_legacy(run.format_version), **record(run)}, what="run record")
         if isinstance(self.config, dict):
             write_text(self.config_path, yaml.safe_dump(self.config, sort_keys=False), what="config")
         else:
@@ -530,11 +576,11 @@ class RunFolder:
         log rows it covers."""
         if not self.write:
             return
-        state = dict(payload)
-        state.update(format=RUN_FORMAT, command=self.command, kind=self.kind, config=self.compare,
-                     log_rows=len(self.rows), epochs_done=epochs_done)
+        fields = TrainState(command=self.command, kind=self.kind, config=self.compare, log_rows=len(self.rows),
+                            epochs_done=epochs_done)
+        state = {**_legacy(fields.format_version), **record(fields, payload)}
         atomic_save(state, self.state_path, what="training state")
-        self._state = state
+        self._state = record(fields, payload)
 
     def save_model(self, write: Callable[[str], Any], *, best: bool = False) -> str:
         """``write(path)`` for model.pt (or best.pt) on the writing rank; returns the path."""

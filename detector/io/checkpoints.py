@@ -20,26 +20,24 @@ back to float32.
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from backbone import NETWORKS, build_backbone
-from backbone.config import MAX_INPUT_SIZE, MAX_NUM_CLASSES, to_dict
+from backbone.config import MAX_INPUT_SIZE, MAX_NUM_CLASSES, setting, to_dict
 from backbone.errors import UserError
+from backbone.formats import STATE_DICT, SavedFormat, is_dict, is_state_dict, read_format, record
 from backbone.io import atomic_save, safe_torch_load
 from backbone.multicrop import IMAGENET_MEAN, IMAGENET_STD
 from detector.config import check_class_names
 
 FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
 CLASSIFIER_FORMAT_VERSION = 2
 CLASSIFIER_KIND = "classifier"
-CLASSIFIER_KEYS = ("format_version", "kind", "arch", "num_classes", "classes", "input_size", "state_dict")
 _AUX_PREFIXES = ("net.aux1.", "net.aux2.", "net.AuxLogits.")
 
 
@@ -56,100 +54,73 @@ def inference_state(state: dict, compact: bool = False) -> dict:
 
 def save_detector(path: str, config: dict, classes: list[str], members: list[dict], multibox: dict | None = None,
                   compact: bool = False) -> None:
-    atomic_save({
-        "format_version": FORMAT_VERSION,
-        "kind": "detector",
-        "detector_kind": (config.get("model") or {}).get("kind", "rcnn"),
-        "config": config,
-        "classes": list(classes),
-        "members": [inference_state(m, compact) for m in members],
-        "multibox": multibox,
-    }, path)
+    atomic_save(record(DetectorCheckpoint(
+        detector_kind=(config.get("model") or {}).get("kind", "rcnn"),
+        config=config,
+        classes=list(classes),
+        members=[inference_state(m, compact) for m in members],
+        multibox=multibox,
+    )), path)
 
 
 # ---------------------------------------------------------------------------------------------
-# field checks: a checkpoint is a file from anywhere, so every field's type is checked before use
-# (a tensor where a string belongs would raise "ambiguous truth value" at the first comparison)
+# the saved formats, declared (backbone.formats): a checkpoint is a file from anywhere, so every
+# field's type is checked before use (a tensor where a string belongs would raise "ambiguous
+# truth value" at the first comparison)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def is_str_list(v) -> bool:
+    return all(isinstance(x, str) for x in v)
 
 
-def _is_str_list(v) -> bool:
-    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+def _v1_to_v2(data: dict) -> dict:
+    """Version 1, from before the fast kind: R-CNN, the only kind then (no ``detector_kind``)."""
+    data.setdefault("detector_kind", "rcnn")
+    return data
 
 
-def _is_state_dict(v) -> bool:
-    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
+@dataclass(kw_only=True)
+class DetectorCheckpoint(SavedFormat):
+    """A detector checkpoint (the module docstring). Versions: 1, R-CNN only; 2 adds
+    ``detector_kind`` (the config's model.kind)."""
 
+    VERSION: ClassVar[int] = FORMAT_VERSION
+    UPGRADES: ClassVar[dict] = {1: _v1_to_v2}
 
-def _is_channel_stats(v) -> bool:
-    return (isinstance(v, (list, tuple)) and len(v) == 3
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
+    format_version: int = setting(FORMAT_VERSION, ge=1)
+    kind: str = setting("detector", choices=("detector",))
+    detector_kind: str = setting("rcnn")
+    config: dict = setting(check=is_dict, expect="a dict (the detector config)")
+    classes: list[str] = setting(check=is_str_list, expect="a list of class names")
+    members: list = setting()
+    multibox: dict | None = setting(None, check=is_dict, expect="None or a dict (the MultiBox checkpoint)")
 
-
-def _describe(v) -> str:
-    """A wrong value, short: its type, and the value itself when that is short."""
-    if isinstance(v, (bool, int, float, str)) and len(repr(v)) <= 40:
-        return f"{type(v).__name__} {v!r}"
-    return "None" if v is None else f"a {type(v).__name__}"
-
-
-Check = tuple[Callable[[Any], bool], str]
-
-
-def _check_fields(ck: dict, fields: dict[str, Check], where: str) -> None:
-    """One :class:`UserError` (``where: field 'x' must be ..., got ...``) for the first field
-    of ``ck`` present with a value its check refuses."""
-    for key, (ok, expected) in fields.items():
-        if key in ck and not ok(ck[key]):
-            raise UserError(f"{where}: field {key!r} must be {expected}, got {_describe(ck[key])}")
-
-
-_DETECTOR_FIELDS: dict[str, Check] = {
-    "detector_kind": (lambda v: isinstance(v, str), "a string (the detector kind)"),
-    "config": (lambda v: isinstance(v, dict), "a dict (the detector config)"),
-    "classes": (_is_str_list, "a list of class names"),
-    "members": (lambda v: isinstance(v, list), "a list of state dicts"),
-    "multibox": (lambda v: v is None or isinstance(v, dict), "None or a dict (the MultiBox checkpoint)"),
-}
+    def cross_check(self, prefix: str) -> None:
+        check_class_names(self.classes, "field 'classes'")
+        if not self.members:
+            raise UserError("checkpoint has no trained members")
+        for i, m in enumerate(self.members):
+            if not is_state_dict(m):
+                raise UserError(f"member {i} is not a state dict (names -> tensors)")
+        model = self.config.get("model")
+        if isinstance(model, dict):
+            model_kind = model.get("kind", "rcnn")
+            if not isinstance(model_kind, str) or model_kind != self.detector_kind:
+                shown = repr(model_kind) if isinstance(model_kind, str) else f"a {type(model_kind).__name__}"
+                raise UserError(f"detector_kind {self.detector_kind!r} but its config's model.kind is {shown}")
 
 
 def load_detector(path: str) -> dict:
-    """Read and check a detector checkpoint; tensors come back as float32."""
+    """Read and check a detector checkpoint (:class:`DetectorCheckpoint`, any readable
+    version, upgraded to today's); tensors come back as float32."""
     ck = safe_torch_load(path, "model")
     kind = ck.get("kind") if isinstance(ck, dict) else None
     if not isinstance(kind, str) or kind != "detector":
         hint = f" (it is a {kind!r} checkpoint)" if isinstance(kind, str) and kind else ""
         raise UserError(f"model {path}: not a detector checkpoint{hint}")
-    version = ck.get("format_version")
-    if not _is_int(version) or version not in READABLE_VERSIONS:
-        shown = repr(version) if _is_int(version) else _describe(version)
-        raise UserError(f"model {path}: checkpoint format {shown} is not supported "
-                        f"(this program reads {', '.join(map(str, READABLE_VERSIONS))})")
-    for key in ("config", "classes", "members"):
-        if key not in ck:
-            raise UserError(f"model {path}: checkpoint lacks {key!r}")
-    _check_fields(ck, _DETECTOR_FIELDS, f"model {path}")
-    check_class_names(ck["classes"], f"model {path}: field 'classes'")
-    if not ck["members"]:
-        raise UserError(f"model {path}: checkpoint has no trained members")
-    kind = ck.get("detector_kind", "rcnn")  # version 1: R-CNN, the only kind then
-    model = ck["config"].get("model")
-    if isinstance(model, dict):
-        model_kind = model.get("kind", "rcnn")
-        if not isinstance(model_kind, str) or model_kind != kind:
-            shown = repr(model_kind) if isinstance(model_kind, str) else _describe(model_kind)
-            raise UserError(f"model {path}: detector_kind {kind!r} but its config's model.kind is {shown}")
-    members = []
-    for i, m in enumerate(ck["members"]):
-        if not _is_state_dict(m):
-            raise UserError(f"model {path}: member {i} is not a state dict (names -> tensors)")
-        members.append({k: (v.float() if v.is_floating_point() else v) for k, v in m.items()})
-    ck["members"] = members
-    ck["detector_kind"] = kind
-    return ck
+    obj, extra = read_format(DetectorCheckpoint, ck, source=f"model {path}")
+    obj.members = [{k: (v.float() if v.is_floating_point() else v) for k, v in m.items()} for m in obj.members]
+    return record(obj, extra)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,24 +172,23 @@ def save_classifier(
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     aux = any(k.startswith("aux") or k.startswith("AuxLogits") for k in state)
     cfg = to_dict(config) if config is not None and not isinstance(config, dict) else (config or {})
-    ckpt: dict[str, Any] = {
-        "format_version": CLASSIFIER_FORMAT_VERSION,
-        "kind": CLASSIFIER_KIND,
-        "arch": arch,
-        "num_classes": len(classes),
-        "classes": list(classes),
-        "input_size": int(input_size),
-        "aux_logits": aux,
-        "transform_input": bool(transform_input),
-        "mean": [float(x) for x in mean],
-        "std": [float(x) for x in std],
-        "config": cfg,
-        "state_dict": state,
-        "epoch": int(epoch),
-        "metrics": dict(metrics or {}),
-    }
-    if train_state is not None:
-        ckpt["train_state"] = train_state
+    ckpt = record(ClassifierCheckpoint(
+        arch=arch,
+        num_classes=len(classes),
+        classes=list(classes),
+        input_size=int(input_size),
+        state_dict=state,
+        aux_logits=aux,
+        transform_input=bool(transform_input),
+        mean=[float(x) for x in mean],
+        std=[float(x) for x in std],
+        config=cfg,
+        epoch=int(epoch),
+        metrics=dict(metrics or {}),
+        train_state=train_state,
+    ))
+    if train_state is None:
+        del ckpt["train_state"]
     atomic_save(ckpt, path)
 
 
@@ -236,26 +206,40 @@ def _is_classifier_config(v) -> bool:
     return p is None or (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1)
 
 
-_CLASSIFIER_FIELDS: dict[str, Check] = {
-    "arch": (lambda v: isinstance(v, str), "a network name"),
-    "num_classes": (lambda v: _is_int(v) and 1 <= v <= MAX_NUM_CLASSES, f"an integer in [1, {MAX_NUM_CLASSES}]"),
-    "classes": (_is_str_list, "a list of class names"),
-    "input_size": (lambda v: _is_int(v) and 1 <= v <= MAX_INPUT_SIZE, f"an integer in [1, {MAX_INPUT_SIZE}] (pixels)"),
-    "aux_logits": (lambda v: isinstance(v, bool), "true or false"),
-    "transform_input": (lambda v: isinstance(v, bool), "true or false"),
-    "mean": (_is_channel_stats, "3 finite numbers"),
-    "std": (lambda v: _is_channel_stats(v) and all(x > 0 for x in v), "3 finite numbers > 0"),
-    "config": (_is_classifier_config, "a dict (the classifier config: model a dict, model.dropout in [0, 1])"),
-    "state_dict": (_is_state_dict, "a state dict (names -> tensors)"),
-    "epoch": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "metrics": (lambda v: isinstance(v, dict), "a dict"),
-    "train_state": (lambda v: isinstance(v, dict), "a dict"),
-}
+@dataclass(kw_only=True)
+class ClassifierCheckpoint(SavedFormat):
+    """A classifier checkpoint (the table above). Versions: 1 and 2 have the same fields (those
+    after ``input_size`` optional: version-1 files without them load with the defaults)."""
+
+    VERSION: ClassVar[int] = CLASSIFIER_FORMAT_VERSION
+
+    format_version: int = setting(CLASSIFIER_FORMAT_VERSION, ge=1)
+    kind: str = setting(CLASSIFIER_KIND, choices=(CLASSIFIER_KIND,))
+    arch: str = setting(choices=NETWORKS)
+    num_classes: int = setting(ge=1, le=MAX_NUM_CLASSES)
+    classes: list[str] = setting(check=is_str_list, expect="a list of class names")
+    input_size: int = setting(ge=1, le=MAX_INPUT_SIZE, doc="pixels")
+    state_dict: dict = setting(check=is_state_dict, expect=STATE_DICT)
+    aux_logits: bool = setting(False)
+    transform_input: bool = setting(False)
+    mean: list[float] = setting(list(IMAGENET_MEAN), check=lambda v: len(v) == 3, expect="3 numbers")
+    std: list[float] = setting(list(IMAGENET_STD), gt=0, check=lambda v: len(v) == 3, expect="3 numbers")
+    config: dict = setting(default_factory=dict, check=_is_classifier_config,
+                           expect="a dict (the classifier config: model a dict, model.dropout in [0, 1])")
+    epoch: int = setting(0, ge=0)
+    metrics: dict = setting(default_factory=dict, check=is_dict, expect="a dict")
+    train_state: dict | None = setting(None, check=is_dict, expect="a dict")
+
+    def cross_check(self, prefix: str) -> None:
+        check_class_names(self.classes, "field 'classes'")
+        if len(self.classes) != self.num_classes:
+            raise UserError(f"{len(self.classes)} class names for {self.num_classes} classes")
 
 
 def read_classifier(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a classifier checkpoint's dict (weights stay on the CPU): every field
-    of the format above, when present, has its documented type."""
+    """Read and check a classifier checkpoint's dict (:class:`ClassifierCheckpoint`; weights
+    stay on the CPU): every field of the format above has its documented type (absent optional
+    fields: their defaults)."""
     path = os.fspath(path)
     ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or "kind" not in ckpt:
@@ -265,27 +249,14 @@ def read_classifier(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"checkpoint {path}: not a classifier checkpoint{hint}")
     kind = ckpt["kind"]
     if not isinstance(kind, str):
-        raise UserError(f"checkpoint {path}: not a classifier checkpoint (field 'kind' is {_describe(kind)})")
+        raise UserError(f"checkpoint {path}: not a classifier checkpoint (field 'kind' is a {type(kind).__name__})")
     if kind != CLASSIFIER_KIND:
         raise UserError(f"checkpoint {path}: is a {kind!r} checkpoint, expected a {CLASSIFIER_KIND!r} one")
-    missing = [k for k in CLASSIFIER_KEYS if k not in ckpt]
-    if missing:
-        raise UserError(f"checkpoint {path}: incomplete, missing {', '.join(missing)}")
-    version = ckpt["format_version"]
-    if not _is_int(version) or version < 1:
-        raise UserError(f"checkpoint {path}: field 'format_version' must be an integer >= 1, got {_describe(version)}")
-    if version > CLASSIFIER_FORMAT_VERSION:
-        raise UserError(
-            f"checkpoint {path}: format version {version} is newer than this program's "
-            f"({CLASSIFIER_FORMAT_VERSION}); update googlenet-det"
-        )
-    _check_fields(ckpt, _CLASSIFIER_FIELDS, f"checkpoint {path}")
-    check_class_names(ckpt["classes"], f"checkpoint {path}: field 'classes'")
-    if ckpt["arch"] not in NETWORKS:
-        raise UserError(f"checkpoint {path}: unknown network {ckpt['arch']!r}")
-    if len(ckpt["classes"]) != ckpt["num_classes"]:
-        raise UserError(f"checkpoint {path}: {len(ckpt['classes'])} class names for {ckpt['num_classes']} classes")
-    return ckpt
+    obj, extra = read_format(ClassifierCheckpoint, ckpt, source=f"checkpoint {path}")
+    out = record(obj, extra)
+    if out["train_state"] is None:
+        del out["train_state"]
+    return out
 
 
 def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu", *, aux_logits: bool | None = None

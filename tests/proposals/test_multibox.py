@@ -189,12 +189,15 @@ def test_propose_max_total(tiny_model, blood_small):
 
 
 @pytest.mark.parametrize("damage,msg", [
-    (lambda ck: ck.update(format=torch.tensor([1])), "not a MultiBox checkpoint"),
+    (lambda ck: (ck.pop("format_version"), ck.update(format=torch.tensor([1]))), "not a MultiBox checkpoint"),
+    (lambda ck: ck.update(format_version=torch.tensor([1])), "field 'format_version' must be an integer >= 1, got a Tensor"),
+    (lambda ck: ck.update(format_version=2), "format version 2 is newer than this program's \\(1\\)"),
+    (lambda ck: ck.update(epoch=-1), "field 'epoch' must be >= 0, got -1"),
     (lambda ck: ck.update(config=[1, 2]), "field 'config' must be a dict"),
     (lambda ck: ck["config"].update(num_priors=-3), "num_priors"),
     (lambda ck: ck["config"].update(input_size="big"), "input_size"),
-    (lambda ck: ck.update(state_dict=[1]), "field 'state_dict' must map names to tensors"),
-    (lambda ck: ck["state_dict"].update(priors="x"), "field 'state_dict' must map names to tensors"),
+    (lambda ck: ck.update(state_dict=[1]), r"field 'state_dict' must be a state dict \(names -> tensors\), got \[1\]"),
+    (lambda ck: ck["state_dict"].update(priors="x"), r"field 'state_dict' must be a state dict \(names -> tensors\)"),
 ])
 def test_multibox_checkpoint_with_wrong_typed_fields_is_one_error(tiny_model, damage, msg):
     """Found by the hostile-input review: a tensor as the format or a broken config used to raise
@@ -205,6 +208,20 @@ def test_multibox_checkpoint_with_wrong_typed_fields_is_one_error(tiny_model, da
     damage(ck)
     with pytest.raises(UserError, match=msg):
         multibox_from_checkpoint(ck, source="mb.pt")
+
+
+def test_multibox_checkpoint_versions(tiny_model, tmp_path):
+    """One integer scheme: the old string marker "multibox-v1" reads as version 1; files are
+    written with format_version 1 and the old marker (read by programs from before it)."""
+    ck = checkpoint_dict(tiny_model, epoch=3, extra={"classes": ["a"]})
+    assert ck["format_version"] == 1 and ck["format"] == "multibox-v1" and ck["kind"] == "multibox"
+    old = {k: v for k, v in ck.items() if k != "format_version"}  # as written before format_version
+    torch.save(old, tmp_path / "old.pt")
+    model = load_multibox(tmp_path / "old.pt")
+    x = torch.zeros(1, 3, 64, 64)
+    assert torch.equal(model(x)[1], tiny_model.eval()(x)[1])
+    new = {k: v for k, v in ck.items() if k != "format"}  # format_version alone (a later writer)
+    assert multibox_from_checkpoint(new).num_priors == tiny_model.num_priors
 
 
 def test_multibox_checkpoint_with_nan_weights_is_refused(tiny_model, tmp_path):

@@ -63,7 +63,7 @@ def test_run_folder_files_and_resume(tmp_path):
     assert {p.name for p in out.iterdir()} == {"run.json", "config.yaml", "metrics.jsonl", "curves.png",
                                                 "train_state.pt", ".lock"}  # .lock: the job lock of the live run
     run = json.loads((out / "run.json").read_text())
-    assert run == {"format": 1, "command": "train-detector", "kind": "rcnn", "config": CFG}
+    assert run == {"format": 1, "format_version": 1, "command": "train-detector", "kind": "rcnn", "config": CFG}
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # found again: resumes with its state; the same config, or one differing in test.* / more epochs
     again = _run(out).check()
@@ -185,3 +185,61 @@ def test_log_is_strict_json_and_curves_are_drawn(tmp_path):
     png = tmp_path / "c.png"
     plot_curves([{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5, "val_top1": 0.9}], str(png), metric="val_top1")
     assert png.read_bytes()[:4] == b"\x89PNG" and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def _release(rf):
+    from detector.engine.run import release_run_lock
+
+    release_run_lock(rf.out_dir)
+
+
+def test_a_run_folder_from_before_format_version_resumes(tmp_path):
+    """run.json and train_state.pt as written before format_version ({"format": 1}) read as version 1."""
+    import torch
+
+    out = tmp_path / "run"
+    _release(_started(out))
+    run = json.loads((out / "run.json").read_text())
+    del run["format_version"]
+    (out / "run.json").write_text(json.dumps(run))
+    st = torch.load(out / "train_state.pt", weights_only=True)
+    del st["format_version"]
+    torch.save(st, out / "train_state.pt")
+    again = _run(out).check()
+    assert again.found and again.load_state()["x"] == 2 and again.load_state()["epochs_done"] == 2
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"format_version": 2}, (r"run.json: format version 2 is newer than this program's \(1\); update googlenet-det; "
+                             "choose another --out$")),
+    ({"format_version": "1"}, r"run.json: field 'format_version' must be an integer >= 1, got '1'; choose another"),
+    ({"format": 2, "format_version": None}, r"run.json: field 'format_version' must be an integer >= 1, got null"),
+    ({"config": [1]}, r"run.json: field 'config' must be a dict \(the settings a resume compares\), got \[1\]"),
+])
+def test_a_damaged_run_record_names_the_field(tmp_path, change, match):
+    out = tmp_path / "run"
+    _release(_started(out))
+    run = {**json.loads((out / "run.json").read_text()), **change}
+    if run.get("format_version", 0) is None:
+        del run["format_version"]
+    (out / "run.json").write_text(json.dumps(run))
+    with pytest.raises(UserError, match=match):
+        _run(out).check()
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"log_rows": "2"}, r"train_state.pt: field 'log_rows' must be an integer, got '2'; choose another --out$"),
+    ({"log_rows": -1}, r"train_state.pt: field 'log_rows' must be >= 0, got -1"),
+    ({"epochs_done": 1.5}, r"train_state.pt: field 'epochs_done' must be an integer or null, got 1.5"),
+    ({"kind": "fast"}, r"train_state.pt: not the state of this train-detector run \(train-detector, kind 'fast'\)"),
+    ({"format_version": 7}, r"train_state.pt: format version 7 is newer"),
+])
+def test_a_damaged_training_state_names_the_field(tmp_path, change, match):
+    import torch
+
+    out = tmp_path / "run"
+    _release(_started(out))
+    st = {**torch.load(out / "train_state.pt", weights_only=True), **change}
+    torch.save(st, out / "train_state.pt")
+    with pytest.raises(UserError, match=match):
+        _run(out).check()

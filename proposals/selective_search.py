@@ -23,16 +23,31 @@ Presets (R-CNN's ``fast`` mode is the default): see :data:`PRESETS`.
 
 from __future__ import annotations
 
-import heapq
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from numba import njit
 
 from backbone.errors import UserError
+
+from .felzenszwalb import QUANT, SIGMA, felzenszwalb, graph_edges
+from .grouping import (
+    COLOUR_BINS,
+    TEXTURE_BINS,
+    TEXTURE_ORIENTATIONS,
+    _group,
+    _neighbours,
+    _region_features,
+    _texture_bins,
+)
+from .selectivesearch_package import _selectivesearch_package
+
+__all__ = [
+    "BACKENDS", "COLOUR_BINS", "MAX_ASPECT_AREA", "MAX_PIXELS", "PRESETS", "QUANT", "SIGMA", "TEXTURE_BINS",
+    "TEXTURE_ORIENTATIONS", "Strategy", "as_rgb_uint8", "convert_colour", "felzenszwalb", "graph_edges",
+    "rank_boxes", "resize_to", "selective_search", "strategies", "unique_first", "working_size",
+]
 
 # colour spaces, Felzenszwalb k, min size (absent: min size = k) and similarity sets of each
 # preset. C colour, T texture, S size, F fill.
@@ -56,10 +71,6 @@ PRESETS: dict[str, dict] = {
                     "similarities": ("CTSF", "TSF")},
 }
 BACKENDS = ("ours", "selectivesearch")
-SIGMA = 0.8
-COLOUR_BINS = 25
-TEXTURE_BINS = 10
-TEXTURE_ORIENTATIONS = 8
 # when working_width is 0 (no resize), larger images are still shrunk to this many pixels
 MAX_PIXELS = 2_000_000
 # at most this many times working_width**2 pixels (very tall images keep a bounded cost)
@@ -163,328 +174,6 @@ def convert_colour(rgb: np.ndarray, space: str) -> np.ndarray:
     raise UserError(f"unknown colour space {space!r}")
 
 
-# ----------------------------------------------------------------------------- Felzenszwalb
-
-
-@njit(nogil=True, cache=True)
-def _find(parent, x):
-    root = x
-    while parent[root] != root:
-        root = parent[root]
-    while parent[x] != root:  # path compression
-        nxt = parent[x]
-        parent[x] = root
-        x = nxt
-    return root
-
-
-@njit(nogil=True, cache=True)
-def _sorted_edges(img, quant):
-    """The 8-neighbour grid graph of a smoothed image: edge ends and quantised weights, sorted by
-    weight (stable). Shared by every k of one colour space."""
-    H, W, C = img.shape
-    P = H * W
-    # 8-neighbourhood: right, down, down-right, up-right (each undirected edge once)
-    E = 4 * P
-    ea = np.empty(E, np.int32)
-    eb = np.empty(E, np.int32)
-    eq = np.empty(E, np.int32)
-    n = 0
-    for y in range(H):
-        for x in range(W):
-            p = y * W + x
-            for d in range(4):
-                if d == 0:
-                    yy, xx = y, x + 1
-                elif d == 1:
-                    yy, xx = y + 1, x
-                elif d == 2:
-                    yy, xx = y + 1, x + 1
-                else:
-                    yy, xx = y - 1, x + 1
-                if yy < 0 or yy >= H or xx >= W:
-                    continue
-                s = 0.0
-                for c in range(C):
-                    diff = img[y, x, c] - img[yy, xx, c]
-                    s += diff * diff
-                ea[n] = p
-                eb[n] = yy * W + xx
-                eq[n] = int(np.sqrt(s) * quant + 0.5)
-                n += 1
-    # counting sort of the quantised weights (stable)
-    nbins = 0
-    for i in range(n):
-        if eq[i] + 1 > nbins:
-            nbins = eq[i] + 1
-    counts = np.zeros(nbins + 1, np.int64)
-    for i in range(n):
-        counts[eq[i] + 1] += 1
-    for b in range(nbins):
-        counts[b + 1] += counts[b]
-    # the edges themselves are moved into weight order, so that the merging passes (run once per
-    # k, twice each) read them sequentially instead of through an index (cache misses)
-    sa = np.empty(n, np.int32)
-    sb = np.empty(n, np.int32)
-    sq = np.empty(n, np.int32)
-    for i in range(n):
-        j = counts[eq[i]]
-        counts[eq[i]] += 1
-        sa[j] = ea[i]
-        sb[j] = eb[i]
-        sq[j] = eq[i]
-    return sa, sb, sq
-
-
-@njit(nogil=True, cache=True)
-def _segment_edges(ea, eb, eq, P, k, min_size, quant):
-    """Felzenszwalb & Huttenlocher's merging over edges sorted by weight -> (P,) labels, count."""
-    n = eq.shape[0]
-    parent = np.arange(P).astype(np.int32)
-    rank = np.zeros(P, np.int32)
-    size = np.ones(P, np.int32)
-    thresh = np.full(P, k, np.float64)
-    for e in range(n):
-        a = _find(parent, ea[e])
-        b = _find(parent, eb[e])
-        if a == b:
-            continue
-        w = eq[e] / quant
-        if w <= thresh[a] and w <= thresh[b]:
-            if rank[a] < rank[b]:
-                a, b = b, a
-            parent[b] = a
-            size[a] += size[b]
-            if rank[a] == rank[b]:
-                rank[a] += 1
-            thresh[a] = w + k / size[a]
-    # small components join their cheapest neighbour (edges in increasing weight)
-    for e in range(n):
-        a = _find(parent, ea[e])
-        b = _find(parent, eb[e])
-        if a != b and (size[a] < min_size or size[b] < min_size):
-            if rank[a] < rank[b]:
-                a, b = b, a
-            parent[b] = a
-            size[a] += size[b]
-            if rank[a] == rank[b]:
-                rank[a] += 1
-    labels = np.empty(P, np.int32)
-    remap = np.full(P, -1, np.int32)
-    count = 0
-    for p in range(P):
-        r = _find(parent, p)
-        if remap[r] < 0:
-            remap[r] = count
-            count += 1
-        labels[p] = remap[r]
-    return labels, count
-
-
-QUANT = 32.0  # edge weights sorted in steps of 1/32 intensity (a counting sort)
-
-
-def graph_edges(image: np.ndarray, sigma: float = SIGMA):
-    """The sorted grid graph of a uint8 (H, W, C) image smoothed with ``sigma`` (reusable for
-    several k)."""
-    img = image.astype(np.float32)
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if sigma > 0:
-        img = cv2.GaussianBlur(img, (0, 0), sigma)
-        if img.ndim == 2:
-            img = img[:, :, None]
-    return _sorted_edges(np.ascontiguousarray(img), QUANT)
-
-
-def felzenszwalb(image: np.ndarray, k: float, min_size: float, sigma: float = SIGMA, edges=None) -> np.ndarray:
-    """Felzenszwalb & Huttenlocher segmentation of a uint8 (H, W, C) image -> (H, W) int32 labels
-    0..R-1. ``k`` is at the 0..255 intensity scale (scikit-image's ``scale`` is the same k).
-    ``edges``: :func:`graph_edges` of the same image and sigma, to skip building them again."""
-    if edges is None:
-        edges = graph_edges(image, sigma)
-    ea, eb, eq = edges
-    P = image.shape[0] * image.shape[1]
-    labels, _ = _segment_edges(ea, eb, eq, P, float(k), int(round(min_size)), QUANT)
-    return labels.reshape(image.shape[:2])
-
-
-# ----------------------------------------------------------------------------- region features
-
-
-def _texture_bins(image: np.ndarray) -> np.ndarray:
-    """(H, W, 8C) uint8 texture bin (0..9) of every pixel: Gaussian derivative (sigma 1) in 8
-    orientations per channel, the positive part, binned over 0..max of that channel/orientation."""
-    H, W, C = image.shape
-    out = np.empty((H, W, TEXTURE_ORIENTATIONS * C), np.uint8)
-    for c in range(C):
-        g = cv2.GaussianBlur(image[:, :, c].astype(np.float32), (0, 0), 1.0)
-        gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=1)
-        gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=1)
-        for o in range(TEXTURE_ORIENTATIONS // 2):
-            theta = np.pi * o / (TEXTURE_ORIENTATIONS // 2)
-            d = np.cos(theta) * gx + np.sin(theta) * gy
-            for sign, j in ((1.0, o), (-1.0, o + TEXTURE_ORIENTATIONS // 2)):
-                v = np.maximum(sign * d, 0.0)
-                m = float(v.max())
-                b = (v * (TEXTURE_BINS / m)).astype(np.int32) if m > 0 else np.zeros_like(v, np.int32)
-                out[:, :, c * TEXTURE_ORIENTATIONS + j] = np.minimum(b, TEXTURE_BINS - 1)
-    return out
-
-
-@njit(nogil=True, cache=True)
-def _region_features(labels, R, colour_bins, texture_bins):
-    """Per region: colour and texture histograms (L1-normalised), size, bbox (x1, y1, x2, y2)."""
-    H, W = labels.shape
-    C = colour_bins.shape[2]
-    T = texture_bins.shape[2]
-    ch = np.zeros((2 * R, C * 25), np.float32)
-    th = np.zeros((2 * R, T * 10), np.float32)
-    size = np.zeros(2 * R, np.float64)
-    box = np.empty((2 * R, 4), np.int32)
-    for r in range(R):
-        box[r, 0] = W
-        box[r, 1] = H
-        box[r, 2] = 0
-        box[r, 3] = 0
-    for y in range(H):
-        for x in range(W):
-            r = labels[y, x]
-            size[r] += 1.0
-            if x < box[r, 0]:
-                box[r, 0] = x
-            if y < box[r, 1]:
-                box[r, 1] = y
-            if x + 1 > box[r, 2]:
-                box[r, 2] = x + 1
-            if y + 1 > box[r, 3]:
-                box[r, 3] = y + 1
-            for c in range(C):
-                ch[r, c * 25 + colour_bins[y, x, c]] += 1.0
-            for t in range(T):
-                th[r, t * 10 + texture_bins[y, x, t]] += 1.0
-    for r in range(R):
-        s = size[r]
-        if s > 0:
-            inv_c = np.float32(1.0 / (s * C))
-            inv_t = np.float32(1.0 / (s * T))
-            for i in range(C * 25):
-                ch[r, i] *= inv_c
-            for i in range(T * 10):
-                th[r, i] *= inv_t
-    return ch, th, size, box
-
-
-def _neighbours(labels: np.ndarray, R: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique pairs (a < b) of 4-adjacent regions as two int32 arrays."""
-    keys = []
-    for u, v in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
-        m = u != v
-        a, b = u[m].astype(np.int64), v[m].astype(np.int64)
-        keys.append(np.minimum(a, b) * R + np.maximum(a, b))
-    keys = np.unique(np.concatenate(keys))
-    return (keys // R).astype(np.int32), (keys % R).astype(np.int32)
-
-
-# ----------------------------------------------------------------------------- grouping
-
-
-@njit(nogil=True, cache=True)
-def _similarity(a, b, ch, th, size, box, im_size, use_c, use_t, use_s, use_f):
-    s = 0.0
-    if use_c:
-        acc = 0.0
-        for i in range(ch.shape[1]):
-            acc += min(ch[a, i], ch[b, i])
-        s += acc
-    if use_t:
-        acc = 0.0
-        for i in range(th.shape[1]):
-            acc += min(th[a, i], th[b, i])
-        s += acc
-    if use_s:
-        s += 1.0 - (size[a] + size[b]) / im_size
-    if use_f:
-        bw = max(box[a, 2], box[b, 2]) - min(box[a, 0], box[b, 0])
-        bh = max(box[a, 3], box[b, 3]) - min(box[a, 1], box[b, 1])
-        s += 1.0 - (bw * bh - size[a] - size[b]) / im_size
-    return s
-
-
-@njit(nogil=True, cache=True)
-def _group(ch, th, size, box, R, na, nb, im_size, use_c, use_t, use_s, use_f):
-    """Hierarchical grouping: merge the most similar neighbours until one region per connected
-    component is left. Arrays have 2R rows, the first R filled; merged region t is row t.
-    Returns the number of regions (initial + merged); boxes are box[:n] in merge order."""
-    # adjacency lists (numba sets degrade under many add/discard cycles)
-    adj = [[np.int32(0)] for _ in range(2 * R)]
-    for lst in adj:
-        lst.pop()
-    heap = [(0.0, np.int32(0), np.int32(0))]
-    heap.pop()
-    for e in range(na.shape[0]):
-        a = na[e]
-        b = nb[e]
-        adj[a].append(b)
-        adj[b].append(a)
-        heap.append((-_similarity(a, b, ch, th, size, box, im_size, use_c, use_t, use_s, use_f), a, b))
-    heapq.heapify(heap)
-    alive = np.zeros(2 * R, np.bool_)
-    alive[:R] = True
-    mark = np.full(2 * R, -1, np.int64)
-    t = R
-    while len(heap) > 0:
-        item = heapq.heappop(heap)
-        i = item[1]
-        j = item[2]
-        if not alive[i] or not alive[j]:
-            continue
-        si = size[i]
-        sj = size[j]
-        st = si + sj
-        size[t] = st
-        wi = np.float32(si / st)
-        wj = np.float32(sj / st)
-        for q in range(ch.shape[1]):
-            ch[t, q] = wi * ch[i, q] + wj * ch[j, q]
-        for q in range(th.shape[1]):
-            th[t, q] = wi * th[i, q] + wj * th[j, q]
-        box[t, 0] = min(box[i, 0], box[j, 0])
-        box[t, 1] = min(box[i, 1], box[j, 1])
-        box[t, 2] = max(box[i, 2], box[j, 2])
-        box[t, 3] = max(box[i, 3], box[j, 3])
-        alive[i] = False
-        alive[j] = False
-        alive[t] = True
-        tt = np.int32(t)
-        new = adj[t]
-        for n in adj[i]:
-            if n != j and mark[n] != t:
-                mark[n] = t
-                new.append(n)
-        for n in adj[j]:
-            if n != i and mark[n] != t:
-                mark[n] = t
-                new.append(n)
-        for n in new:
-            lst = adj[n]
-            k = 0
-            for q in range(len(lst)):
-                if lst[q] != i and lst[q] != j:
-                    lst[k] = lst[q]
-                    k += 1
-            while len(lst) > k:
-                lst.pop()
-            lst.append(tt)
-            heapq.heappush(heap, (-_similarity(tt, n, ch, th, size, box, im_size, use_c, use_t, use_s, use_f), tt, n))
-        while len(adj[i]) > 0:
-            adj[i].pop()
-        while len(adj[j]) > 0:
-            adj[j].pop()
-        t += 1
-    return t
-
-
 def _segment_strategy_group(image: np.ndarray, space: str, k: float, min_size: float, sims: list[str],
                             texture_cache: dict) -> list[np.ndarray]:
     """All (colour space, k) work: one segmentation (the sorted graph and texture bins shared
@@ -547,21 +236,6 @@ def _ours(work: np.ndarray, strats: list[Strategy], threads: int) -> list[np.nda
     else:
         results = [_segment_strategy_group(work, *key, jobs[key], texture_cache) for key in keys]
     return [b for group in results for b in group]
-
-
-def _selectivesearch_package(work: np.ndarray, superpixel_scale: float) -> list[np.ndarray]:
-    """The PyPI ``selectivesearch`` package at its README settings (scale 500, sigma 0.9,
-    min size 10; scale and min size times ``superpixel_scale``). One strategy, so its regions
-    keep their hierarchy order for the ranking."""
-    import selectivesearch  # the optional second backend (and skimage with it): imported only when chosen
-
-    with warnings.catch_warnings():  # the package feeds floats to skimage's LBP, which warns each call
-        warnings.filterwarnings("ignore", message=".*local_binary_pattern.*")
-        _, regions = selectivesearch.selective_search(
-            work, scale=500 * superpixel_scale, sigma=0.9, min_size=int(round(10 * superpixel_scale)))
-    boxes = np.array([[x, y, x + w + 1, y + h + 1] for r in regions for (x, y, w, h) in [r["rect"]]],
-                     dtype=np.int32).reshape(-1, 4)
-    return [boxes]
 
 
 def selective_search(

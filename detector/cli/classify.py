@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 
 from backbone import NETWORKS
 from backbone.config import MAX_INPUT_SIZE
@@ -24,8 +23,7 @@ from backbone.errors import UserError
 from backbone.multicrop import CROP_COUNTS, predict_probs
 from detector.classification.members import load_members
 from detector.classification.transforms import to_chw
-from detector.cli.common import add_device_arg, cli_main
-from detector.cli.eval_classifier import write_json
+from detector.cli.common import add_device_arg, add_threads_arg, cli_main, set_threads, write_json_output
 from detector.engine.devices import resolve_device
 from detector.io.images import list_images, load_image
 from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg
@@ -48,8 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_overwrite_arg(p, "--json")
     p.add_argument("--batch-size", type=int, default=256, help="crops per forward pass (default 256)")
     add_device_arg(p)
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for torch (default: torch's choice; 1 is fastest on a shared, busy CPU)")
+    add_threads_arg(p)
     return p
 
 
@@ -61,10 +58,7 @@ def main(argv=None):
             raise UserError(f"{flag} {n}: must be >= 1")
     if args.input_size is not None and not 1 <= args.input_size <= MAX_INPUT_SIZE:  # 100000: 200 GB
         raise UserError(f"--input-size {args.input_size}: must be in [1, {MAX_INPUT_SIZE}]")
-    if args.threads:
-        if args.threads < 1:
-            raise UserError(f"--threads {args.threads}: must be >= 1")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = resolve_device(args.device)
     files = list_images(args.paths)  # before loading models: bad paths fail fast
     outputs = Outputs([*(args.model or []), *(args.weights or [])], args.overwrite, prog="classify")
@@ -86,7 +80,7 @@ def main(argv=None):
         for p, i in zip(ps, ix):
             print(f"  {p:7.4f}  {classes[i]}")
     if json_path:
-        write_json(outputs, json_path, {"models": [m.name for m in members], "crops": args.crops, "results": results})
+        write_json_output(outputs, json_path, {"models": [m.name for m in members], "crops": args.crops, "results": results})
     return 0
 
 

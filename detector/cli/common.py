@@ -1,4 +1,5 @@
-"""What every console script shares: one-line errors, devices, common flags.
+"""What every console script shares: one-line errors, devices, common flags (config, --threads,
+the proposal flags of propose and eval-proposals), the --json writer.
 
 Only modules in ``detector/cli`` read argv. Each script's ``main(argv=None)`` is wrapped with
 :func:`cli_main`, which turns a :class:`UserError` (or a missing file) into one line on stderr
@@ -11,17 +12,24 @@ import argparse
 import errno
 import functools
 import io
+import json
 import os
 import sys
 import warnings
 from typing import Callable
 
+import torch
+
+from backbone.config import apply_overrides
 from backbone.errors import InputWarning, UserError
 from backbone.io import CACHE_ENV, check_writable, read_yaml
 from backbone.weights import published_weights
 from detector.classification.init import IMAGENET, SCRATCH
+from detector.config import load_detector_config
 from detector.engine.devices import resolve_device  # noqa: F401  (re-exported for the CLIs)
 from detector.io.datasets import resolve_data
+from proposals import METHODS, PRESETS
+from proposals.config import ProposalConfig
 
 try:  # eval/ has its own error type (it imports nothing of ours)
     from eval.errors import EvalError as _EvalError
@@ -231,3 +239,55 @@ def config_source(args, p: argparse.ArgumentParser) -> tuple[str | None, list[st
             if os.environ.get("RANK", "0") == "0":
                 print(f"{p.prog}: {line}", file=sys.stderr)
     return config, ["data.format=auto", *overrides], os.path.abspath(data)
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads (classify, eval-classifier, train-classifier); see :func:`set_threads`."""
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: torch's choice; 1 is fastest on a shared, busy CPU)")
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply ``--threads`` (None: torch's choice); below 1 is the one-line error."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"--threads {threads}: must be >= 1")
+    torch.set_num_threads(threads)
+
+
+def write_json_output(outputs, path: str, doc) -> None:
+    """``doc`` as JSON (indent 1) to the ``--json`` path checked by ``outputs`` (:mod:`detector.io.outputs`)."""
+    outputs.write(path, json.dumps(doc, indent=1) + "\n", what="--json")
+
+
+def add_proposal_args(p: argparse.ArgumentParser) -> None:
+    """The proposal flags of propose and eval-proposals (read by :func:`proposal_config`)."""
+    p.add_argument("--method", choices=METHODS, help="proposal method (default: ss for images, the config's for --config)")
+    p.add_argument("--preset", choices=list(PRESETS), help="selective search preset (default: fast)")
+    p.add_argument("--superpixel-scale", type=float, help="multiplies Felzenszwalb k and min size (paper: 2)")
+    p.add_argument("--backend", choices=["ours", "selectivesearch"], help="selective search engine")
+    p.add_argument("--working-width", type=int, help="images resized to this width first (0: no resize)")
+    p.add_argument("--multibox", metavar="CKPT", help="MultiBox checkpoint (written by train-detector --stage multibox)")
+    p.add_argument("--max-total", type=int, metavar="N",
+                   help="keep at most N proposals per image, after merging (proposals.max_total; default: no cap)")
+
+
+def proposal_config(args):
+    """(DetectorConfig or None, ProposalConfig) from --config/--set and the proposal flags."""
+    full = None
+    if args.config:
+        full = load_detector_config(args.config, args.overrides, data_root=args.data_root)
+        cfg = full.proposals
+    else:
+        if args.overrides:
+            cfg = apply_overrides(ProposalConfig(method="ss"), [o.removeprefix("proposals.") for o in args.overrides])
+        else:
+            cfg = ProposalConfig(method="ss")
+    for flag, field in (("method", "method"), ("preset", "preset"), ("superpixel_scale", "superpixel_scale"),
+                        ("backend", "backend"), ("working_width", "working_width"), ("multibox", "multibox_checkpoint"),
+                        ("max_total", "max_total")):
+        v = getattr(args, flag)
+        if v is not None:
+            setattr(cfg, field, v)
+    return full, cfg

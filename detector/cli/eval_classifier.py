@@ -11,13 +11,11 @@ picks the split. Every model sees the same crops; the ensemble averages the memb
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 import numpy as np
-import torch
 
 from backbone.config import apply_overrides, from_dict
 from backbone.errors import UserError
@@ -29,7 +27,14 @@ from detector.classification.data import (
 )
 from detector.classification.members import checkpoint_members
 from detector.classification.transforms import to_chw
-from detector.cli.common import add_config_args, add_device_arg, cli_main
+from detector.cli.common import (
+    add_config_args,
+    add_device_arg,
+    add_threads_arg,
+    cli_main,
+    set_threads,
+    write_json_output,
+)
 from detector.config import ClassifierConfig, load_classifier_config, validate_config
 from detector.engine.devices import resolve_device
 from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg
@@ -49,14 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_overwrite_arg(p, "--json")
     p.add_argument("--batch-size", type=int, help="crops per forward pass (default: test.batch_size)")
     add_device_arg(p)
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for torch (default: torch's choice; 1 is fastest on a shared, busy CPU)")
+    add_threads_arg(p)
     return p
-
-
-def write_json(outputs: Outputs, path: str, doc) -> None:
-    """``doc`` to the ``--json`` path checked by ``outputs`` (:mod:`detector.io.outputs`)."""
-    outputs.write(path, json.dumps(doc, indent=1) + "\n", what="--json")
 
 
 def format_table(rows: list[dict]) -> str:
@@ -72,10 +71,7 @@ def format_table(rows: list[dict]) -> str:
 @cli_main
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.threads:
-        if args.threads < 1:
-            raise UserError(f"--threads {args.threads}: must be >= 1")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = resolve_device(args.device)
     outputs = Outputs([*args.model, args.config], args.overwrite, prog="eval-classifier")
     json_path = outputs.check(args.json, "--json") if args.json else None  # before loading anything
@@ -135,7 +131,7 @@ def main(argv=None):
         print(f"eval-classifier: {n} crop(s) done in {seconds:.0f} s", file=sys.stderr)
     print(format_table(rows))
     if json_path:
-        write_json(outputs, json_path, {"split": split, "data_root": cfg.data.root, "classes": classes, "class_counts": counts.tolist(), "images": len(index), "every": args.every,
+        write_json_output(outputs, json_path, {"split": split, "data_root": cfg.data.root, "classes": classes, "class_counts": counts.tolist(), "images": len(index), "every": args.every,
                                "models": list(args.model), "results": rows})
     return 0
 

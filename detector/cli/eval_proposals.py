@@ -10,8 +10,14 @@ import json
 
 from backbone.errors import UserError
 from backbone.io import cache_dir, check_writable
-from detector.cli.common import add_config_args, add_device_arg, announce_layout, cli_main
-from detector.cli.propose import add_proposal_args, proposal_config
+from detector.cli.common import (
+    add_config_args,
+    add_device_arg,
+    add_proposal_args,
+    announce_layout,
+    cli_main,
+    proposal_config,
+)
 from detector.engine.devices import init_distributed, rank_sync, resolve_device
 from detector.io.datasets import load_dataset
 from detector.io.figures import figure_format, figure_writer

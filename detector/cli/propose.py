@@ -10,54 +10,26 @@ import argparse
 import json
 import time
 
-from backbone.config import apply_overrides
 from backbone.errors import UserError
 from backbone.io import cache_dir, check_writable
-from detector.cli.common import add_config_args, add_device_arg, add_strict_arg, announce_layout, cli_main
-from detector.config import load_detector_config
+from detector.cli.common import (
+    add_config_args,
+    add_device_arg,
+    add_proposal_args,
+    add_strict_arg,
+    announce_layout,
+    cli_main,
+    proposal_config,
+)
 from detector.engine.devices import init_distributed, rank_sync, resolve_device
 from detector.io.datasets import load_dataset
 from detector.io.images import ImageReads, list_images
 from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg
 from detector.proposal_cache import ensure_proposals
-from proposals import METHODS, PRESETS, propose
-from proposals.config import ProposalConfig
+from proposals import propose
 from proposals.pipeline import get_multibox, validate
 
 
-def add_proposal_args(p: argparse.ArgumentParser) -> None:
-
-    p.add_argument("--method", choices=METHODS, help="proposal method (default: ss for images, the config's for --config)")
-    p.add_argument("--preset", choices=list(PRESETS), help="selective search preset (default: fast)")
-    p.add_argument("--superpixel-scale", type=float, help="multiplies Felzenszwalb k and min size (paper: 2)")
-    p.add_argument("--backend", choices=["ours", "selectivesearch"], help="selective search engine")
-    p.add_argument("--working-width", type=int, help="images resized to this width first (0: no resize)")
-    p.add_argument("--multibox", metavar="CKPT", help="MultiBox checkpoint (written by train-detector --stage multibox)")
-    p.add_argument("--max-total", type=int, metavar="N",
-                   help="keep at most N proposals per image, after merging (proposals.max_total; default: no cap)")
-
-
-def proposal_config(args):
-    """(DetectorConfig or None, ProposalConfig) from --config/--set and the proposal flags."""
-
-    full = None
-    if args.config:
-
-        full = load_detector_config(args.config, args.overrides, data_root=args.data_root)
-        cfg = full.proposals
-    else:
-        if args.overrides:
-
-            cfg = apply_overrides(ProposalConfig(method="ss"), [o.removeprefix("proposals.") for o in args.overrides])
-        else:
-            cfg = ProposalConfig(method="ss")
-    for flag, field in (("method", "method"), ("preset", "preset"), ("superpixel_scale", "superpixel_scale"),
-                        ("backend", "backend"), ("working_width", "working_width"), ("multibox", "multibox_checkpoint"),
-                        ("max_total", "max_total")):
-        v = getattr(args, flag)
-        if v is not None:
-            setattr(cfg, field, v)
-    return full, cfg
 
 
 def build_parser() -> argparse.ArgumentParser:

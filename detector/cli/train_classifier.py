@@ -18,11 +18,18 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
 
 from backbone.errors import UserError
 from detector.classification.init import IMAGENET, SCRATCH
-from detector.cli.common import add_config_args, add_device_arg, add_init_arg, cli_main, init_override
+from detector.cli.common import (
+    add_config_args,
+    add_device_arg,
+    add_init_arg,
+    add_threads_arg,
+    cli_main,
+    init_override,
+    set_threads,
+)
 from detector.config import load_classifier_config
 from detector.engine.devices import resolve_device
 from detector.engine.run import CONFIG_FILE, RUN_FILE
@@ -40,8 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="refuse to continue a run found in --out")
     add_init_arg(p, "the network")
     add_device_arg(p)
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for torch (default: torch's choice; 1 is fastest on a shared, busy CPU)")
+    add_threads_arg(p)
     return p
 
 
@@ -50,10 +56,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.resume and args.no_resume:
         raise UserError("--resume and --no-resume: choose one")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads {args.threads}: must be >= 1")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     config = args.config
     if not config and not args.data_root:
         own = os.path.join(args.out, CONFIG_FILE)

@@ -35,13 +35,16 @@ from backbone.errors import UserError
 from ...config import FORMATS
 
 from .coco import read_coco
-from .common import BoxCleaner, ClassList, DatasetWarning, configured_classes, read_class_file
+from .boxes import BoxCleaner
+from .classes import ClassList, configured_classes, read_class_file
+from .splits import MissingSplit
+from .walk import resolve_path
+from .warning import DatasetWarning
 from .folder import read_folder
 from .ground_truth import read_ground_truth
 from .ilsvrc import read_ilsvrc
 from .records import Dataset, ImageRecord
 from .voc import parse_voc_annotation, read_voc
-from .common import MissingSplit, resolve_path
 from .layout import Layout, detect_layout, resolve_data
 from .voc_xml import read_voc_xml
 from .yolo import read_yolo

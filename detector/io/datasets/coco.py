@@ -26,17 +26,12 @@ import numpy as np
 from backbone.errors import Tally, UserError
 
 from ..sniff import number
-from .common import (
-    MAX_SIDE,
-    SPLIT_ALIASES,
-    BoxCleaner,
-    ClassList,
-    DatasetWarning,
-    MissingSplit,
-    split_of,
-    walk_files,
-    warn_blank_names,
-)
+from .boxes import BoxCleaner
+from .classes import ClassList, warn_blank_names
+from .sizes import MAX_SIDE
+from .splits import SPLIT_ALIASES, MissingSplit, split_of
+from .walk import walk_files
+from .warning import DatasetWarning
 from .folder import fixed_split
 from .index import size_index
 from .records import Dataset, ImageRecord

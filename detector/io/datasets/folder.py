@@ -27,7 +27,10 @@ import numpy as np
 from backbone.errors import UserError
 from backbone.io import cache_dir, write_text
 
-from .common import BoxCleaner, ClassList, DatasetWarning, read_split_file
+from .boxes import BoxCleaner
+from .classes import ClassList
+from .splits import read_split_file
+from .warning import DatasetWarning
 from .index import size_index
 from .records import Dataset
 from .voc import annotation_to_record, classes_found, find_image, parse_voc_annotation

@@ -32,7 +32,9 @@ from backbone.errors import UserError
 
 from ..sniff import BOX_FORMATS, file_box, files_below, is_number, numbers, read_lines, sniff, text_files
 from .coco import coco_from_dict, load_json
-from .common import BoxCleaner, ClassList, DatasetWarning, read_class_file
+from .boxes import BoxCleaner
+from .classes import ClassList, read_class_file
+from .warning import DatasetWarning
 from .ilsvrc import read_blacklist, read_ilsvrc
 from .records import Dataset, ImageRecord
 from .voc import annotation_to_record, classes_found, find_image, parse_voc_annotation, read_voc

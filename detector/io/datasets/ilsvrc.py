@@ -14,7 +14,9 @@ import os
 
 from backbone.errors import UserError
 
-from .common import BoxCleaner, ClassList, MissingSplit, drop_repeats, read_class_file
+from .boxes import BoxCleaner
+from .classes import ClassList, read_class_file
+from .splits import MissingSplit, drop_repeats
 from .index import size_index
 from .records import Dataset
 from .voc import VocAnnotation, annotation_to_record, find_image, voc_parser

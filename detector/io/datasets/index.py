@@ -20,7 +20,7 @@ applied, so readers of different settings share one index and cannot mix results
 
 Format: a ``.npz`` (``numpy.load(allow_pickle=False)``; no pickle) of concatenated arrays plus
 one UTF-8 JSON member for the strings. A damaged, foreign or older-version index is rebuilt
-with one :class:`~detector.io.datasets.common.DatasetWarning`; an index that cannot be written
+with one :class:`~detector.io.datasets.warning.DatasetWarning`; an index that cannot be written
 (read-only or full disk) is one warning too, the records are still returned.
 ``GOOGLENET_DET_NO_ANNOTATION_INDEX=1`` turns the index off (every file parsed every run).
 """
@@ -41,7 +41,8 @@ import numpy as np
 from backbone.errors import UserError
 from backbone.io import atomic_write, cache_dir, check_zip_crcs, one_line
 
-from .common import DatasetWarning, image_header
+from .sizes import image_header
+from .warning import DatasetWarning
 
 #: bump when the parse result of a file changes (older indexes are then rebuilt)
 INDEX_VERSION = 2
@@ -284,7 +285,7 @@ def size_index_path(folder: str, cache: str | None = None) -> str:
 
 class ImageSizeIndex:
     """``(stored width, stored height, EXIF orientation)`` of the images below one folder
-    (:func:`detector.io.datasets.common.image_header`), kept in the cache folder as the
+    (:func:`detector.io.datasets.sizes.image_header`), kept in the cache folder as the
     annotation index is: the dataset readers compare every annotated size with the image's
     own, and an ILSVRC DET training split is 456,567 images, too many to open on every run.
     An entry holds the file's size and mtime (ns); a changed file is read again, a gone one
@@ -382,9 +383,9 @@ class ImageSizeIndex:
 
 def size_index(folder: str, cache: str | None = None) -> Callable[[str], tuple[int, int, int]]:
     """``header = size_index(root)``; ``w, h, orientation = header(path)``: the image header
-    (:func:`detector.io.datasets.common.image_header`) answered from the size index of
+    (:func:`detector.io.datasets.sizes.image_header`) answered from the size index of
     ``folder`` (:class:`ImageSizeIndex`; ``header.save()`` writes it back: the
-    :class:`~detector.io.datasets.common.BoxCleaner` it is given does at its ``report()``). The
+    :class:`~detector.io.datasets.boxes.BoxCleaner` it is given does at its ``report()``). The
     header itself when the index is disabled (:data:`DISABLE_ENV` turns both indexes off)."""
     if index_disabled():
         return image_header

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from backbone.errors import UserError
 
 from .coco import coco_files
-from .common import walk_files
+from .walk import walk_files
 from .yolo import _EXTS, find_yaml
 
 #: bytes read from the start of a file to recognise it

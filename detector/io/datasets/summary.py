@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .common import MissingSplit
+from .splits import MissingSplit
 from .records import Dataset
 
 FEW_BOXES = 20

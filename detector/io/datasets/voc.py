@@ -24,7 +24,10 @@ import numpy as np
 from backbone.errors import UserError
 
 from ._xml import parse_xml
-from .common import MAX_SIDE, BoxCleaner, ClassList, read_split_file
+from .boxes import BoxCleaner
+from .classes import ClassList
+from .sizes import MAX_SIDE
+from .splits import read_split_file
 from .index import annotation_parser, size_index
 from .records import Dataset, ImageRecord
 

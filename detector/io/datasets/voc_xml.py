@@ -20,14 +20,10 @@ import os
 from backbone.errors import UserError
 
 from ._xml import parse_xml
-from .common import (
-    BoxCleaner,
-    ClassList,
-    MissingSplit,
-    check_unique_stems,
-    own_splits,
-    walk_files,
-)
+from .boxes import BoxCleaner
+from .classes import ClassList
+from .splits import MissingSplit, own_splits
+from .walk import check_unique_stems, walk_files
 from .folder import fixed_split
 from .index import size_index
 from .records import Dataset

@@ -32,19 +32,12 @@ import numpy as np
 from backbone.errors import Tally, UserError
 from backbone.io import read_yaml
 
-from .common import (
-    BoxCleaner,
-    ClassList,
-    DatasetWarning,
-    MissingSplit,
-    check_unique_stems,
-    drop_repeats,
-    own_splits,
-    read_class_file,
-    shown_size,
-    walk_files,
-    warn_blank_names,
-)
+from .boxes import BoxCleaner
+from .classes import ClassList, read_class_file, warn_blank_names
+from .sizes import shown_size
+from .splits import MissingSplit, drop_repeats, own_splits
+from .walk import check_unique_stems, walk_files
+from .warning import DatasetWarning
 from .folder import fixed_split
 from .index import size_index
 from .records import Dataset, ImageRecord

@@ -117,3 +117,29 @@ def test_stdout_over_the_file_size_limit_is_one_line(tmp_path):
         p = _model_summary(out, limit=40)
     assert p.returncode == 2 and p.stderr.splitlines() == [
         "model-summary: error: standard output: cannot write (File too large)"], p.stderr
+
+
+def test_no_console_script_imports_another():
+    """What scripts share lives in detector/cli/common.py (or the library), never in another
+    script's module (issue 22: classify imported eval_classifier, eval-proposals imported propose)."""
+    import ast
+
+    cli = ROOT / "detector" / "cli"
+    bad = []
+    for f in sorted(cli.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            bad += [f"{f.name}: {n}" for n in names
+                    if n.startswith("detector.cli.") and n != "detector.cli.common"]
+    assert not bad
+
+
+def test_threads_below_one_is_one_line_in_every_script(tmp_path, capsys):
+    """--threads is one flag of detector/cli/common.py: 0 is refused alike by every script."""
+    from detector.cli import classify, eval_classifier, train_classifier
+
+    for mod, argv in ((classify, ["x.jpg"]), (eval_classifier, ["--model", "m.pt"]),
+                      (train_classifier, ["--out", str(tmp_path / "run")])):
+        assert mod.main([*argv, "--threads", "0"]) == 2, mod.__name__
+        assert "--threads 0: must be >= 1" in capsys.readouterr().err, mod.__name__

@@ -26,11 +26,10 @@ import sys
 import time
 from dataclasses import replace
 
-import cv2
 import numpy as np
 
 from backbone.errors import UserError
-from backbone.io import atomic_write, check_writable
+from backbone.io import check_writable
 from detector.cli.common import add_device_arg, add_strict_arg, cli_main
 from detector.engine.devices import resolve_device
 from detector.io.datasets.records import Dataset, ImageRecord
@@ -45,6 +44,7 @@ from detector.io.detections import (
 from detector.io.images import list_images, load_image
 from detector.io.outputs import MANIFEST, Manifest, Outputs, add_output_arg, add_overwrite_arg, is_manifest, is_stream
 from detector.io.report import PAGE_NAME, detect_page
+from detector.io.pictures import picture
 from detector.model import Detector
 from detector.onnx import OnnxDetector
 
@@ -52,30 +52,6 @@ from detector.onnx import OnnxDetector
 EXIT_PARTIAL = 1
 
 __all__ = ["MANIFEST", "Manifest", "Outputs", "build_parser", "main"]  # Manifest, Outputs: detector.io.outputs
-
-def picture(image, det) -> bytes:
-    """``image`` with labelled boxes drawn, as PNG bytes."""
-    img = image[:, :, ::-1].copy()
-    palette = [(0, 0, 255), (255, 128, 0), (0, 200, 0), (200, 0, 200), (0, 200, 200), (255, 0, 0), (128, 128, 0)]
-    for b, s, l in sorted(zip(det.boxes, det.scores, det.labels), key=lambda t: t[1]):
-        color = palette[(int(l) - 1) % len(palette)]
-        x1, y1, x2, y2 = (int(round(v)) for v in b)
-        cv2.rectangle(img, (x1, y1), (x2 - 1, y2 - 1), color, 2)
-        text = f"{det.classes[int(l) - 1]} {s:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-        ty = max(y1, th + 4)
-        cv2.rectangle(img, (x1, ty - th - 4), (x1 + tw + 2, ty), color, -1)
-        cv2.putText(img, text, (x1 + 1, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    ok, buf = cv2.imencode(".png", img)
-    if not ok:
-        raise UserError("cannot encode the picture as PNG")
-    return buf.tobytes()
-
-
-def draw(image, det, path: str) -> None:
-    """Write ``image`` with labelled boxes to ``path`` (PNG), atomically."""
-    atomic_write(path, picture(image, det), what="picture")
-
 
 def picture_names(inputs: list[str], images: list[str]) -> dict[str, str]:
     """Each image's picture name in ``--out`` (``/``-separated, without ``.png``): its path

@@ -186,3 +186,9 @@ def train_given(cfg, out_dir, device, *, train_proposals=None, val_proposals=Non
     stop = loop.stop_after(stop_after) if stop_after is not None else contextlib.nullcontext()
     with mock.patch.object(td, "ensure_proposals", given), stop:
         return td.train_detector(cfg, out_dir, device, **kw)
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    """Whether state dicts ``a`` and ``b`` hold the same tensors under the same names, bitwise
+    (False for two empty dicts: a test comparing nothing must not pass)."""
+    return bool(a) and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

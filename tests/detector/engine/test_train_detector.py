@@ -17,7 +17,7 @@ from detector.engine.train_detector import train_detector
 from detector.io.checkpoints import load_detector
 from detector.io.datasets import load_dataset
 
-from ..helpers import jittered_proposals, tiny_config, train_given
+from ..helpers import jittered_proposals, same_weights, tiny_config, train_given
 from .test_run import ROOT_SKIP, snapshot
 
 td = importlib.import_module("detector.engine.train_detector")  # the module (not the function of that name)
@@ -47,8 +47,7 @@ def _weights(path, key="members"):
     return load_detector(str(path))[key][0]
 
 
-def _same(a, b):
-    return all(torch.equal(a[k], b[k]) for k in a)
+_same = same_weights  # bitwise, same names, never true of two empty dicts
 
 
 @pytest.fixture
@@ -342,3 +341,13 @@ def test_empty_validation_split_is_no_validation(mini, props, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert f"no validation (split 'val' of {voc}: no images)" in err and "nan" not in err, err
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_the_weights_comparison_cannot_pass_on_nothing():
+    """The bitwise comparison the resume tests use: never true of two empty state dicts, nor of
+    dicts with other names (the old helper was true for an empty one)."""
+    t = torch.zeros(2)
+    assert same_weights({"a": t}, {"a": t.clone()})
+    assert not same_weights({}, {})
+    assert not same_weights({"a": t}, {"a": t, "b": t})
+    assert not same_weights({"a": t}, {"a": t + 1})

@@ -34,7 +34,6 @@ from torch import nn
 
 from backbone.config import from_dict, to_dict
 from backbone.errors import UserError
-from backbone.io import atomic_write
 
 from .config import DetectorConfig
 from .ensemble import RegionOutputs, average
@@ -85,8 +84,9 @@ class _RcnnGraph(nn.Module):
         return tuple(outs)
 
 
-def export_onnx(detector: Detector, path: str) -> dict:
-    """Write ``detector``'s networks to ``path`` (ONNX) and its sidecar; return the sidecar."""
+def export_onnx(detector: Detector) -> tuple[bytes, dict]:
+    """``detector``'s networks as ONNX bytes, and the sidecar for ``FILE.onnx.json`` (the caller
+    writes both, through the output rule: ``export-model``)."""
     cfg, kind = detector.cfg, detector.cfg.model.kind
     if cfg.proposals.uses_multibox:
         raise UserError("export-model: the model's proposals use MultiBox, whose network is not exported yet "
@@ -119,9 +119,7 @@ def export_onnx(detector: Detector, path: str) -> dict:
     side = {"format": FORMAT, "version": VERSION, "kind": kind, "classes": list(detector.classes), "members": n,
             "inputs": inputs, "outputs": outputs, "opset": OPSET, "min_input": getattr(members[0], "min_input", None),
             "config": to_dict(cfg)}
-    atomic_write(path, buf.getvalue(), what="ONNX model")
-    atomic_write(sidecar_path(path), json.dumps(side, indent=1) + "\n", what="ONNX sidecar")
-    return side
+    return buf.getvalue(), side
 
 
 class OnnxDetector(Detector):

@@ -16,10 +16,12 @@ import sys
 import torch
 
 from backbone.errors import UserError
-from backbone.io import check_writable
+from backbone.io import json_text
 from detector.cli.common import cli_main
+from detector.assets import default_model_path
+from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg, is_stream
 from detector.model import Detector
-from detector.onnx import export_onnx
+from detector.onnx import export_onnx, sidecar_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="example: export-model --model runs/mine/model.pt --out runs/mine/model.onnx; "
                                        "detect --model runs/mine/model.onnx IMAGE")
     p.add_argument("--model", help="detector checkpoint (default: the bundled default model)")
-    p.add_argument("--out", required=True, metavar="FILE.onnx", help="the ONNX file (its sidecar: FILE.onnx.json)")
+    add_output_arg(p, "--out", required=True, metavar="FILE.onnx", help="the ONNX file (its sidecar: FILE.onnx.json)")
+    add_overwrite_arg(p, "--out")
     return p
 
 
@@ -36,10 +39,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not args.out.endswith(".onnx"):
         raise UserError(f"--out {args.out}: name the file FILE.onnx (its sidecar is FILE.onnx.json)")
-    check_writable(args.out, what="--out")
-    check_writable(args.out + ".json", what="--out (its sidecar)")
+    outputs = Outputs([args.model or default_model_path()], args.overwrite, prog="export-model")
+    out = outputs.check(args.out, "--out")
+    if is_stream(out) or out in outputs.streams:
+        raise UserError(f"--out {args.out}: a device or FIFO; export-model writes its sidecar beside the file "
+                        "(FILE.onnx.json): give a file path")
+    side_path = outputs.check(sidecar_path(out), "--out (its sidecar)")
     det = Detector.from_checkpoint(args.model, torch.device("cpu"))
-    side = export_onnx(det, args.out)
+    data, side = export_onnx(det)
+    outputs.write(out, data, what="ONNX model", save=False)
+    outputs.write(side_path, json_text(side), what="ONNX sidecar")
     print(f"export-model: wrote {args.out} ({side['kind']}, {side['members']} member(s), classes "
           f"{', '.join(side['classes'])}) and {args.out}.json", file=sys.stderr)
     return 0

@@ -52,6 +52,7 @@ class Case:
     inputs: Callable[[Env], list[str]]          # inputs of that run, each given as the output in turn
     ours: str = "user.json"                     # file kind: the user's file; folder/run: a name written there
     slow: bool = False                          # the full run (device case) is slow: marked
+    device_refused: bool = False                # a file written beside it (a sidecar): a device is refused
     extra: list[str] = field(default_factory=list)
 
 
@@ -115,6 +116,8 @@ CASES: dict[tuple[str, str], Case] = {
         str(e.fixture("trained") / "model.pt"),
         str(next((e.fixture("folder") / "test").rglob("*.png")))]),
     ("model-summary", "--json"): Case(lambda e: ["--size", "96"], lambda e: []),
+    ("export-model", "--out"): Case(lambda e: ["--model", e.fixture("model")], lambda e: [e.fixture("model")],
+                                    ours="user.onnx", device_refused=True),
     ("train-detector", "--half"): Case(lambda e: [*_train_detector(e), "--out", str(e.tmp / "run")], lambda e: [
         *_run_files(e), e.train_config, str(e.voc / "Annotations" / "BloodImage_00000.xml")],
         ours="user.pt"),
@@ -196,7 +199,9 @@ def test_a_device_node_stays_a_device_node(script, flag, tmp_path, request, caps
         rc, _ = _run(script, [*argv, flag, node])
     err = capsys.readouterr().err
     assert is_node(node)
-    if kind == "file":   # written into: the full run succeeds (a FIFO's reader got the output)
+    if case.device_refused:  # a sidecar goes beside the file: a device is one error line, before any work
+        assert rc == 2 and f"{script}: error: {flag} " in err, err
+    elif kind == "file":   # written into: the full run succeeds (a FIFO's reader got the output)
         assert rc == 0, err
         assert fifo.thread is None or fifo.data
     else:                # a folder or a run folder cannot be a device: refused

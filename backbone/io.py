@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import yaml
 
-from .errors import UserError
+from .errors import Tally, UserError
 
 CACHE_ENV = "GOOGLENET_DET_CACHE"
 
@@ -269,9 +269,10 @@ class YAMLLoader(yaml.SafeLoader):
     merge keys ``<<`` may still be overridden, as YAML intends) and a recursive alias
     (``&a [*a]``, which every check walking the data would recurse into forever)."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, duplicates: list | None = None):
         super().__init__(stream)
         self._open_anchors: set[str] = set()
+        self.duplicates = duplicates  # a list: duplicate keys are noted there (the last wins), not refused
 
     def compose_node(self, parent, index):
         event = self.peek_event()
@@ -302,34 +303,48 @@ class YAMLLoader(yaml.SafeLoader):
                 except TypeError:
                     continue  # an unhashable key: SafeConstructor's own error
                 if seen:
-                    raise YAMLShapeError(None, None, f"key {key!r} given twice, on line {first[key]} and line {line}; "
-                                         "the last one would win", key_node.start_mark)
+                    text = f"key {key!r} given twice, on line {first[key]} and line {line}"
+                    if self.duplicates is None:
+                        raise YAMLShapeError(None, None, f"{text}; the last one would win", key_node.start_mark)
+                    self.duplicates.append(text)
                 first[key] = line
         return super().construct_mapping(node, deep)
 
 
-def parse_yaml(stream: Any) -> Any:
-    """``yaml.safe_load`` with :class:`YAMLLoader`'s checks (duplicate keys, recursive aliases)."""
-    loader = YAMLLoader(stream)
+def parse_yaml(stream: Any, duplicates: list | None = None) -> Any:
+    """``yaml.safe_load`` with :class:`YAMLLoader`'s checks (duplicate keys, recursive aliases);
+    with a ``duplicates`` list, duplicate keys are noted there and the last one wins."""
+    loader = YAMLLoader(stream, duplicates)
     try:
         return loader.get_single_data()
     finally:
         loader.dispose()
 
 
-def read_yaml(path: str | os.PathLike, what: str) -> Any:
+def read_yaml(path: str | os.PathLike, what: str, *, peer: bool = False) -> Any:
     """The data of YAML (or JSON) file ``path``; ``what`` names it in the one-line errors
     (``"config PATH"``, ``"data.yaml PATH"``): a missing or unreadable file, invalid YAML (with
-    its line), not UTF-8. An empty file is None."""
+    its line), not UTF-8. An empty file is None. A key given twice is an error in our own files
+    (configs: the last one would win silently); in a ``peer`` file (a YOLO data.yaml, which
+    ultralytics reads with ``yaml.safe_load``, the last key winning) it is read the same way,
+    with one counted :class:`InputWarning` (``--strict``: the error)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserError(f"{what}: no such file" if not os.path.exists(path) else f"{what}: not a regular file")
+    duplicates: list | None = [] if peer else None
     try:
         with open(path, encoding="utf-8-sig") as f:   # a BOM is skipped
-            return parse_yaml(f)
+            data = parse_yaml(f, duplicates)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{what}:{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
+        problem = str(getattr(e, "problem", None) or e).splitlines()[0]  # ReaderError has no problem: one line
+        raise UserError(f"{what}:{line} is not valid YAML ({problem})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{what}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    if duplicates:
+        tally = Tally(what, "key(s) given twice in one mapping, the last one used (as ultralytics reads it)")
+        for text in duplicates:
+            tally.add(text)
+        tally.report(stacklevel=2)
+    return data

@@ -264,3 +264,34 @@ except UserError as e:
     assert p.returncode == 3, p.stderr
     assert p.stdout == f"checkpoint {target}: cannot write (File too large)\n"
     assert target.read_bytes() == b"old state" and os.listdir(tmp_path) == ["train_state.pt"]
+
+
+def test_a_peer_yaml_with_a_key_twice_is_read_as_ultralytics_reads_it(tmp_path):
+    """A YOLO data.yaml is ultralytics' file (yaml.safe_load: the last key wins): read the same
+    way, with one counted InputWarning; --strict's filter makes it the error. Our own configs
+    keep refusing it (tests of read_yaml above)."""
+    import warnings
+
+    from backbone.errors import InputWarning
+    from backbone.io import read_yaml
+
+    p = tmp_path / "data.yaml"
+    p.write_text("path: .\nnames: [a, b]\ntrain: x\nnames: [c]\n")
+    with pytest.warns(InputWarning, match=r"data.yaml .*: 1 key\(s\) given twice.*'names' given twice, on line 2 and line 4"):
+        assert read_yaml(p, f"data.yaml {p}", peer=True)["names"] == ["c"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        with pytest.raises(InputWarning, match="'names' given twice"):
+            read_yaml(p, f"data.yaml {p}", peer=True)
+    with pytest.raises(UserError, match="'names' given twice, on line 2 and line 4; the last one would win"):
+        read_yaml(p, f"config {p}")
+
+
+def test_a_control_character_in_yaml_is_one_line(tmp_path):
+    from backbone.io import read_yaml
+
+    p = tmp_path / "c.yaml"
+    p.write_bytes(b"a: 1\nb: \x00\n")
+    with pytest.raises(UserError) as e:
+        read_yaml(p, f"config {p}")
+    assert "\n" not in str(e.value) and "not valid YAML" in str(e.value)

@@ -72,7 +72,7 @@ def find_yaml(root: str) -> str | None:
 
 
 def load_data_yaml(path: str) -> dict:
-    data = read_yaml(path, f"data.yaml {path}") or {}
+    data = read_yaml(path, f"data.yaml {path}", peer=True) or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: not a YOLO dataset file (expected keys names, path, train, val, test)")
     return data

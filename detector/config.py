@@ -230,7 +230,8 @@ class TestConfig:
     nms_iou: float = setting(0.3, ge=0, le=1)
     score_thr: float = setting(0.05, ge=0, le=1)
     max_per_image: int = setting(100, ge=1, le=MAX_BOXES)
-    max_proposals: int = setting(2000, ge=1, le=MAX_BOXES)  # per image at inference
+    max_proposals: int | None = setting(None, ge=1, le=MAX_BOXES)  # per image at inference; None: 2000, or 300 with
+                                              # proposals.method trunk (DetectorConfig.proposal_limit)
     batch_size: int = setting(128, ge=1, le=MAX_BATCH)  # regions per forward pass (bounds memory)
     members: int = setting(0, ge=0, le=MAX_MEMBERS)  # score with the first N ensemble members only (0: all)
     bbox_reg: bool = setting(True)            # apply the model's box regression when it has one
@@ -246,7 +247,18 @@ class DetectorConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     test: TestConfig = field(default_factory=TestConfig)
 
+    @property
+    def proposal_limit(self) -> int:
+        """The proposals scored per image: ``test.max_proposals``, or when None 300 for the members'
+        own proposals (``proposals.method: trunk``) and 2000 for the others."""
+        if self.test.max_proposals is not None:
+            return self.test.max_proposals
+        return 300 if self.proposals.uses_trunk else 2000
+
     def cross_check(self, prefix: str) -> None:
+        if self.proposals.uses_trunk and self.model.kind != "fast":
+            raise UserError(f"{prefix}proposals.method trunk: the proposals come from the members' own trunk, which "
+                            f"only model.kind fast shares; model.kind is {self.model.kind} (use fast, or another method)")
         if self.data.format not in FORMATS:
             raise UserError(f"{prefix}data.format must be one of {', '.join(FORMATS)} for a detector, got "
                             f"{self.data.format!r} ({self.data.format} is for train-classifier)")

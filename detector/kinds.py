@@ -48,10 +48,12 @@ class DetectorKind(Protocol):
 
     Inference (:class:`detector.Detector`), on the :class:`~detector.ensemble.Ensemble` of members:
 
-    - ``propose(ensemble, cfg, image, device) -> (N, 4) boxes or None``: the boxes the model
-      itself proposes for an (H, W, 3) uint8 image; None when the kind makes none, and the
+    - ``propose(ensemble, cfg, image, device, times=None) -> (N, 4) boxes or None``: the boxes
+      the model itself proposes for an (H, W, 3) uint8 image (``times`` gets its stage seconds,
+      e.g. ``trunk`` and ``proposals``); None when the kind makes none, and the
       configured proposals (selective search, MultiBox) are used (both kinds today; the
-      one-pass detector proposes);
+      one-pass detector, the fast kind with ``proposals.method: trunk``, proposes: its
+      members' features are kept for the ``score_regions`` call of the same image);
     - ``score_regions(ensemble, cfg, image, boxes, device, times=None) -> (probs (N, C + 1),
       deltas (N, C, 4) or None)``, (None, None) without boxes; ``times`` gets the kind's stage
       seconds. A kind may score in two phases, the image's features once and then the head on
@@ -70,7 +72,7 @@ class DetectorKind(Protocol):
     def param_groups(self, model: nn.Module, cfg: DetectorConfig) -> list[dict]: ...
 
     def propose(self, ensemble: Ensemble, cfg: DetectorConfig, image: np.ndarray,
-                device: torch.device) -> np.ndarray | None: ...
+                device: torch.device, times: dict | None = None) -> np.ndarray | None: ...
 
     def score_regions(self, ensemble: Ensemble, cfg: DetectorConfig, image: np.ndarray, boxes: Tensor,
                       device: torch.device, times: dict | None = None) -> tuple[Tensor | None, Tensor | None]: ...

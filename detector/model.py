@@ -110,9 +110,11 @@ class Detector:
         return new
 
     # -- stages -------------------------------------------------------------------------------
-    def propose(self, image: np.ndarray) -> np.ndarray:
-        """The kind's own proposals when its model makes them, else the configured ones."""
-        boxes = self.kind.propose(self.ensemble, self.cfg, image, self.device)
+    def propose(self, image: np.ndarray, times: dict | None = None) -> np.ndarray:
+        """The kind's own proposals when its model makes them (``proposals.method: trunk``: the
+        members' trunks run here, ``times`` gets ``trunk`` and ``proposals``), else the
+        configured ones."""
+        boxes = self.kind.propose(self.ensemble, self.cfg, image, self.device, times)
         return propose(image, self.cfg.proposals, multibox=self.multibox) if boxes is None else boxes
 
     def score_regions(self, image: np.ndarray, boxes: torch.Tensor, times: dict | None = None):
@@ -140,9 +142,10 @@ class Detector:
         times["load"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if proposals is None:
-            proposals = self.propose(work)
-        times["proposals"] = time.perf_counter() - t0
-        boxes = torch.as_tensor(np.array(proposals, dtype=np.float32).reshape(-1, 4))[: self.cfg.test.max_proposals]
+            proposals = self.propose(work, times)
+        if "proposals" not in times:  # the kind's own proposals timed themselves (their trunk apart)
+            times["proposals"] = time.perf_counter() - t0
+        boxes = torch.as_tensor(np.array(proposals, dtype=np.float32).reshape(-1, 4))[: self.cfg.proposal_limit]
         probs, deltas = self.score_regions(work, boxes, times)
         t0 = time.perf_counter()
         if not self.cfg.test.bbox_reg:

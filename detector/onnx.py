@@ -91,6 +91,9 @@ def export_onnx(detector: Detector) -> tuple[bytes, dict]:
     if cfg.proposals.uses_multibox:
         raise UserError("export-model: the model's proposals use MultiBox, whose network is not exported yet "
                         "(export a model with proposals.method ss)")
+    if cfg.proposals.uses_trunk:
+        raise UserError("export-model: the model proposes from its trunk (proposals.method trunk), whose proposal "
+                        "head is not exported yet (export a model with proposals.method ss)")
     members = [m.float().eval() for m in detector.ensemble.members]
     n = len(members)
     outputs = [f"{what}_{i}" for i in range(n) for what in ("logits", "deltas")]

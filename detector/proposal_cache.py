@@ -265,6 +265,10 @@ def ensure_proposals(dataset, cfg: ProposalConfig, cache_dir: str | None = None,
     ``reads``: the :class:`detector.io.images.ImageReads` of the run (its truncated and
     undecodable images told once, here and in the pass that follows), else one of this call."""
     validate(cfg)
+    if cfg.uses_trunk:  # nothing to compute or cache ahead: the detector proposes in its own pass
+        raise UserError("proposals.method trunk: the proposals come from a detector's own trunk, image by image; "
+                        "give the detector (propose / eval-proposals --model CHECKPOINT), or choose ss, multibox "
+                        "or ss+multibox")
     strategies(cfg.preset, cfg.superpixel_scale)
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir or _default_cache_dir()))
     _check_cache_dir(cache_dir, dataset)

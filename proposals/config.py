@@ -3,10 +3,12 @@ its type and range (:func:`backbone.config.setting`), checked when a config is l
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from backbone import NETWORKS
 from backbone.config import MAX_INPUT_SIZE, check_input_size, setting
+from backbone.errors import UserError
 
 from .selective_search import BACKENDS, PRESETS
 
@@ -18,7 +20,7 @@ MAX_PRIORS = 10_000
 MAX_BOXES = 100_000
 
 #: the proposal methods (``proposals.method``)
-METHODS = ("ss", "multibox", "ss+multibox")
+METHODS = ("ss", "multibox", "ss+multibox", "trunk")
 
 
 @dataclass
@@ -43,8 +45,41 @@ class MultiBoxConfig:
 
 
 @dataclass
+class TrunkConfig:
+    """``proposals.trunk``: the proposal head on each fast member's own trunk (``proposals.method:
+    trunk``, :mod:`detector.fast.proposer`): at every cell of the member's tap, ``num_priors``
+    prior shapes, each predicting 4 offsets and 1 objectness logit, trained jointly with the
+    detection head (Faster R-CNN's approximate joint training)."""
+
+    num_priors: int = setting(9, ge=1, le=64)        # prior shapes per cell (k-means over the training boxes' w, h)
+    priors: list[list[float]] | None = setting(None)  # (w, h) in trunk-input pixels, smallest first; None:
+                                                     # written by train-detector (k-means, IoU distance, YOLOv2)
+    matching: str = setting("iou", choices=("iou", "bipartite"))  # iou: Faster R-CNN's (torchvision Matcher,
+                                                     # sampler, BoxCoder) | bipartite: MultiBox's match and loss
+    fg_iou: float = setting(0.7, gt=0, le=1)         # iou matching: a prior with IoU >= this is positive ...
+    bg_iou: float = setting(0.3, ge=0, lt=1)         # ... below this negative (the best prior of each object positive too)
+    batch_size: int = setting(256, ge=1, le=100_000)  # iou matching: priors sampled per image for the loss
+    positive_fraction: float = setting(0.5, gt=0, le=1)  # ... at most this fraction positive
+    alpha: float = setting(0.3, ge=0)                # bipartite matching: location loss weight (as proposals.multibox.alpha)
+    pre_nms: int = setting(2000, ge=1, le=MAX_BOXES)  # best priors by objectness before NMS (per image and member)
+    nms_iou: float = setting(0.7, gt=0, le=1)        # NMS among the proposals; then the first train.max_proposals
+                                                     # (training) / test.max_proposals (inference) are kept
+    loss_weight: float = setting(1.0, ge=0)          # weight of the proposal loss beside the region loss
+    ensemble: str = setting("union", choices=("union", "first"))  # M members: the union of their proposals
+                                                     # (NMS nms_iou, best first) or the first member's only
+
+    def cross_check(self, prefix: str) -> None:
+        if not self.bg_iou < self.fg_iou:
+            raise UserError(f"{prefix}bg_iou must be below {prefix}fg_iou ({self.fg_iou}), got {self.bg_iou}")
+        if self.priors is not None:
+            ok = bool(self.priors) and all(len(p) == 2 and all(math.isfinite(v) and v > 0 for v in p) for p in self.priors)
+            if not ok:
+                raise UserError(f"{prefix}priors must be a list of [w, h] pairs of sizes > 0, got {self.priors}")
+
+
+@dataclass
 class ProposalConfig:
-    method: str = setting("ss+multibox", choices=METHODS)  # ss | multibox | ss+multibox
+    method: str = setting("ss+multibox", choices=METHODS)  # ss | multibox | ss+multibox | trunk (the fast model's own head)
     backend: str = setting("ours", choices=BACKENDS)       # ours | selectivesearch (the PyPI package)
     preset: str = setting("fast", choices=PRESETS)         # single | fast | quality | opencv_fast
     superpixel_scale: float = setting(2.0, gt=0)   # multiplies Felzenszwalb k and min size (paper: 2)
@@ -56,6 +91,7 @@ class ProposalConfig:
     merge_iou: float = setting(0.95, ge=0, le=1)   # near-duplicates between SS and MultiBox removed above this IoU
     max_total: int | None = setting(None, ge=1, le=MAX_BOXES)    # cap on the final proposals per image (after merging); None: no cap
     multibox: MultiBoxConfig = field(default_factory=MultiBoxConfig)
+    trunk: TrunkConfig = field(default_factory=TrunkConfig)
 
     # the method, parsed: callers ask these instead of testing the string
     @property
@@ -67,3 +103,8 @@ class ProposalConfig:
     def uses_multibox(self) -> bool:
         """Whether the method runs the MultiBox network (``multibox``, ``ss+multibox``)."""
         return "multibox" in self.method.split("+")
+
+    @property
+    def uses_trunk(self) -> bool:
+        """Whether the detector's own members propose (``trunk``): no proposal stage outside the model."""
+        return self.method == "trunk"

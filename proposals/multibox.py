@@ -75,6 +75,48 @@ def kmeans_priors(boxes: np.ndarray, k: int, seed: int = 0, iters: int = 50) -> 
     return c.astype(np.float32)
 
 
+def kmeans_shapes(wh: np.ndarray, k: int, seed: int = 0, iters: int = 100, restarts: int = 5) -> np.ndarray:
+    """(k, 2) float32 prior shapes (w, h), smallest area first: k-means of box sizes (N, 2) with
+    the distance 1 - IoU of boxes sharing a centre (YOLOv2's dimension clusters; k-means++ start,
+    each centre the median of its cluster). The convolutional priors of the trunk proposal head
+    (:mod:`detector.fast.proposer`) sit at every cell with these shapes; :func:`kmeans_priors`
+    clusters positioned boxes for the MultiBox network. Fewer distinct sizes than k: the shapes
+    are completed with scaled copies."""
+    x = np.asarray(wh, np.float64).reshape(-1, 2)
+    x = x[(x > 0).all(1) & np.isfinite(x).all(1)]
+    if len(x) == 0:
+        raise UserError("trunk proposal priors: the training split has no boxes")
+    rng = np.random.default_rng(seed)
+
+    def dist(a, c):  # 1 - IoU of centred boxes, (len(a), len(c))
+        inter = np.minimum(a[:, None, 0], c[None, :, 0]) * np.minimum(a[:, None, 1], c[None, :, 1])
+        return 1 - inter / (a[:, None].prod(2) + c[None].prod(2) - inter)
+
+    best, best_cost = None, np.inf
+    for _ in range(restarts):  # the lowest mean distance of a few k-means++ starts (1 - IoU has local minima)
+        centers = x[[rng.integers(len(x))]]
+        for _ in range(1, min(k, len(np.unique(x, axis=0)))):
+            d = dist(x, centers).min(1) ** 2
+            if d.sum() <= 0:
+                break
+            centers = np.concatenate([centers, x[[rng.choice(len(x), p=d / d.sum())]]])
+        for _ in range(iters):
+            assign = dist(x, centers).argmin(1)
+            new = np.stack([np.median(x[assign == j], 0) if (assign == j).any() else centers[j]
+                            for j in range(len(centers))])
+            if np.allclose(new, centers):
+                break
+            centers = new
+        cost = dist(x, centers).min(1).mean()
+        if cost < best_cost:
+            best, best_cost = centers, cost
+    centers = best
+    n = len(centers)
+    for j in range(k - n):  # too few distinct sizes: scaled copies
+        centers = np.concatenate([centers, centers[[j % n]] * 1.5 ** (1 + j // n)])
+    return centers[np.argsort(centers.prod(1), kind="stable")][:k].astype(np.float32)
+
+
 class MultiBox(nn.Module):
     """Inception trunk + box head. forward(x (N,3,S,S)) -> (offsets (N,K,4), logits (N,K))."""
 

@@ -85,6 +85,9 @@ def propose(image, cfg: ProposalConfig, multibox=None) -> np.ndarray:
     ``cfg.multibox_checkpoint`` is loaded. Returns (N, 4) float32 xyxy in image pixels.
     """
     validate(cfg)
+    if cfg.uses_trunk:
+        raise UserError("proposals.method trunk: the proposals come from a detector's own trunk (its proposal head); "
+                        "run the detector (detect, or propose --model CHECKPOINT), or choose ss, multibox or ss+multibox")
     rgb = as_rgb_uint8(image)
     ss = mb = np.zeros((0, 4), np.float32)
     if cfg.uses_ss:

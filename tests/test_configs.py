@@ -16,7 +16,7 @@ def test_every_config_loads(path):
         # the default configs name no data (train-detector --data gives it); every other config does
         assert (not cfg.data.root) if path.name.startswith("default") else cfg.data.root
         assert cfg.model.members >= 1 and cfg.test.protocol in ("ilsvrc", "voc07", "voc", "coco")
-        assert cfg.proposals.method in ("ss", "multibox", "ss+multibox")
+        assert cfg.proposals.method in ("ss", "multibox", "ss+multibox", "trunk")
 
 
 def test_the_imagenet_default_differs_from_the_default_only_where_it_says():

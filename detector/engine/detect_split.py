@@ -56,9 +56,12 @@ def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None,
     reads = ImageReads(f"dataset {dataset.root} split {split}",
                        "scored without detections (their objects count as missed)")
     # every rank computes its share of the missing proposals; read per image afterwards
-    props, prop_secs = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir,
-                                        device=str(detector.device), multibox=detector.multibox, with_seconds=True,
-                                        sync=rank_sync("proposals"), reads=reads)
+    if detector.cfg.proposals.uses_trunk:  # the members propose, image by image, in the detector's pass
+        props, prop_secs = [None] * len(dataset), None
+    else:
+        props, prop_secs = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir,
+                                            device=str(detector.device), multibox=detector.multibox,
+                                            with_seconds=True, sync=rank_sync("proposals"), reads=reads)
     mine = list(range(rank, len(dataset), world))
     out = {}
     for i in tqdm(mine, desc=f"detect {split}", disable=not progress or rank != 0 or not sys.stderr.isatty()):
@@ -71,7 +74,7 @@ def detect_split(cfg: DetectorConfig, split: str, model_path: str | None = None,
             continue
         d = detector(image, proposals=props[i])
         if timing is not None:
-            d.seconds.update(load=t_load, proposals=float(prop_secs[i]))
+            d.seconds.update(load=t_load, **({} if prop_secs is None else {"proposals": float(prop_secs[i])}))
             for k, v in d.seconds.items():
                 timing[k] = timing.get(k, 0.0) + v / len(mine)
         out[i] = d.to_json(rec.path)  # labels by name: the dataset's order may differ from the model's

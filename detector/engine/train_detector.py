@@ -54,6 +54,7 @@ from eval import evaluate
 from ..classification.init import prepare_init
 from ..classification.init import resolve_transform_input as _resolve_transform_input
 from ..config import DetectorConfig
+from ..fast.proposer import training_shapes
 from ..io.checkpoints import inference_state, save_detector
 from ..io.datasets import load_dataset
 from ..io.images import ImageReads
@@ -124,7 +125,7 @@ def validate(cfg: DetectorConfig, classes, members, val_set, val_props, device) 
             mine.append((i, {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
                              "labels": np.zeros(0, np.int64)}))
             continue
-        d = det(image, proposals=val_props[i])
+        d = det(image, proposals=None if val_props is None else val_props[i])  # None: the model proposes
         mine.append((i, {"boxes": d.boxes, "scores": d.scores, "labels": d.labels}))
     reads.report()
     dets = [d for _, d in sorted(all_gather_list(mine), key=lambda x: x[0])]
@@ -211,6 +212,10 @@ def _settle_config(cfg: DetectorConfig, stage: str, mb_dir: str, main: bool) -> 
     if uses_multibox and not cfg.proposals.multibox_checkpoint:
         raise UserError("proposals.method uses MultiBox but proposals.multibox_checkpoint is not set: "
                         "train it first (--stage multibox or --stage all) or use proposals.method=ss")
+    if cfg.proposals.uses_trunk and cfg.proposals.trunk.priors is None:  # recorded by the config, as the weights
+        t, f = cfg.proposals.trunk, cfg.model.fast
+        cfg.proposals.trunk.priors = training_shapes(load_dataset(cfg.data, cfg.data.train_split), t.num_priors,
+                                                     f.min_side, f.max_side, seed=cfg.train.seed)
     init_line = prepare_init(cfg.model)  # before the config is compared and saved: it records the weights
     if init_line and main:
         print(f"{COMMAND}: {init_line}", file=sys.stderr)
@@ -245,14 +250,17 @@ class _Run:
         """Proposals of the training split (every rank computes its share, then all read them per
         image), the validation split and its proposals, the batcher and its loader."""
         cfg, rf, device = self.cfg, self.rf, self.device
-        train_props = ensure_proposals(self.train_set, cfg.proposals, cache_dir=cache_dir, device=str(device),
-                                       sync=rank_sync("proposals"), reads=self.reads)
+        if cfg.proposals.uses_trunk:  # the members propose: no proposal stage
+            train_props = [np.zeros((0, 4), np.float32)] * len(self.train_set)
+        else:
+            train_props = ensure_proposals(self.train_set, cfg.proposals, cache_dir=cache_dir, device=str(device),
+                                           sync=rank_sync("proposals"), reads=self.reads)
         if cfg.train.val_every:  # every rank validates its share
             self.val_set = _validation_set(cfg, rf, self.classes)
             if self.val_set is not None:
                 vs = self.val_set if not cfg.train.val_images else _head(self.val_set, cfg.train.val_images)
-                self.val_props = ensure_proposals(vs, cfg.proposals, cache_dir=cache_dir, device=str(device),
-                                                  sync=rank_sync("val proposals"))
+                self.val_props = None if cfg.proposals.uses_trunk else ensure_proposals(
+                    vs, cfg.proposals, cache_dir=cache_dir, device=str(device), sync=rank_sync("val proposals"))
         workers = cfg.train.workers
         build_on = device if workers == 0 else torch.device("cpu")  # workers build on the CPU, the main process copies
         batcher = kind_of(cfg).RegionBatcher(cfg, self.train_set, train_props, build_on)

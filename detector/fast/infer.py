@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,6 +19,7 @@ from ..ensemble import Ensemble
 from ..transforms import resize_factor, resize_image
 from ..transforms import to_tensor_image as _to_tensor_image
 from .model import FastRCNN
+from .proposer import merge_members
 
 #: SPPnet / Fast R-CNN pyramid rule: each proposal is scored at the scale where its area is
 #: closest to 224 x 224 pixels
@@ -42,9 +44,50 @@ def assign_scales(boxes: Tensor, factors: Sequence[float]) -> Tensor:
 
 
 @torch.no_grad()
+def trunk_proposals(members: Ensemble, image, *, min_side: int, max_side: int | None, limit: int, nms_iou: float,
+                    how: str = "union", device="cpu", times: dict | None = None,
+                    to_tensor_image: Callable | None = None) -> np.ndarray:
+    """The members' own proposals for one image (``proposals.method: trunk``): each member's trunk
+    once at the shorter side ``min_side`` and its proposal head (:meth:`FastRCNN.propose`, at most
+    ``limit`` boxes each), merged by :func:`detector.fast.proposer.merge_members` (``how``: union
+    or first). The features are kept on ``members`` for :func:`score_image` of the same image
+    (:func:`take_features`): the trunk runs once per image for both. ``times`` gets ``trunk``
+    and ``proposals`` seconds. Returns (n, 4) float32 boxes in the image's pixels, best first."""
+    to_tensor_image = to_tensor_image or _to_tensor_image
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    img = to_tensor_image(image, device)
+    factor = resize_factor(img.shape[-2], img.shape[-1], min_side, max_side)
+    with autocast(device):
+        x, sx, sy = resize_image(img, factor)
+        feats = members.features(to_device_format(x[None], device))
+        _sync(device)
+        t1 = time.perf_counter()
+        props = [m.propose(f, post_nms=limit)[0] for m, f in zip(members.members, feats)]
+    boxes = merge_members(props, limit, nms_iou, how).float().cpu()
+    members._kept_features = (image, factor, sx, sy, feats)
+    if times is not None:
+        times["trunk"] = times.get("trunk", 0.0) + t1 - t0
+        times["proposals"] = times.get("proposals", 0.0) + time.perf_counter() - t1
+    return (boxes / torch.tensor([sx, sy, sx, sy])).numpy()
+
+
+def take_features(members: Ensemble, image) -> tuple | None:
+    """The features :func:`trunk_proposals` kept for ``image`` (the same object), removed from
+    ``members``; None when there are none for it."""
+    kept = members.__dict__.pop("_kept_features", None)
+    return kept if kept is not None and kept[0] is image else None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
 def score_image(members: Ensemble | Sequence[FastRCNN], image, boxes: Tensor, *, min_side: int, max_side: int | None,
                 scales: Sequence[int] | None = None, chunk: int = 512, device="cpu",
-                to_tensor_image: Callable | None = None) -> tuple[Tensor, Tensor, dict]:
+                to_tensor_image: Callable | None = None, features: tuple | None = None) -> tuple[Tensor, Tensor, dict]:
     """Ensemble probabilities and box deltas for ``boxes`` of one image.
 
     members: an :class:`Ensemble` of :class:`FastRCNN`, or a list of them, on ``device`` in eval
@@ -53,7 +96,8 @@ def score_image(members: Ensemble | Sequence[FastRCNN], image, boxes: Tensor, *,
     The image is resized so that its shorter side is ``min_side`` (longer side at most
     ``max_side``); with ``scales`` (a list of shorter sides, an image pyramid) each proposal
     is scored at the scale where its area is closest to 224^2. ``chunk``: proposals per head
-    pass. CUDA runs under bfloat16 autocast, the CPU in float32.
+    pass. CUDA runs under bfloat16 autocast, the CPU in float32. ``features``: what
+    :func:`take_features` returned for this image (its trunk is not run again at that scale).
     Returns (probs (N, C + 1) float32 on the CPU, deltas (N, C, 4): BoxCoder offsets, which
     are the same in original-image and resized-image pixels, and
     ``{"trunk": s, "head": s}``: seconds summed over scales).
@@ -73,10 +117,6 @@ def score_image(members: Ensemble | Sequence[FastRCNN], image, boxes: Tensor, *,
     if n == 0:
         return probs, deltas, times
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     t0 = time.perf_counter()
     img = to_tensor_image(image, device)
     h, w = img.shape[-2:]
@@ -90,13 +130,13 @@ def score_image(members: Ensemble | Sequence[FastRCNN], image, boxes: Tensor, *,
             if len(idx) == 0:
                 continue
             t0 = time.perf_counter()
-            x, sx, sy = resize_image(img, factor)
-            x = to_device_format(x[None], device)
+            if features is not None and features[1] == factor:  # the trunk's pass of trunk_proposals
+                sx, sy, feats = features[2:]
+            else:
+                x, sx, sy = resize_image(img, factor)
+                feats = members.features(to_device_format(x[None], device))
+                _sync(device)
             b = (boxes[idx] * torch.tensor([sx, sy, sx, sy])).to(device)
-            times["trunk"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            feats = members.features(x)
-            sync()
             t1 = time.perf_counter()
             p, d = members.head(feats, [b], chunk=chunk)
             probs[idx] = p.cpu()

@@ -37,6 +37,10 @@ from backbone.devices import to_device_format
 from backbone.errors import UserError
 from backbone.weights import AUX_PREFIXES, HEAD_PREFIXES, read_state_dict
 
+from ..boxes import encode_boxes
+from ..sampling import label_regions, sample_regions
+from .proposer import TrunkProposer
+
 #: shorter side below which an image is upsampled before the trunk (googlenet's
 #: ``MIN_INPUT_SIZE``; torchvision's Inception v3 needs 75 px)
 MIN_INPUT = {"googlenet": 31, "googlenet_bn": 31, "inception_v3": 75}
@@ -60,6 +64,30 @@ class FeatureMaps(NamedTuple):
 
     maps: list                # per image: OrderedDict level name -> (1, reduce_channels, h, w)
     scales: list              # per image: (sx, sy) trunk-input pixels per image pixel (upsampling)
+    sizes: list | None = None  # per image: (h, w) of the trunk input (after upsampling)
+
+
+class OnePassOutputs(NamedTuple):
+    """:meth:`FastRCNN.one_pass` in training: the region outputs (the fields of
+    :class:`FastOutputs`) of regions sampled from the member's own proposals, their labels and
+    box targets, and the proposal head's losses."""
+
+    logits: Tensor            # (N, C + 1)
+    deltas: Tensor            # (N, C, 4)
+    aux_logits: list          # always empty
+    labels: Tensor            # (N,) 0 = background, 1..C
+    targets: Tensor           # (N, 4) BoxCoder targets (zero on background)
+    proposal_losses: dict     # name -> scalar tensor (averaged over the images)
+
+
+class RegionSampling(NamedTuple):
+    """How :meth:`FastRCNN.one_pass` draws its training regions (``train.*``)."""
+
+    rois_per_image: int
+    fg_fraction: float
+    fg_iou: float
+    bg_iou_low: float
+    max_proposals: int        # the proposal head's boxes per image kept after NMS
 
 
 class Affine(nn.Module):
@@ -179,7 +207,7 @@ class FastRCNN(nn.Module):
                  roi_size: int = 7, reduce_channels: int = 128, fc_dim: int = 1024, num_fc: int = 1,
                  fc_rank: int = 256, norm: str = "bn", sampling_ratio: int = 2, transform_input: bool = False,
                  weights: "str | dict | None" = None, canonical_scale: float = 224.0, canonical_level: int = 4,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, proposer: dict | None = None):
         super().__init__()
         if norm not in NORMS:
             raise UserError(f"unknown norm {norm!r}: choose one of {', '.join(NORMS)}")
@@ -214,6 +242,10 @@ class FastRCNN(nn.Module):
             self.fpn = FeaturePyramidNetwork(channels, reduce_channels, norm_layer=norm_layer)
         self.box_head = BoxHead(reduce_channels * self.roi_size ** 2, fc_dim, num_fc, fc_rank, dropout)
         self.predictor = Predictor(fc_dim, num_classes)
+        # the trunk proposal head (proposals.method trunk), on the finest level; built last, so
+        # that the other parameters draw what they draw without it
+        self.proposer = (TrunkProposer(reduce_channels, self.strides[self.taps[0]], **proposer)
+                         if proposer is not None else None)
         if weights is not None:
             self.load_trunk(weights)
 
@@ -320,7 +352,7 @@ class FastRCNN(nn.Module):
                 out = self._run_trunk(torch.stack([imgs[i] for i in idx]))
                 for j, i in enumerate(idx):
                     maps[i] = OrderedDict((k, v[j:j + 1]) for k, v in out.items())
-        return FeatureMaps(maps, scales)
+        return FeatureMaps(maps, scales, sizes)
 
     def _levels(self, boxes: Tensor) -> Tensor:
         """Pyramid level index (into ``self.taps``) of each box, as FPN's eq. (1)."""
@@ -384,11 +416,61 @@ class FastRCNN(nn.Module):
         lg, dl = self.predictor(empty)
         return FastOutputs(lg, dl, [])
 
-    def forward(self, images: "Tensor | Sequence[Tensor]", boxes: Sequence[Tensor],
-                image_sizes: "Sequence[tuple[int, int]] | None" = None, chunk: int | None = None) -> FastOutputs:
+    # -- the proposal head ---------------------------------------------------------------------
+    def propose(self, feats: FeatureMaps, post_nms: int | None = None) -> list[tuple[Tensor, Tensor]]:
+        """Each image's proposals from its maps (:meth:`features`): ``(boxes (n, 4) in the pixels
+        of the image given to features, objectness (n,))``, best first."""
+        if self.proposer is None:
+            raise UserError("this model has no proposal head (proposals.method is not trunk)")
+        out = []
+        for maps, (sx, sy), size in zip(feats.maps, feats.scales, feats.sizes):
+            boxes, scores, _ = self.proposer(next(iter(maps.values())), size, post_nms=post_nms)
+            out.append((boxes / boxes.new_tensor([sx, sy, sx, sy]), scores))
+        return out
+
+    def one_pass(self, images: "Tensor | Sequence[Tensor]", image_sizes, targets: Sequence[tuple[Tensor, Tensor]],
+                 sampling: RegionSampling) -> OnePassOutputs:
+        """Training of the proposal head and the detection head in one pass (Faster R-CNN's
+        approximate joint training): the trunk once; per image the head's proposals (and its
+        loss against ``targets``' boxes), labelled with the ground truth prepended
+        (:func:`detector.sampling.label_regions`), ``sampling.rois_per_image`` of them drawn
+        (:func:`detector.sampling.sample_regions`, a generator seeded from the global one: the
+        step's seed), then the region head on those. ``targets``: per image (boxes (G, 4) in
+        its pixels, labels (G,) 1..C)."""
+        feats = self.features(images, image_sizes)
+        g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, (1,))))
+        rois, labels, regs, losses = [], [], [], {}
+        for i, (gt, gl) in enumerate(targets):
+            sx, sy = feats.scales[i]
+            f = gt.new_tensor([sx, sy, sx, sy])
+            props, _, parts = self.proposer(next(iter(feats.maps[i].values())), feats.sizes[i], gt * f,
+                                            post_nms=sampling.max_proposals)
+            for k, v in parts.items():
+                losses[k] = losses.get(k, 0.0) + v / len(targets)
+            cand, lab, idx, _ = label_regions(props / f.to(props), gt.to(props), gl.to(props.device),
+                                              sampling.fg_iou, sampling.bg_iou_low)
+            pick = sample_regions(lab, sampling.rois_per_image, sampling.fg_fraction, g).to(lab.device)
+            roi, y = cand[pick], lab[pick].long()
+            reg = torch.zeros_like(roi)
+            fg = y > 0
+            if fg.any():
+                reg[fg] = encode_boxes(gt.to(roi)[idx[pick][fg]], roi[fg])
+            rois.append(roi)
+            labels.append(y)
+            regs.append(reg)
+        out = self.head(feats, rois)
+        return OnePassOutputs(out.logits, out.deltas, [], torch.cat(labels), torch.cat(regs), losses)
+
+    def forward(self, images: "Tensor | Sequence[Tensor]", boxes: Sequence[Tensor] | None,
+                image_sizes: "Sequence[tuple[int, int]] | None" = None, chunk: int | None = None,
+                targets: Sequence[tuple[Tensor, Tensor]] | None = None,
+                sampling: RegionSampling | None = None) -> "FastOutputs | OnePassOutputs":
         """images: (B, 3, H, W) normalised (padded; ``image_sizes`` = each image's (h, w)) or a
         list of (3, H_i, W_i); boxes: per image (N_i, 4) in its pixels.
-        Returns :class:`FastOutputs` with sum N_i rows."""
+        Returns :class:`FastOutputs` with sum N_i rows. With ``targets`` and ``sampling`` (and
+        no boxes): :meth:`one_pass` (DDP wraps ``forward``: training goes through here)."""
+        if targets is not None:
+            return self.one_pass(images, image_sizes, targets, sampling)
         if len(boxes) != len(images):
             raise ValueError(f"{len(images)} images but {len(boxes)} box tensors")
         return self.head(self.features(images, image_sizes), boxes, chunk=chunk)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -28,7 +29,8 @@ from ..config import DetectorConfig
 from ..sampling import sample_regions as _sample_regions
 from ..transforms import pad_images, resize_factor, resize_image
 from ..transforms import to_tensor_image as _to_tensor_image
-from .model import FastOutputs, FastRCNN
+from .model import FastOutputs, FastRCNN, OnePassOutputs, RegionSampling
+
 
 def build_member(cfg: DetectorConfig, num_classes: int, seed: int | None = None, *, inference: bool = False,
                  init_weights_file: Callable | None = None) -> FastRCNN:
@@ -42,11 +44,34 @@ def build_member(cfg: DetectorConfig, num_classes: int, seed: int | None = None,
     tap = f.tap if isinstance(f.tap, str) else list(f.tap)
     model = FastRCNN(m.arch, num_classes, tap=tap, roi_size=f.roi_size, reduce_channels=f.reduce_channels,
                      fc_dim=f.fc_dim, num_fc=f.num_fc, fc_rank=f.fc_rank, norm=f.norm, sampling_ratio=f.sampling_ratio,
-                     transform_input=bool(m.transform_input), dropout=f.dropout)
+                     transform_input=bool(m.transform_input), dropout=f.dropout, proposer=proposer_settings(cfg))
     if m.init and not inference:
         reader = init_weights_file or _init_weights_file
         model.load_trunk(reader(m.init, m.arch), source=str(m.init))
     return model
+
+
+def default_shapes(k: int) -> list[list[float]]:
+    """K generic prior shapes (w, h) when ``proposals.trunk.priors`` is not set yet (a config
+    built in code; train-detector writes the training boxes' k-means shapes before building):
+    areas 16^2 .. 256^2 (log-spaced), aspect ratios 1/2, 1, 2 in turn."""
+    out = []
+    for j in range(k):
+        side = 16.0 * 16.0 ** (j / max(1, k - 1))
+        r = (0.5, 1.0, 2.0)[j % 3]
+        out.append([round(side / r ** 0.5, 2), round(side * r ** 0.5, 2)])
+    return out
+
+
+def proposer_settings(cfg: DetectorConfig) -> dict | None:
+    """The :class:`~detector.fast.proposer.TrunkProposer` settings of ``proposals.trunk`` when
+    ``proposals.method`` is ``trunk``, else None (no proposal head)."""
+    if not cfg.proposals.uses_trunk:
+        return None
+    t = cfg.proposals.trunk
+    return dict(shapes=t.priors or default_shapes(t.num_priors), matching=t.matching, fg_iou=t.fg_iou,
+                bg_iou=t.bg_iou, batch_size=t.batch_size, positive_fraction=t.positive_fraction, alpha=t.alpha,
+                pre_nms=t.pre_nms, nms_iou=t.nms_iou, post_nms=cfg.proposal_limit)
 
 
 @dataclass
@@ -157,9 +182,87 @@ class FastBatcher(BatcherBase):
                      torch.cat(targets).to(self.device), used)
 
 
-def forward(net, batch: Batch) -> FastOutputs:
-    """``net`` (a :class:`FastRCNN`, possibly DDP-wrapped) on a :class:`Batch`."""
+@dataclass
+class OnePassBatch:
+    """One training step's input for a member that proposes (``proposals.method: trunk``): the
+    images and their ground truth; the regions are drawn inside the pass
+    (:meth:`FastRCNN.one_pass`), whose labels :func:`forward` records in ``labels``."""
+
+    images: Tensor                 # (B, 3, H, W) normalised, zero-padded bottom / right
+    image_sizes: list              # per image (h, w) after resizing (and cropping)
+    targets: list                  # per image (boxes (G, 4) in its resized, cropped pixels, labels (G,) 1..C)
+    sampling: RegionSampling
+    indices: list
+    labels: Tensor | None = None   # the sampled regions' labels, set by forward
+
+    def pin_memory(self) -> OnePassBatch:
+        return OnePassBatch(self.images.pin_memory(), self.image_sizes,
+                            [(b.pin_memory(), l.pin_memory()) for b, l in self.targets], self.sampling, self.indices)
+
+    def to(self, device, non_blocking: bool = False) -> OnePassBatch:
+        return OnePassBatch(self.images.to(device, non_blocking=non_blocking), self.image_sizes,
+                            [(b.to(device, non_blocking=non_blocking), l.to(device, non_blocking=non_blocking))
+                             for b, l in self.targets], self.sampling, self.indices)
+
+
+class OnePassBatcher(FastBatcher):
+    """Training batches of a member that proposes: per image the flip, the resize and the crop
+    window of :class:`FastBatcher`, and the ground truth in the window's pixels (boxes clipped
+    to it; a box with less than ``min_visible`` of its area inside is dropped, as
+    albumentations' ``min_visibility``). No proposals: ``proposals`` may be empty arrays."""
+
+    def __init__(self, records, *, sampling: RegionSampling, min_visible: float = 0.5, **kwargs):
+        super().__init__(records, [np.zeros((0, 4), np.float32)] * len(records), **kwargs)
+        self.sampling, self.min_visible = sampling, float(min_visible)
+
+    def batch(self, indices: Sequence[int], generator: torch.Generator) -> OnePassBatch | None:
+        images, sizes, targets, used = [], [], [], []
+        for i in indices:
+            one = self.labelled(i, generator)
+            if one is None:  # cannot be decoded: left out of the batch
+                continue
+            img, gt = one.image, one.gt.float()
+            gl = torch.as_tensor(np.asarray(self.records[i].labels, np.int64).reshape(-1))
+            factor = resize_factor(img.shape[0], img.shape[1], self.min_side, self.max_side)
+            t, sx, sy = resize_image(self.to_tensor_image(img, self.device), factor)
+            gt = gt * torch.tensor([sx, sy, sx, sy])
+            if self.crop:
+                x0, y0, x1, y1 = self._window(t.shape[1], t.shape[2], generator)
+                t = t[:, y0:y1, x0:x1]
+                area = ((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])).clamp(min=1e-6)
+                gt = gt - torch.tensor([x0, y0, x0, y0], dtype=gt.dtype)
+                gt[:, 0::2] = gt[:, 0::2].clamp(0, x1 - x0)
+                gt[:, 1::2] = gt[:, 1::2].clamp(0, y1 - y0)
+                seen = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
+                keep = (seen >= self.min_visible * area) & (gt[:, 2] - gt[:, 0] >= 1) & (gt[:, 3] - gt[:, 1] >= 1)
+                gt, gl = gt[keep], gl[keep]
+            images.append(t)
+            sizes.append(tuple(t.shape[-2:]))
+            targets.append((gt.to(self.device), gl.to(self.device)))
+            used.append(int(i))
+        if not images:
+            return None
+        return OnePassBatch(pad_images(images), sizes, targets, self.sampling, used)
+
+
+def forward(net, batch: "Batch | OnePassBatch") -> "FastOutputs | OnePassOutputs":
+    """``net`` (a :class:`FastRCNN`, possibly DDP-wrapped) on a :class:`Batch`, or on a
+    :class:`OnePassBatch` (the proposal head's pass; the sampled regions' labels are written
+    to ``batch.labels``)."""
+    if isinstance(batch, OnePassBatch):
+        out = net(batch.images, None, image_sizes=batch.image_sizes, targets=batch.targets, sampling=batch.sampling)
+        batch.labels = out.labels
+        return out
     return net(batch.images, batch.boxes, image_sizes=batch.image_sizes)
+
+
+def one_pass_loss(outputs: OnePassOutputs, bbox_weight: float = 1.0, proposal_weight: float = 1.0) -> tuple[Tensor, dict]:
+    """:func:`loss` of the regions drawn in the pass + ``proposal_weight`` x the proposal
+    head's loss (the sum of its parts). Returns (loss, {"cls", "box", "proposal"})."""
+    total, parts = loss(outputs, outputs, bbox_weight)  # the outputs carry the labels and targets
+    prop = sum(outputs.proposal_losses.values())
+    parts["proposal"] = float(prop.detach())
+    return total + proposal_weight * prop, parts
 
 
 def loss(outputs: FastOutputs, batch: Batch, bbox_weight: float = 1.0) -> tuple[Tensor, dict]:

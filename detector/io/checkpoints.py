@@ -6,13 +6,14 @@ The detector checkpoint:
 
 Contents (a plain dict, loadable with ``torch.load(..., weights_only=True)``)::
 
-    format_version  int, FORMAT_VERSION (2; version-1 files, from before the fast kind, load as R-CNN)
+    format_version  int, FORMAT_VERSION (3 with a proposal head, else 2; version-1 files, from before the fast kind, load as R-CNN)
     kind            "detector"
     detector_kind   "rcnn" | "fast" (the config's model.kind)
     config          the whole resolved DetectorConfig as a dict
     classes         list of class names (label i is classes[i - 1])
     members         list of member state dicts (aux heads stripped: inference only)
     multibox        the MultiBox checkpoint dict, embedded, or None
+    proposal_head   version 3: True (members carry the trunk proposal head, proposals.method trunk)
 
 Written atomically (temp file + rename), optionally in half precision (``compact``); loaded
 back to float32.
@@ -54,13 +55,18 @@ def inference_state(state: dict, compact: bool = False) -> dict:
 
 def save_detector(path: str, config: dict, classes: list[str], members: list[dict], multibox: dict | None = None,
                   compact: bool = False) -> None:
-    atomic_save(record(DetectorCheckpoint(
+    head = _proposes(config)
+    ck = record(DetectorCheckpoint(
+        format_version=3 if head else 2, proposal_head=head,
         detector_kind=(config.get("model") or {}).get("kind", "rcnn"),
         config=config,
         classes=list(classes),
         members=[inference_state(m, compact) for m in members],
         multibox=multibox,
-    )), path)
+    ))
+    if not head:  # version 2's layout, which older programs read
+        del ck["proposal_head"]
+    atomic_save(ck, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,13 +85,26 @@ def _v1_to_v2(data: dict) -> dict:
     return data
 
 
+def _v2_to_v3(data: dict) -> dict:
+    """Version 2, from before the trunk proposal head: no member proposes."""
+    data.setdefault("proposal_head", False)
+    return data
+
+
+def _proposes(config: dict) -> bool:
+    """Whether a config's members carry the trunk proposal head (``proposals.method: trunk``)."""
+    return isinstance(config.get("proposals"), dict) and config["proposals"].get("method") == "trunk"
+
+
 @dataclass(kw_only=True)
 class DetectorCheckpoint(SavedFormat):
     """A detector checkpoint (the module docstring). Versions: 1, R-CNN only; 2 adds
-    ``detector_kind`` (the config's model.kind)."""
+    ``detector_kind`` (the config's model.kind); 3 adds ``proposal_head`` (True: every member
+    carries the trunk proposal head, ``proposer.*`` keys, ``proposals.method: trunk``). A
+    checkpoint without the head is still written as version 2, so that older programs read it."""
 
-    VERSION: ClassVar[int] = FORMAT_VERSION
-    UPGRADES: ClassVar[dict] = {1: _v1_to_v2}
+    VERSION: ClassVar[int] = 3
+    UPGRADES: ClassVar[dict] = {1: _v1_to_v2, 2: _v2_to_v3}
 
     format_version: int = setting(FORMAT_VERSION, ge=1)
     kind: str = setting("detector", choices=("detector",))
@@ -94,9 +113,13 @@ class DetectorCheckpoint(SavedFormat):
     classes: list[str] = setting(check=is_str_list, expect="a list of class names")
     members: list = setting()
     multibox: dict | None = setting(None, check=is_dict, expect="None or a dict (the MultiBox checkpoint)")
+    proposal_head: bool = setting(False)
 
     def cross_check(self, prefix: str) -> None:
         check_class_names(self.classes, "field 'classes'")
+        if self.proposal_head != _proposes(self.config):
+            raise UserError(f"proposal_head is {self.proposal_head} but its config's proposals.method is "
+                            f"{(self.config.get('proposals') or {}).get('method')!r}")
         if not self.members:
             raise UserError("checkpoint has no trained members")
         for i, m in enumerate(self.members):

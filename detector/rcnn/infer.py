@@ -22,7 +22,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def propose(ensemble: Ensemble, cfg, image: np.ndarray, device: torch.device) -> None:
+def propose(ensemble: Ensemble, cfg, image: np.ndarray, device: torch.device, times: dict | None = None) -> None:
     """None: R-CNN's members propose nothing (the configured proposals are scored)."""
     return None
 

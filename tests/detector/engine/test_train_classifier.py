@@ -19,8 +19,8 @@ from detector.classification.transforms import train_transform
 from detector.cli import train_classifier as cli
 from detector.config import ClassifierConfig, load_classifier_config
 from detector.engine.run import RunFolder
-from detector.engine.loop import stop_after
-from detector.engine.train_classifier import make_train_loader, start_epoch, train_classifier
+from detector.engine.loop import seed, step_loader, stop_after
+from detector.engine.train_classifier import train_classifier
 from detector.io.checkpoints import read_classifier
 
 from .test_run import ROOT_SKIP, snapshot
@@ -204,31 +204,31 @@ def test_out_a_read_only_folder(folder, tmp_path, capsys):
 # ------------------------------------------------------------------ moved from test_classifier.py
 
 
-def test_augmentation_differs_between_workers_and_epochs():
-    """2 workers x 2 epochs over copies of one image: every batch is different (workers used to
-    share one copied random state, and re-forked workers repeated it every epoch), and a
-    resumed run draws epoch 2's batches again exactly."""
+def test_augmentation_is_the_steps_own_in_workers_and_differs_between_steps():
+    """2 workers x 2 epochs over copies of one image: every batch is different (each step's
+    augmentation restarts from the step's generator), and the batch a worker builds is the one
+    the main process builds from the same key (so a resumed run draws the same batches)."""
     img = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
     t = dataclasses.replace(ClassifierConfig().train, batch_size=2, workers=2, seed=3)
 
-    def loader():
-        ds = ClassificationSet(["a"], [img] * 8, [0] * 8, [str(i) for i in range(8)],
-                               train_transform(32, t, seed=t.seed))
-        return make_train_loader(ds, t)
+    def batcher():
+        return tc._Batcher(ClassificationSet(["a"], [img] * 8, [0] * 8, [str(i) for i in range(8)],
+                                             train_transform(32, t, seed=t.seed)))
 
-    def epoch(ld, e):
-        start_epoch(ld, t.seed, e)
-        return [x for x, _ in ld]
+    ld, sampler = step_loader(batcher(), 2, torch.device("cpu"), 0)
 
-    ld = loader()
-    e1, e2 = epoch(ld, 1), epoch(ld, 2)
-    assert len(e1) == len(e2) == 4  # batches alternate between workers 0 and 1
+    def epoch(e):
+        sampler.steps, sampler.key, sampler.start = [[0, 1], [2, 3], [4, 5], [6, 7]], (t.seed, e, 0, 2), 0
+        return [b.images for _, b, _ in ld]
+
+    e1, e2 = epoch(1), epoch(2)
+    assert len(e1) == len(e2) == 4  # steps alternate between workers 0 and 1
     batches = e1 + e2
     for i in range(len(batches)):
         for j in range(i + 1, len(batches)):
             assert not torch.equal(batches[i], batches[j]), (i, j)
-    resumed = epoch(loader(), 2)  # a new process would start here after a resume
-    assert all(torch.equal(a, b) for a, b in zip(resumed, e2))
+    here = batcher().batch([6, 7], torch.Generator().manual_seed(seed(t.seed, 2, 0, 2, 3)))
+    assert torch.equal(here.images, e2[3])
 
 
 def test_train_from_voc_object_crops(tmp_path):

@@ -220,7 +220,7 @@ class DetectorTask(Task):
         self.classes, self.kind = train_set.classes, kind_of(cfg)
         self.members, self.epochs, self.seed, self.size = cfg.model.members, t.epochs, t.seed, len(train_set)
         self.per_step, self.max_steps, self.checkpoint_every = t.images_per_batch, t.max_steps, t.checkpoint_every
-        self.workers, self.clip, self.metric = t.workers, t.clip_grad_norm, "val_mAP"
+        self.workers, self.clip, self.metric, self.members_named = t.workers, t.clip_grad_norm, "val_mAP", True
         self.scale = lr_scale(cfg, dist_info()[1])
         self.schedule = Schedule(t.lr, gamma=t.lr_gamma, decay_epochs=tuple(t.lr_steps), warmup_steps=t.warmup_steps,
                                  scale=self.scale)

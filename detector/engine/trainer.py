@@ -111,6 +111,7 @@ class Task:
     members, epochs, seed, size, per_step = 1, 1, 0, 0, 1
     max_steps_per_epoch: int | None = None
     keep_last = False
+    members_named = False  # the detector's: "1 member(s) x E epochs" even for one member
     max_steps = checkpoint_every = workers = 0
     clip, hint, metric = 0.0, "lower train.lr", None
     schedule: Schedule
@@ -182,7 +183,8 @@ class Trainer:
         M, E, t = task.members, task.epochs, task
         complete = len(self.records) >= M and all(r["epochs"] >= E for r in self.records[:M])
         at_max = bool(t.max_steps) and self.steps_total() >= t.max_steps
-        self.done = (f"{M} member(s) x {E} epochs" if complete else f"train.max_steps {t.max_steps}" if at_max else "")
+        trained = f"{M} member(s) x {E} epochs" if M > 1 or t.members_named else f"{E} epochs"
+        self.done = trained if complete else f"train.max_steps {t.max_steps}" if at_max else ""
 
     def steps_total(self) -> int:
         return sum(r.get("steps", 0) for r in self.records)

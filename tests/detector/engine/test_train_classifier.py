@@ -266,3 +266,66 @@ def test_split_folders_are_not_classes(folder, tmp_path, capsys):
     assert not out.exists()
     with pytest.raises(UserError, match="no split folder 'val'"):
         image_folder(str(folder), "val")
+
+
+def _three_steps(folder, *extra):
+    return _cfg(folder, "train.epochs=2", "train.val_every=0", "train.max_steps_per_epoch=3", *extra)
+
+
+@pytest.fixture(scope="module")
+def unbroken(folder, tmp_path_factory):
+    """12 images in steps of 4: 3 steps per epoch, 2 epochs, unbroken; its weights."""
+    return _weights(train_classifier(_three_steps(folder), str(tmp_path_factory.mktemp("unbroken")), "cpu",
+                                     progress=False))
+
+
+def test_killed_inside_an_epoch_resumes_bitwise(folder, unbroken, tmp_path, monkeypatch, capsys):
+    """Killed before its 5th step with a state after every step, the run resumes after epoch 2's
+    step 1 and ends with the unbroken run's weights. Every step runs under the step loop's autocast."""
+    from detector.engine import loop
+
+    casts, real = [], loop.autocast
+    monkeypatch.setattr(loop, "autocast", lambda device: casts.append(device) or real(device))
+    b = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt), stop_after(4):
+        train_classifier(_three_steps(folder, "train.checkpoint_every=1"), str(b), "cpu", progress=False)
+    assert len(casts) == 4
+    rec = torch.load(b / "train_state.pt", weights_only=True)["members"][0]
+    assert (rec["epochs"], rec["step"], rec["steps"]) == (1, 1, 4)
+    resumed = train_classifier(_three_steps(folder, "train.checkpoint_every=1"), str(b), "cpu", progress=False)
+    assert "resuming epoch 2/2, after its step 1" in capsys.readouterr().err
+    assert len(casts) == 6
+    assert _same(_weights(resumed), unbroken)
+    assert [r["epoch"] for r in _rows(b)] == [1, 2]
+
+
+def test_max_steps_stops_writes_the_model_and_trains_on(folder, unbroken, tmp_path, capsys):
+    """train.max_steps 4 stops after 4 steps (model.pt written); a run without it trains on to
+    the unbroken run's weights."""
+    c = tmp_path / "c"
+    stopped = train_classifier(_three_steps(folder, "train.max_steps=4"), str(c), "cpu", progress=False)
+    assert "stopped at train.max_steps 4" in capsys.readouterr().err
+    assert torch.load(c / "train_state.pt", weights_only=True)["members"][0]["steps"] == 4
+    assert os.path.isfile(stopped) and not _same(_weights(stopped), unbroken)
+    assert _same(_weights(train_classifier(_three_steps(folder), str(c), "cpu", progress=False)), unbroken)
+
+
+def test_a_classifier_state_of_the_epoch_loop_resumes(folder, tmp_path):
+    """A version-1 train_state.pt of the former epoch loop (``train``: epoch, model, optimizer,
+    scheduler, averaged, RNG) is read as the member's record: the run goes on from its epoch."""
+    from detector.engine.run import STATE_FILE
+
+    cfg = _cfg(folder, "train.epochs=2", "train.val_every=0")
+    out = tmp_path / "run"
+    with stop_after(1), pytest.raises(KeyboardInterrupt):  # 1 step per epoch: a state after epoch 1
+        train_classifier(cfg, str(out), "cpu", progress=False)
+    st = torch.load(out / STATE_FILE, weights_only=True)
+    rec = st.pop("members")[0]
+    train = {"epoch": 1, "model": rec["model"], "optimizer": rec["optimizer"], "averaged": rec["averaged"],
+             "scheduler": {"last_epoch": 1}, "torch_rng": torch.get_rng_state()}
+    old = {**{k: v for k, v in st.items() if k != "format_version"}, "format": 1, "epochs_done": 1, "log_rows": 1,
+           "train": train, "best": None}
+    torch.save(old, out / STATE_FILE)
+    train_classifier(cfg, str(out), "cpu", progress=False)
+    assert [r["epoch"] for r in _rows(out)] == [1, 2]
+    assert torch.load(out / STATE_FILE, weights_only=True)["members"][0]["epochs"] == 2

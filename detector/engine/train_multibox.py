@@ -154,6 +154,7 @@ class _MultiBoxTask(Task):
         self.epochs, self.seed, self.size, self.per_step, self.keep_last = mb.epochs, mb.seed, len(ds), mb.batch_size, True
         self.max_steps, self.checkpoint_every, self.workers = t.max_steps, t.checkpoint_every, t.workers
         self.hint = "lower proposals.multibox.lr"  # no clipping setting
+        self.unused_parameters = True  # the trunk above its feature layer is not used
         self.schedule = Schedule(mb.lr, cosine=True, epochs=mb.epochs)
         self.batcher = _Batcher(images, gts, mb)
 

@@ -111,6 +111,7 @@ class Task:
     members, epochs, seed, size, per_step = 1, 1, 0, 0, 1
     max_steps_per_epoch: int | None = None
     keep_last = False
+    unused_parameters = False  # DDP's find_unused_parameters: a model whose loss leaves some unused
     members_named = False  # the detector's: "1 member(s) x E epochs" even for one member
     max_steps = checkpoint_every = workers = 0
     clip, hint, metric = 0.0, "lower train.lr", None
@@ -227,7 +228,7 @@ class Trainer:
         t.setup(m, rec)
         m.loop = StepLoop(opt, [p for p in model.parameters() if p.requires_grad], self.device, clip=t.clip,
                           hint=t.hint, hooks=t.hooks(m))
-        m.net = DDP(model) if self.world > 1 else model
+        m.net = DDP(model, find_unused_parameters=t.unused_parameters) if self.world > 1 else model
         for epoch in range(m.epochs, t.epochs):
             acc, cut = self.train_epoch(m, epoch, progress)
             if cut:

@@ -191,3 +191,52 @@ def test_a_multibox_state_of_the_epoch_loop_resumes(config, tmp_path):
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert torch.load(out / STATE_FILE, weights_only=True)["members"][0]["epochs"] == 2
+
+
+def _mb_rank(rank, port, config, out, err):
+    import os
+    import sys
+
+    import torch
+
+    from detector.engine.train_detector import train_detector
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    sys.stderr = open(err, "w")  # noqa: SIM115 (closed when the process ends)
+    cfg = load_detector_config(config, SMALL[:2] + ["proposals.multibox.batch_size=1", "proposals.multibox.epochs=2"])
+    train_detector(cfg, out, torch.device("cpu"), stage="multibox", progress=False)
+    sys.stderr.flush()
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_train_multibox_on_their_shares(config, tmp_path):
+    """Under torchrun MultiBox trains on every rank (DDP), each on its half of the images: 2
+    images, 1 per step, so 1 step per rank and epoch; rank 0 writes the run folder."""
+    import multiprocessing
+    import socket
+
+    import torch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_mb_rank, args=(r, port, config, str(out), str(tmp_path / f"err{r}")))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert [p.exitcode for p in procs] == [0, 0], (tmp_path / "err0").read_text()[-2000:]
+    mb = out / "multibox"
+    assert torch.load(mb / "train_state.pt", weights_only=True)["members"][0]["steps"] == 2
+    assert [json.loads(l)["epoch"] for l in (mb / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert load_multibox(str(mb / "multibox.pt")).num_priors == 16
+    assert "multibox epoch 1/2" in (tmp_path / "err0").read_text()
+    assert "multibox epoch 1/2" not in (tmp_path / "err1").read_text()  # rank 0 alone tells

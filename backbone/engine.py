@@ -9,16 +9,15 @@ Pieces, each doing one job (the file formats of checkpoints and logs live in ``d
 
 - :func:`make_optimizer`, :func:`make_averaged_model`
 - :func:`classification_loss`: main + ``aux_weight`` x each auxiliary head
-- :func:`evaluate`: the evaluation pass (tqdm bar on a terminal only); the training step and
-  the schedule are the detector engine's (``detector.engine.train_classifier``, its one step loop)
-- :func:`training_state` / :func:`restore_training_state`: everything needed to resume
+- :func:`evaluate`: the evaluation pass (tqdm bar on a terminal only); the training step, the
+  schedule, Polyak averaging per step and the resumable state are the detector engine's
+  (``detector.engine.trainer``, the one run loop; ``detector.engine.train_classifier`` its task)
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -93,44 +92,11 @@ def averaged_module(averaged: AveragedModel | nn.Module) -> nn.Module:
     return averaged.module if isinstance(averaged, AveragedModel) else averaged
 
 
-def training_state(epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any = None,
-                   averaged: AveragedModel | None = None) -> dict[str, Any]:
-    """Everything :func:`restore_training_state` needs to continue after ``epoch`` (tensors and
-    plain data only, so it loads with ``torch.load(weights_only=True)``)."""
-    state: dict[str, Any] = {
-        "epoch": int(epoch),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-    }
-    if scheduler is not None:
-        state["scheduler"] = scheduler.state_dict()
-    if averaged is not None:
-        state["averaged"] = averaged.state_dict()  # includes n_averaged
-    return state
-
-
-def restore_training_state(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-                           scheduler: Any = None, averaged: AveragedModel | None = None) -> int:
-    """Load a :func:`training_state` back; returns the number of epochs already done."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and "scheduler" in state:
-        scheduler.load_state_dict(state["scheduler"])
-    if averaged is not None and "averaged" in state:
-        averaged.load_state_dict(state["averaged"])
-    if "torch_rng" in state:
-        torch.set_rng_state(state["torch_rng"])
-    return int(state["epoch"])
-
-
 __all__ = [
     "averaged_module",
     "classification_loss",
     "evaluate",
     "make_averaged_model",
     "make_optimizer",
-    "restore_training_state",
     "to_device",
-    "training_state",
 ]

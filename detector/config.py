@@ -324,6 +324,8 @@ class ClassifierTrainConfig:
     workers: int = setting(0, ge=0)              # DataLoader worker processes
     val_every: int = setting(1, ge=0)            # epochs between validation passes (0: never)
     max_steps_per_epoch: int | None = setting(None, ge=1)  # cap (for quick tests)
+    max_steps: int = setting(0, ge=0)            # stop after this many optimizer steps in all (0: off); a resume trains on
+    checkpoint_every: int = setting(0, ge=0)     # also save a resumable state every N steps inside an epoch (0: epoch ends)
 
     def cross_check(self, prefix: str) -> None:
         if not self.min_area <= self.max_area:

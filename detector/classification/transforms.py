@@ -47,6 +47,12 @@ class TrainTransform:
         # generator with the same seed, so their draws would be correlated)
         self.compose.set_random_state(np.random.default_rng(np_seed), random.Random(int(py_seed)))
 
+    def reseed_from(self, value: int) -> None:
+        """Restart the random stream at ``value`` (a training step's: :class:`detector.engine.trainer.Trainer`
+        draws it from the step's generator, so a step's augmentation does not depend on the process)."""
+        np_seed, py_seed = np.random.SeedSequence(int(value)).generate_state(2)
+        self.compose.set_random_state(np.random.default_rng(np_seed), random.Random(int(py_seed)))
+
     def set_epoch(self, epoch: int) -> None:
         """Augmentations of epoch ``epoch`` (worker 0; workers reseed themselves in :func:`seed_worker`)."""
         self.epoch = int(epoch)

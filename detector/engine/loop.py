@@ -15,7 +15,9 @@ its optimizer and its schedule; :class:`StepLoop` owns what a step does the same
 Per-step seeds come from :func:`seed` (one function: every random stream of a trainer is seeded
 by its parts, so a resumed run draws what an unbroken one draws), the detector's batches from
 :func:`step_loader` (``train.workers`` processes, batch ``(seed parts, step)``-seeded in whichever
-process builds it). The run folder, its state file and its log are :class:`.run.RunFolder`'s.
+process builds it). The run around the steps (members, epochs, resume, ``max_steps``,
+validation, the schedule) is :class:`.trainer.Trainer`'s; the folder, its state file and its
+log are :class:`.run.RunFolder`'s.
 
 Designed after detectron2's ``TrainerBase`` and hooks and pytorch-ignite's ``Engine`` (events
 around a step function), reduced to what these trainers share.

@@ -56,8 +56,7 @@ import os
 import socket
 import sys
 import weakref
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 try:
     import fcntl
@@ -66,9 +65,9 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 
 import yaml
 
-from backbone.config import save_config, setting, to_dict
+from backbone.config import save_config, to_dict
 from backbone.errors import UserError
-from backbone.formats import SavedFormat, is_dict, read_format, record
+from backbone.formats import read_format, record
 from backbone.io import (
     atomic_save,
     check_writable,
@@ -82,8 +81,8 @@ from detector.io.figures import write_figure
 from eval.figures import new_figure
 
 from .devices import dist_info
+from .run_formats import RunRecord, TrainState
 
-RUN_FORMAT = 1
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "metrics.jsonl"
@@ -354,36 +353,6 @@ def lock_run(out_dir: str | os.PathLike, command: str) -> JobLock | None:
 
 
 # --------------------------------------------------------------------------------- the folder
-
-
-@dataclass(kw_only=True)
-class RunRecord(SavedFormat):
-    """``run.json`` (the module docstring). Versions: 1, marked ``"format": 1`` before
-    ``format_version`` (both written while the version is 1, for programs before it)."""
-
-    VERSION: ClassVar[int] = RUN_FORMAT
-    LEGACY: ClassVar[dict] = {"format": {1: 1}}
-
-    format_version: int = setting(RUN_FORMAT, ge=1)
-    command: str = setting()
-    kind: str = setting()
-    config: dict = setting(default_factory=dict, check=is_dict, expect="a dict (the settings a resume compares)")
-
-
-@dataclass(kw_only=True)
-class TrainState(SavedFormat):
-    """``train_state.pt``: these fields, then the trainer's payload (tensors and plain data,
-    kept as they are). Versions: 1, marked ``"format": 1`` before ``format_version``."""
-
-    VERSION: ClassVar[int] = RUN_FORMAT
-    LEGACY: ClassVar[dict] = {"format": {1: 1}}
-
-    format_version: int = setting(RUN_FORMAT, ge=1)
-    command: str = setting()
-    kind: str = setting()
-    config: dict = setting(default_factory=dict, check=is_dict, expect="a dict (the settings a resume compares)")
-    log_rows: int = setting(ge=0)                   # the metrics.jsonl rows the state covers
-    epochs_done: int | None = setting(None, ge=0)
 
 
 def _choose_another(read: Callable[[], Any]) -> Any:

@@ -37,13 +37,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import replace
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
 from backbone.config import to_dict
 from backbone.devices import to_device_format
@@ -61,7 +58,6 @@ from ..io.images import ImageReads
 from ..kinds import kind_of
 from ..model import Detector
 from ..proposal_cache import ensure_proposals
-from ..sampling import epoch_steps
 from . import loop
 from .devices import (
     all_gather_list,
@@ -71,14 +67,13 @@ from .devices import (
     init_distributed,
     rank_sync,
 )
-from .loop import StepLoop, all_ranks_agree, seed, step_loader
+from .loop import seed
 from .run import MODEL_FILE, STATE_FILE, RunFolder, check_owner, releases_run_lock
 from .train_multibox import FINAL_FILE as MULTIBOX_FILE
 from .train_multibox import multibox_run, train_multibox
+from .trainer import FREE_KEYS, Schedule, Task, Trainer
 
 COMMAND = "train-detector"
-#: settings a resume may change (they do not change the result): see :class:`detector.config.TrainConfig`
-FREE_KEYS = ("train.workers", "train.max_steps", "train.checkpoint_every")
 __all__ = ["MODEL_FILE", "STATE_FILE", "build_member", "lr_at", "lr_scale", "resolve_transform_input", "train_detector",
            "validate"]
 
@@ -163,26 +158,24 @@ def train_detector(cfg: DetectorConfig, out_dir: str, device: torch.device, *, c
     if cfg.model.init:  # a wrong --init file fails now, not after the proposals are computed
         build_member(cfg, len(train_set.classes), 0)
     if train_mb:
-        _train_multibox(cfg, mb_dir, device, rank == 0, resume, progress)
+        _train_multibox(cfg, mb_dir, device, resume, progress)
     uses_multibox = cfg.proposals.uses_multibox
     multibox_obj = safe_torch_load(cfg.proposals.multibox_checkpoint, "MultiBox checkpoint") if uses_multibox else None
-    state = rf.load_state()
-    run = _Run(cfg, rf, train_set, list(state["members"]) if state is not None else [], multibox_obj, device)
-    if run.done and os.path.isfile(rf.model_path) and not rf.config_changed:
-        rf.say(f"{out_dir} is already trained ({run.done}): {rf.model_path}")
+    task = DetectorTask(cfg, rf, train_set, multibox_obj, device)
+    trainer = Trainer(task, rf, device)
+    if trainer.done and os.path.isfile(rf.model_path) and not rf.config_changed:
+        rf.say(f"{out_dir} is already trained ({trainer.done}): {rf.model_path}")
         barrier()
         return rf.model_path
-    if not run.done:
-        run.prepare_data(cache_dir)
+    if not trainer.done:
+        task.prepare_data(cache_dir)
     barrier()
     rf.start()  # run.json, config.yaml; the log trimmed to the rows the state covers
     barrier()
-    if not run.done:
-        run.train_members(progress)
-    run.reads.report()
-    members = [r["model"] for r in run.records[:cfg.model.members]]
-    rf.save_model(lambda p: save_detector(p, to_dict(cfg), train_set.classes, members, multibox=multibox_obj))
-    run.save_best()
+    trainer.fit(progress)
+    task.reads.report()
+    task.save_model(trainer.records)
+    task.save_best(trainer, None)
     barrier()
     return rf.model_path
 
@@ -192,7 +185,7 @@ def _multibox_stage(cfg: DetectorConfig, out_dir: str, mb_dir: str, device, resu
     check_owner(out_dir, COMMAND)  # OUT may hold this command's detector run, nobody else's
     multibox_run(cfg, mb_dir, cfg.data.train_split, resume=resume).check()  # on every rank, before rank 0 trains
     main = dist_info()[0] == 0
-    path = _train_multibox(cfg, mb_dir, device, main, resume, progress)
+    path = _train_multibox(cfg, mb_dir, device, resume, progress)
     if main and (not cfg.proposals.uses_multibox or not cfg.proposals.multibox_checkpoint
                  or os.path.abspath(cfg.proposals.multibox_checkpoint) != path):
         print(f"{COMMAND}: note: the config's proposals (proposals.method={cfg.proposals.method}, "
@@ -223,32 +216,28 @@ def _settle_config(cfg: DetectorConfig, stage: str, mb_dir: str, main: bool) -> 
     return train_mb
 
 
-class _Run:
-    """The members' training of one call: the records (the state's members), the data, the loader."""
+class DetectorTask(Task):
+    """The members' training (:class:`.trainer.Task`): R-CNN / Fast R-CNN members on region batches."""
 
-    def __init__(self, cfg: DetectorConfig, rf: RunFolder, train_set, records: list[dict], multibox, device):
-        self.cfg, self.rf, self.train_set, self.records, self.multibox = cfg, rf, train_set, records, multibox
-        self.classes, self.device = train_set.classes, device
-        self.rank, self.world = dist_info()
-        M, E = cfg.model.members, cfg.train.epochs
-        complete = len(records) >= M and all(r["epochs"] >= E for r in records[:M])
-        at_max = bool(cfg.train.max_steps) and self.steps_total() >= cfg.train.max_steps
-        self.done = (f"{M} member(s) x {E} epochs" if complete else
-                     f"train.max_steps {cfg.train.max_steps}" if at_max else "")
+    def __init__(self, cfg: DetectorConfig, rf: RunFolder, train_set, multibox, device):
+        t = cfg.train
+        self.cfg, self.rf, self.train_set, self.multibox, self.device = cfg, rf, train_set, multibox, device
+        self.classes, self.kind = train_set.classes, kind_of(cfg)
+        self.members, self.epochs, self.seed, self.size = cfg.model.members, t.epochs, t.seed, len(train_set)
+        self.per_step, self.max_steps, self.checkpoint_every = t.images_per_batch, t.max_steps, t.checkpoint_every
+        self.workers, self.clip, self.metric, self.members_named = t.workers, t.clip_grad_norm, "val_mAP", True
+        self.scale = lr_scale(cfg, dist_info()[1])
+        self.schedule = Schedule(t.lr, gamma=t.lr_gamma, decay_epochs=tuple(t.lr_steps), warmup_steps=t.warmup_steps,
+                                 scale=self.scale)
         # damaged images (the proposals' pass, then training's, in this process or the loader's
         # workers): one warning each kind, each file told once
         self.reads = ImageReads(f"training images of dataset {train_set.root} split {train_set.split}",
                                 "left out of training")
         self.val_set, self.val_props = None, None
-        self.scale = lr_scale(cfg, self.world)
-        self.stopped = False
-
-    def steps_total(self) -> int:
-        return sum(r.get("steps", 0) for r in self.records)
 
     def prepare_data(self, cache_dir: str | None) -> None:
         """Proposals of the training split (every rank computes its share, then all read them per
-        image), the validation split and its proposals, the batcher and its loader."""
+        image), the validation split and its proposals, the batcher."""
         cfg, rf, device = self.cfg, self.rf, self.device
         if cfg.proposals.uses_trunk:  # the members propose: no proposal stage
             train_props = [np.zeros((0, 4), np.float32)] * len(self.train_set)
@@ -261,152 +250,56 @@ class _Run:
                 vs = self.val_set if not cfg.train.val_images else _head(self.val_set, cfg.train.val_images)
                 self.val_props = None if cfg.proposals.uses_trunk else ensure_proposals(
                     vs, cfg.proposals, cache_dir=cache_dir, device=str(device), sync=rank_sync("val proposals"))
-        workers = cfg.train.workers
-        build_on = device if workers == 0 else torch.device("cpu")  # workers build on the CPU, the main process copies
-        batcher = kind_of(cfg).RegionBatcher(cfg, self.train_set, train_props, build_on)
-        self.loader, self.sampler = step_loader(batcher, workers, device, self.rank)
-
-    def train_members(self, progress: bool) -> None:
-        """Every member in order, each from where its record stopped, until ``train.max_steps``."""
-        cfg, rf, records = self.cfg, self.rf, self.records
-        M, E = cfg.model.members, cfg.train.epochs
-        m0 = next(i for i in range(M) if i >= len(records) or records[i]["epochs"] < E)
-        if records:
-            e0 = records[m0]["epochs"] if m0 < len(records) else 0
-            s0 = records[m0].get("step", 0) if m0 < len(records) else 0
-            rf.say(f"resuming member {m0 + 1}/{M} at epoch {e0 + 1}/{E}" + (f", after its step {s0}" if s0 else ""))
+        build_on = device if cfg.train.workers == 0 else torch.device("cpu")  # workers build on the CPU
+        self.batcher = self.kind.RegionBatcher(cfg, self.train_set, train_props, build_on)
         if self.scale != 1:
-            rf.say(f"learning rate x {self.scale:g} for {self.world} processes (linear scaling, "
+            rf.say(f"learning rate x {self.scale:g} for {dist_info()[1]} processes (linear scaling, "
                    f"train.reference_world_size {cfg.train.reference_world_size}): "
                    f"train.lr {cfg.train.lr:g} -> {cfg.train.lr * self.scale:g}")
-        for member in range(m0, M):
-            if member < len(records) and records[member]["epochs"] >= E:
-                continue
-            self.train_member(member, progress)
-            if self.stopped:
-                break
 
-    def train_member(self, member: int, progress: bool) -> None:
-        """Member ``member``'s epochs from its record (or fresh), validated and saved after each."""
-        cfg, rf, device = self.cfg, self.rf, self.device
-        M, E = cfg.model.members, cfg.train.epochs
-        rec = self.records[member] if member < len(self.records) else None
-        kind = kind_of(cfg)
-        seed_ = cfg.train.seed + 1000 * member
-        model = to_device_format(build_member(cfg, len(self.classes), seed(seed_, 0)).to(device), device)
-        opt = torch.optim.SGD(kind.param_groups(model, cfg), lr=cfg.train.lr * self.scale, momentum=cfg.train.momentum)
-        m = _Member(member, seed_, model, opt, rec)
-        m.loop = StepLoop(opt, [p for p in model.parameters() if p.requires_grad], device,
-                          clip=cfg.train.clip_grad_norm)
-        m.net = DDP(model) if self.world > 1 else model
-        for epoch in range(m.epochs, E):
-            acc, cut = self.train_epoch(m, epoch, progress)
-            if cut:
-                return
-            row = _epoch_row(acc, member, epoch, lr_at(cfg, epoch, 10**9, self.scale))
-            improved = False
-            if self.val_set is not None and (epoch + 1 == E or (epoch + 1) % cfg.train.val_every == 0):
-                model.eval()
-                row.update(validate(cfg, self.classes, [model], self.val_set, self.val_props, device))  # every rank
-                if m.best is None or row["val_mAP"] > m.best["val_mAP"]:
-                    m.best = {"val_mAP": row["val_mAP"], "epoch": epoch + 1,
-                              "state": inference_state(model.state_dict())}
-                    improved = True
-            m.epochs = epoch + 1
-            self.put(m)
-            rf.log(row, _row_line(row, M, E))  # the row first, then the state that covers it
-            if improved:
-                self.save_best()
-            rf.save_state({"members": self.records}, epochs_done=sum(r["epochs"] for r in self.records))
-            barrier()
-            if self.stopped:
-                if epoch + 1 < E or member + 1 < M:
-                    rf.say(f"stopped at train.max_steps {cfg.train.max_steps} (member {member + 1}/{M} after epoch "
-                           f"{epoch + 1}/{E}); a resume with a larger train.max_steps trains on")
-                return
+    def build(self, index: int, seed_: int, record):
+        cfg = self.cfg
+        model = to_device_format(build_member(cfg, len(self.classes), seed(seed_, 0)).to(self.device), self.device)
+        opt = torch.optim.SGD(self.kind.param_groups(model, cfg), lr=cfg.train.lr * self.scale,
+                              momentum=cfg.train.momentum)
+        return model, opt
 
-    def train_epoch(self, m: _Member, epoch: int, progress: bool) -> tuple[dict, bool]:
-        """One epoch of member ``m`` from its step ``m.step``; ``(running metrics, cut by train.max_steps)``."""
-        cfg, rank, world, device = self.cfg, self.rank, self.world, self.device
-        M, E, every, max_steps = cfg.model.members, cfg.train.epochs, cfg.train.checkpoint_every, cfg.train.max_steps
-        kind, sampler = kind_of(cfg), self.sampler
-        t_epoch = time.time()
-        m.model.train()
-        sampler.steps = epoch_steps(len(self.train_set), rank, world, seed(m.seed, epoch), cfg.train.images_per_batch)
-        sampler.key, sampler.start = (m.seed, epoch, rank, 2), m.step
-        per_epoch = len(sampler.steps)
-        acc = dict(m.partial) if m.partial else {"losses": [], "correct": 0, "fg_correct": 0, "fg_total": 0,
-                                                 "total": 0, "seconds": 0.0}
-        acc["losses"] = list(acc["losses"])
-        bar = tqdm(self.loader, total=len(sampler), desc=f"member {m.index + 1}/{M} epoch {epoch + 1}/{E}",
-                   disable=not (progress and rank == 0 and sys.stderr.isatty()), leave=False)
-        cut, where = False, f"member {m.index + 1} epoch {epoch + 1}"
-        for step, b, notes in bar:
-            for kind_, text in notes:
-                self.reads.note(kind_, text)
-            # dropout: seeded per step, so that a resume inside the epoch draws what an unbroken run draws
-            torch.manual_seed(seed(m.seed, epoch, rank, 1, step))
-            if all_ranks_agree(b is not None, world, device):  # else no regions (on some rank): all skip it
-                b = b.to(device, non_blocking=True)
+    def loss(self, m, b):
+        out = self.kind.forward(m.net, b)
+        return out, self.kind.region_loss(out, b, self.cfg)[0]
 
-                def loss_fn(b=b):
-                    out = kind.forward(m.net, b)
-                    return out, kind.region_loss(out, b, cfg)[0]
+    def new_metrics(self) -> dict:
+        return {"losses": [], "correct": 0, "fg_correct": 0, "fg_total": 0, "total": 0}
 
-                out = m.loop.step(loss_fn, lr_at(cfg, epoch, epoch * per_epoch + step, self.scale), where=where)
-                _count(acc, m.loop.last_loss, out.logits.argmax(1), b.labels)
-                bar.set_postfix(loss=f"{np.mean(acc['losses'][-20:]):.3f}")
-                m.steps += 1
-            self.stopped = bool(max_steps) and self.steps_total() + (m.steps - m.saved_steps) >= max_steps
-            if step + 1 < per_epoch and (self.stopped or (every and (step + 1) % every == 0)):
-                m.step, m.partial = step + 1, dict(acc, seconds=acc["seconds"] + time.time() - t_epoch)
-                self.put(m)
-                self.rf.save_state({"members": self.records}, epochs_done=sum(r["epochs"] for r in self.records))
-                barrier()
-                cut = self.stopped
-            if cut:
-                break
-        bar.close()
-        m.step, m.partial = 0, None
-        if cut:
-            self.rf.say(f"stopped at train.max_steps {max_steps} (member {m.index + 1}/{M} epoch {epoch + 1}/{E}, "
-                        f"step {step + 1}/{per_epoch}); a resume with a larger train.max_steps trains on")
-        acc["seconds"] += time.time() - t_epoch
-        return acc, cut
+    def count(self, acc: dict, out, b, loss: float) -> None:
+        _count(acc, loss, out.logits.argmax(1), b.labels)
 
-    def put(self, m: _Member) -> None:
-        """Member ``m``'s record (its resumable state) into the records."""
-        rec = {"model": {k: v.detach().cpu() for k, v in m.model.state_dict().items()},
-               "optimizer": m.opt.state_dict(), "epochs": m.epochs, "step": m.step, "partial": m.partial,
-               "steps": m.steps, "best": m.best}
-        if m.index < len(self.records):
-            self.records[m.index] = rec
-        else:
-            self.records.append(rec)
-        m.saved_steps = m.steps
+    def note(self, kind: str, text: str) -> None:
+        self.reads.note(kind, text)
 
-    def save_best(self) -> None:
+    def end_epoch(self, m, epoch: int, acc: dict, trainer) -> tuple[dict, str]:
+        cfg, E = self.cfg, self.epochs
+        row = _epoch_row(acc, m.index, epoch, lr_at(cfg, epoch, 10**9, self.scale))
+        if self.val_set is not None and (epoch + 1 == E or (epoch + 1) % cfg.train.val_every == 0):
+            m.model.eval()
+            row.update(validate(cfg, self.classes, [m.model], self.val_set, self.val_props, self.device))  # every rank
+        return row, _row_line(row, self.members, E)
+
+    def best_state(self, m) -> dict:
+        return {"state": inference_state(m.model.state_dict())}
+
+    def save_best(self, trainer, m) -> None:
         """best.pt: every member at its best validation mAP, once every member has been validated."""
-        records, members = self.records, self.cfg.model.members
+        records, members = trainer.records, self.members
         if len(records) >= members and all(r.get("best") for r in records[:members]):
             states = [r["best"]["state"] for r in records[:members]]
             self.rf.save_best(lambda p: save_detector(p, to_dict(self.cfg), self.classes, states,
                                                       multibox=self.multibox))
 
-
-class _Member:
-    """One member being trained: its model, optimizer, loop and where its record stands."""
-
-    def __init__(self, index: int, seed_: int, model, opt, rec: dict | None):
-        self.index, self.seed, self.model, self.opt = index, seed_, model, opt
-        self.epochs, self.step, self.partial, self.steps, self.best = 0, 0, None, 0, None
-        if rec is not None:
-            model.load_state_dict(rec["model"])
-            opt.load_state_dict(rec["optimizer"])
-            self.epochs, self.best, self.step = rec["epochs"], rec.get("best"), rec.get("step", 0)
-            self.partial, self.steps = rec.get("partial"), rec.get("steps", 0)
-        self.saved_steps = self.steps  # the steps its record counts
-        self.loop = self.net = None
+    def save_model(self, records: list[dict]) -> None:
+        members = [r["model"] for r in records[:self.members]]
+        self.rf.save_model(lambda p: save_detector(p, to_dict(self.cfg), self.classes, members,
+                                                   multibox=self.multibox))
 
 
 def _count(acc: dict, loss: float, pred, y) -> None:
@@ -450,14 +343,12 @@ def _validation_set(cfg: DetectorConfig, rf: RunFolder, classes):
     return val_set
 
 
-def _train_multibox(cfg: DetectorConfig, mb_dir: str, device: torch.device, main: bool, resume: bool,
-                    progress: bool) -> str:
-    """Train MultiBox into ``mb_dir`` on rank 0 (the others wait); its absolute path."""
-    path = None
-    if main:
-        path = os.path.abspath(train_multibox(cfg, mb_dir, device=str(device), resume=resume, progress=progress))
+def _train_multibox(cfg: DetectorConfig, mb_dir: str, device: torch.device, resume: bool, progress: bool) -> str:
+    """Train MultiBox into ``mb_dir`` (every rank: rank 0 writes); its absolute path."""
+    path = os.path.abspath(train_multibox(cfg, mb_dir, device=str(device), resume=resume, progress=progress))
     barrier()
-    return broadcast_object(path)
+    return path
+
 
 def _head(dataset, n):
     return replace(dataset, records=dataset.records[:n])

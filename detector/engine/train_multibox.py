@@ -8,25 +8,25 @@ into ``OUT/multibox``.
 and ``multibox.pt`` (the final network, what ``load_multibox`` reads; MultiBox has no
 validation, so no ``best.pt``). A resume compares the settings that shape the network: the
 ``data`` section (its validation and test splits aside), the training split and
-``proposals.multibox`` (its ``epochs`` included: the cosine schedule depends on them).
+``proposals.multibox`` (its ``epochs`` included: the cosine schedule depends on them). The run is
+a :class:`.trainer.Trainer`'s (the detector config's ``train.max_steps``,
+``train.checkpoint_every``, ``train.workers``; torchrun, autocast, resumes inside an epoch); the
+rate a cosine from ``lr`` to 0 over the run, per step (:class:`.trainer.Schedule`).
 
 Augmentation (``proposals.multibox``): ``flip`` a horizontal mirror with probability 0.5 (on by
 default), ``vflip`` a vertical one (off by default; on in configs/bccd.yaml: cells have no up or
-down). Every random draw of epoch e comes from ``(seed, e)``, so a killed run ends exactly where
-an unbroken one ends. Images are resized to the input size as they are first used and kept in
+down). Every random draw of a step comes from ``(seed, epoch, step)`` (the image order from
+``(seed, epoch)``), so a killed run ends exactly where an unbroken one ends. Images are resized to the input size as they are first used and kept in
 memory for splits up to ``train.cache_images`` images.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import time
 
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from backbone.config import check_config, to_dict
 from backbone.devices import to_device_format
@@ -41,7 +41,8 @@ from proposals.multibox import (
 
 from ..io.datasets import load_dataset
 from ..io.images import ImageReads
-from .loop import StepLoop, seed
+from .devices import dist_info
+from .trainer import Schedule, Task, Trainer
 from .run import RunFolder, releases_run_lock
 
 COMMAND = "train-detector"
@@ -104,97 +105,130 @@ class _Images:
         return im
 
 
+class _Batch:
+    """A step's images (``(N, 3, S, S)``) and their normalised boxes."""
+
+    def __init__(self, x: torch.Tensor, boxes: list[np.ndarray]):
+        self.x, self.boxes = x, boxes
+
+    def to(self, device, non_blocking: bool = False) -> "_Batch":
+        return _Batch(to_device_format(self.x.to(device, non_blocking=non_blocking), torch.device(device)), self.boxes)
+
+
+class _Draws:
+    """``random()`` from a torch generator (one draw per flip, as the detector's batchers draw)."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def random(self) -> float:
+        return torch.rand(1, generator=self.generator).item()
+
+
+class _Batcher:
+    """MultiBox's batches for :class:`.trainer.Trainer`: the step's images, flipped as configured
+    with draws from the step's generator."""
+
+    def __init__(self, images: _Images, gts: list[np.ndarray], mb):
+        self.images, self.gts, self.mb = images, gts, mb
+
+    def batch(self, indices: list[int], generator: torch.Generator) -> _Batch | None:
+        rng = _Draws(generator)
+        batch, boxes = [], []
+        for i in indices:
+            image = self.images[int(i)]
+            if image is None:  # cannot be decoded: left out
+                continue
+            im, b = augment(image, self.gts[int(i)], self.mb, rng)
+            batch.append(np.ascontiguousarray(im))
+            boxes.append(b)
+        return _Batch(preprocess(batch, self.mb.input_size, "cpu"), boxes) if batch else None
+
+
+class _MultiBoxTask(Task):
+    """MultiBox as a :class:`.trainer.Task`: one member, a cosine schedule, no validation."""
+
+    def __init__(self, cfg, rf: RunFolder, ds, gts, images: _Images, device):
+        mb, t = cfg.proposals.multibox, cfg.train
+        self.mb, self.rf, self.ds, self.gts, self.device = mb, rf, ds, gts, device
+        self.epochs, self.seed, self.size, self.per_step, self.keep_last = mb.epochs, mb.seed, len(ds), mb.batch_size, True
+        self.max_steps, self.checkpoint_every, self.workers = t.max_steps, t.checkpoint_every, t.workers
+        self.hint = "lower proposals.multibox.lr"  # no clipping setting
+        self.unused_parameters = True  # the trunk above its feature layer is not used
+        self.schedule = Schedule(mb.lr, cosine=True, epochs=mb.epochs)
+        self.batcher = _Batcher(images, gts, mb)
+
+    def build(self, index: int, seed_: int, record):
+        mb, device = self.mb, self.device
+        torch.manual_seed(mb.seed)
+        if record is not None:
+            priors = record["model"]["priors"].numpy()
+        else:
+            priors = kmeans_priors(np.concatenate(self.gts), mb.num_priors, seed=mb.seed)
+        model = to_device_format(MultiBox(mb, priors).to(device), device)
+        if mb.optimizer == "adam":
+            opt = torch.optim.AdamW(model.parameters(), lr=mb.lr, weight_decay=mb.weight_decay)
+        else:
+            opt = torch.optim.SGD(model.parameters(), lr=mb.lr, momentum=mb.momentum, weight_decay=mb.weight_decay)
+        return model, opt
+
+    def label(self, m, epoch: int) -> str:
+        return f"multibox epoch {epoch + 1}/{self.epochs}"
+
+    def where(self, m, epoch: int, step: int) -> str:
+        return f"multibox epoch {epoch + 1} step {step + 1}"
+
+    def loss(self, m, b: _Batch):
+        offsets, logits = m.net(b.x)
+        loss, parts = multibox_loss(offsets, logits, m.model.priors, b.boxes, self.mb.alpha, self.mb.matching)
+        return parts, loss
+
+    def new_metrics(self) -> dict:
+        return {"loss": 0.0, "loc": 0.0, "conf": 0.0, "steps": 0}
+
+    def count(self, acc: dict, parts, b, loss: float) -> None:
+        acc["loss"] += loss
+        acc["loc"] += float(parts["loc"])
+        acc["conf"] += float(parts["conf"])
+        acc["steps"] += 1
+
+    def end_epoch(self, m, epoch: int, acc: dict, trainer) -> tuple[dict, str]:
+        n = max(acc["steps"], 1)
+        row = {"epoch": epoch + 1, **{k: acc[k] / n for k in ("loss", "loc", "conf")},
+               "lr": m.opt.param_groups[0]["lr"], "seconds": round(acc["seconds"], 1)}
+        return row, (f"multibox epoch {epoch + 1}/{self.epochs}: loss {row['loss']:.4f} (loc {row['loc']:.4f}, "
+                     f"conf {row['conf']:.4f}) ({row['seconds']} s)")
+
+
 @releases_run_lock
 def train_multibox(cfg, out_dir: str, device="cpu", split: str | None = None, *, resume: bool = True,
                    progress: bool = True) -> str:
     """Train MultiBox on ``split`` (default ``cfg.data.train_split``) with
     ``cfg.proposals.multibox`` into the run folder ``out_dir`` (resumed when found there,
     refused with ``resume=False``). Returns the checkpoint path (``out_dir/multibox.pt``).
-    Each batch is one :class:`.loop.StepLoop` step (autocast, the divergence check before the
-    optimizer's step; no gradient clipping: MultiBox has no setting for it)."""
+    The run is a :class:`.trainer.Trainer`'s (``train.max_steps``, ``train.checkpoint_every``,
+    ``train.workers``, torchrun, autocast, the divergence check before the optimizer's step; no
+    gradient clipping: MultiBox has no setting for it)."""
     mb = cfg.proposals.multibox
     check_config(mb, prefix="proposals.multibox.")  # matching, optimizer, ...: as declared
     device = torch.device(device)
     split = split or cfg.data.train_split
-    rf = multibox_run(cfg, out_dir, split, resume=resume).check()
-    state = rf.load_state()
-    done = int(state["epochs_done"]) if state is not None else 0
-    if done >= mb.epochs and os.path.isfile(rf.model_path) and not rf.config_changed:
-        rf.say(f"multibox: {rf.out_dir} already trained ({done} of {mb.epochs} epochs)")
-        return rf.model_path
-
+    rf = multibox_run(cfg, out_dir, split, resume=resume, write=dist_info()[0] == 0).check()
     ds = load_dataset(cfg.data, split).require_images("MultiBox training")
-    gts = [_normalised_boxes(r) for r in ds.records]
-    S = mb.input_size
     reads = ImageReads(f"MultiBox training images of dataset {ds.root} split {split}", "left out of training")
-    images = _Images(ds.records, S, keep=len(ds) <= getattr(cfg.train, "cache_images", 0), reads=reads)
-
-    torch.manual_seed(mb.seed)
-    if state is not None:
-        priors = state["model"]["priors"].numpy()
-    else:
-        priors = kmeans_priors(np.concatenate(gts), mb.num_priors, seed=mb.seed)
-    model = to_device_format(MultiBox(mb, priors).to(device), device)
-    if mb.optimizer == "adam":
-        opt = torch.optim.AdamW(model.parameters(), lr=mb.lr, weight_decay=mb.weight_decay)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=mb.lr, momentum=mb.momentum, weight_decay=mb.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, mb.epochs))
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+    images = _Images(ds.records, mb.input_size, keep=len(ds) <= getattr(cfg.train, "cache_images", 0), reads=reads)
+    task = _MultiBoxTask(cfg, rf, ds, [_normalised_boxes(r) for r in ds.records], images, device)
+    trainer = Trainer(task, rf, device)
+    if trainer.done and os.path.isfile(rf.model_path) and not rf.config_changed:
+        rf.say(f"multibox: {rf.out_dir} already trained ({trainer.done})")
+        return rf.model_path
     rf.start()
-    if state is not None:
-        rf.say(f"multibox: resuming {rf.out_dir} after epoch {done}")
-
-    n = len(ds)
-    loop = StepLoop(opt, model.parameters(), device, hint="lower proposals.multibox.lr")  # no clipping setting
-    show = progress and sys.stderr.isatty()
-    for epoch in range(done, mb.epochs):
-        model.train()
-        t0 = time.perf_counter()
-        rng = np.random.default_rng([mb.seed, epoch])  # every draw of epoch e from (seed, e): exact resumes
-        torch.manual_seed(seed(mb.seed, epoch))
-        order = rng.permutation(n)
-        tot = {"loss": 0.0, "loc": 0.0, "conf": 0.0}
-        steps = 0
-        bar = tqdm(range(0, n, mb.batch_size), desc=f"multibox epoch {epoch + 1}/{mb.epochs}", disable=not show,
-                   leave=False)
-        for s in bar:
-            batch, boxes = [], []
-            for i in order[s:s + mb.batch_size]:
-                image = images[int(i)]
-                if image is None:  # cannot be decoded: left out
-                    continue
-                im, b = augment(image, gts[int(i)], mb, rng)
-                batch.append(np.ascontiguousarray(im))
-                boxes.append(b)
-            if not batch:
-                continue
-            x = preprocess(batch, S, device)
-
-            def loss_fn(x=x, boxes=boxes):
-                offsets, logits = model(x)
-                loss, parts = multibox_loss(offsets, logits, model.priors, boxes, mb.alpha, mb.matching)
-                return parts, loss
-
-            parts = loop.step(loss_fn, where=f"multibox epoch {epoch + 1} step {steps + 1}")
-            tot["loss"] += loop.last_loss
-            tot["loc"] += parts["loc"]
-            tot["conf"] += parts["conf"]
-            steps += 1
-            bar.set_postfix(loss=f"{loop.last_loss:.3f}")
-        bar.close()
-        sched.step()
-        row = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in tot.items()},
-               "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 1)}
-        rf.log(row, f"multibox epoch {epoch + 1}/{mb.epochs}: loss {row['loss']:.4f} (loc {row['loc']:.4f}, "
-                    f"conf {row['conf']:.4f}) ({row['seconds']} s)")
-        rf.save_state({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, epochs_done=epoch + 1)
+    trainer.fit(progress)
     reads.report()
+    record = trainer.records[0]
+    model, _ = task.build(0, mb.seed, record)
+    model.load_state_dict(record["model"])
     model.eval()
-    rf.save_model(lambda p: atomic_save(checkpoint_dict(model, epoch=mb.epochs, extra={"classes": list(ds.classes)}),
+    rf.save_model(lambda p: atomic_save(checkpoint_dict(model, epoch=record["epochs"], extra={"classes": list(ds.classes)}),
                                         p, what="MultiBox checkpoint"))
     return rf.model_path

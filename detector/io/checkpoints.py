@@ -169,9 +169,9 @@ def load_detector(path: str) -> dict:
 #                           ``aux_logits=False`` and drop keys starting with ``aux`` otherwise)
 # ``epoch``                 epochs trained
 # ``metrics``               dict, the last epoch's log row
-# ``train_state``           optional: raw weights, optimizer, scheduler, Polyak state, RNG
-#                           (``backbone.engine.training_state``); train-classifier keeps
-#                           these in its run folder's ``train_state.pt`` instead
+# ``train_state``           optional (older files): raw weights, optimizer, scheduler, Polyak
+#                           state, RNG; train-classifier keeps its state in the run folder's
+#                           ``train_state.pt`` (``detector.engine.trainer``) instead
 # ========================  =========================================================
 
 

@@ -98,28 +98,7 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
         raise UserError(f"{path}: not a COCO instances file (no 'images' / 'categories')")
     categories, images, annotations = (_list(data, "categories", path), _list(data, "images", path),
                                        _list(data, "annotations", path, required=False))
-    first_of: dict[int, int] = {}
-    name_of: dict[str, int] = {}
-    cats = []
-    for k, c in enumerate(categories):
-        cid = _whole(c.get("id"), strings=True) if isinstance(c, dict) else None
-        if cid is None:
-            raise UserError(f"{path}: category #{k} lacks an integer 'id' ({_short(c)})")
-        if cid in first_of:
-            raise UserError(f"{path}: categories #{first_of[cid]} and #{k} have the same id {_short(cid)}")
-        first_of[cid] = k
-        name = c.get("name", cid)
-        if not isinstance(name, (str, int)) or isinstance(name, bool):
-            raise UserError(f"{path}: category #{k} (id {_short(cid)}): name {_short(name)} is not a string")
-        name = str(name)
-        if name in name_of:
-            raise UserError(f"{path}: categories #{name_of[name]} and #{k} have the same name {name!r}")
-        name_of[name] = k
-        cats.append((cid, name))
-    warn_blank_names(path, [(f"category #{k} (id {_short(cid)})", n) for k, (cid, n) in enumerate(cats)])
-    cats.sort()
-    cat_ids = [c[0] for c in cats]
-    cat_names = [c[1] for c in cats]
+    cat_ids, cat_names = _categories(categories, path)
     if classes is None:
         names, ids = cat_names, cat_ids
     else:
@@ -129,35 +108,7 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
             raise UserError(f"{path}: class {missing[0]!r} of the config is not a category here")
         names, ids = list(classes.names), [by_name[n] for n in classes.names]
     label_of = {cid: i + 1 for i, cid in enumerate(ids)}
-    per_image: dict[int, list] = {}
-    for k, a in enumerate(annotations):
-        if not isinstance(a, dict):
-            raise UserError(f"{path}: annotation #{k} is not an object ({_short(a)})")
-        iid, cid = _whole(a.get("image_id"), strings=True), _whole(a.get("category_id"), strings=True)
-        bbox = a.get("bbox")
-        if iid is None or cid is None or "bbox" not in a:
-            raise UserError(f"{path}: annotation #{k} lacks image_id / category_id / a numeric bbox")
-        where = f"{path}: annotation #{k} (id {_short(a.get('id'))})"
-        if not isinstance(bbox, list) or len(bbox) != 4 or any(number(v) is None for v in bbox):
-            raise UserError(f"{where}: bbox is not 4 numbers (got {_short(bbox)})")
-        bbox = [number(v) for v in bbox]
-        if not np.all(np.isfinite(bbox)):
-            raise UserError(f"{where}: bbox {_short(a['bbox'])} is not 4 finite numbers")
-        if cid not in label_of:
-            if classes is None or cid not in cat_ids:
-                raise UserError(f"{where}: unknown category id {_short(cid)}")
-            raise UserError(f"{path}: annotation #{k}: category {cat_names[cat_ids.index(cid)]!r} is not in the configured classes")
-        area = a.get("area")
-        if area is None:
-            area = float(bbox[2] * bbox[3])
-        elif number(area) is None or not math.isfinite(number(area)):
-            raise UserError(f"{where}: area {_short(area)} is not a finite number")
-        else:
-            area = number(area)
-        crowd = a.get("iscrowd", 0)
-        if type(crowd) not in (int, float, bool) or crowd not in (0, 1):
-            raise UserError(f"{where}: iscrowd {_short(crowd)} is not 0 or 1")
-        per_image.setdefault(iid, []).append((bbox, label_of[cid], bool(crowd), area))
+    per_image = _annotations(annotations, path, label_of, classes, cat_ids, cat_names)
     cleaner = BoxCleaner(f"{path}", one_based=False, header=size_index(image_dir) if image_dir else None)
     merged_into = _same_file_ids(images)
     aliases: dict[int, list[int]] = {}
@@ -210,6 +161,66 @@ def coco_from_dict(data, path: str, classes: ClassList | None, image_dir: str = 
     cleaner.report()
     merged.report()
     return Dataset(classes=names, records=records, root=image_dir, split=split, class_ids=ids)
+
+
+def _categories(categories: list, path: str) -> tuple[list[int], list[str]]:
+    """The categories' ids and names, sorted by id (an id or a name given twice is an error)."""
+    first_of: dict[int, int] = {}
+    name_of: dict[str, int] = {}
+    cats = []
+    for k, c in enumerate(categories):
+        cid = _whole(c.get("id"), strings=True) if isinstance(c, dict) else None
+        if cid is None:
+            raise UserError(f"{path}: category #{k} lacks an integer 'id' ({_short(c)})")
+        if cid in first_of:
+            raise UserError(f"{path}: categories #{first_of[cid]} and #{k} have the same id {_short(cid)}")
+        first_of[cid] = k
+        name = c.get("name", cid)
+        if not isinstance(name, (str, int)) or isinstance(name, bool):
+            raise UserError(f"{path}: category #{k} (id {_short(cid)}): name {_short(name)} is not a string")
+        name = str(name)
+        if name in name_of:
+            raise UserError(f"{path}: categories #{name_of[name]} and #{k} have the same name {name!r}")
+        name_of[name] = k
+        cats.append((cid, name))
+    warn_blank_names(path, [(f"category #{k} (id {_short(cid)})", n) for k, (cid, n) in enumerate(cats)])
+    cats.sort()
+    return [c[0] for c in cats], [c[1] for c in cats]
+
+
+def _annotations(annotations: list, path: str, label_of: dict, classes, cat_ids: list, cat_names: list
+                 ) -> dict[int, list]:
+    """``{image id: [(xywh, label, crowd, area), ...]}`` of the checked annotations."""
+    per_image: dict[int, list] = {}
+    for k, a in enumerate(annotations):
+        if not isinstance(a, dict):
+            raise UserError(f"{path}: annotation #{k} is not an object ({_short(a)})")
+        iid, cid = _whole(a.get("image_id"), strings=True), _whole(a.get("category_id"), strings=True)
+        bbox = a.get("bbox")
+        if iid is None or cid is None or "bbox" not in a:
+            raise UserError(f"{path}: annotation #{k} lacks image_id / category_id / a numeric bbox")
+        where = f"{path}: annotation #{k} (id {_short(a.get('id'))})"
+        if not isinstance(bbox, list) or len(bbox) != 4 or any(number(v) is None for v in bbox):
+            raise UserError(f"{where}: bbox is not 4 numbers (got {_short(bbox)})")
+        bbox = [number(v) for v in bbox]
+        if not np.all(np.isfinite(bbox)):
+            raise UserError(f"{where}: bbox {_short(a['bbox'])} is not 4 finite numbers")
+        if cid not in label_of:
+            if classes is None or cid not in cat_ids:
+                raise UserError(f"{where}: unknown category id {_short(cid)}")
+            raise UserError(f"{path}: annotation #{k}: category {cat_names[cat_ids.index(cid)]!r} is not in the configured classes")
+        area = a.get("area")
+        if area is None:
+            area = float(bbox[2] * bbox[3])
+        elif number(area) is None or not math.isfinite(number(area)):
+            raise UserError(f"{where}: area {_short(area)} is not a finite number")
+        else:
+            area = number(area)
+        crowd = a.get("iscrowd", 0)
+        if type(crowd) not in (int, float, bool) or crowd not in (0, 1):
+            raise UserError(f"{where}: iscrowd {_short(crowd)} is not 0 or 1")
+        per_image.setdefault(iid, []).append((bbox, label_of[cid], bool(crowd), area))
+    return per_image
 
 
 def _same_file_ids(images: list) -> dict[int, int]:

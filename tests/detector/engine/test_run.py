@@ -204,6 +204,7 @@ def test_a_run_folder_from_before_format_version_resumes(tmp_path):
     (out / "run.json").write_text(json.dumps(run))
     st = torch.load(out / "train_state.pt", weights_only=True)
     del st["format_version"]
+    st["format"] = 1  # as written then (version 2 writes no marker)
     torch.save(st, out / "train_state.pt")
     again = _run(out).check()
     assert again.found and again.load_state()["x"] == 2 and again.load_state()["epochs_done"] == 2

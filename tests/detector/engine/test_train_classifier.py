@@ -19,8 +19,8 @@ from detector.classification.transforms import train_transform
 from detector.cli import train_classifier as cli
 from detector.config import ClassifierConfig, load_classifier_config
 from detector.engine.run import RunFolder
-from detector.engine.loop import stop_after
-from detector.engine.train_classifier import make_train_loader, start_epoch, train_classifier
+from detector.engine.loop import seed, step_loader, stop_after
+from detector.engine.train_classifier import train_classifier
 from detector.io.checkpoints import read_classifier
 
 from .test_run import ROOT_SKIP, snapshot
@@ -204,31 +204,31 @@ def test_out_a_read_only_folder(folder, tmp_path, capsys):
 # ------------------------------------------------------------------ moved from test_classifier.py
 
 
-def test_augmentation_differs_between_workers_and_epochs():
-    """2 workers x 2 epochs over copies of one image: every batch is different (workers used to
-    share one copied random state, and re-forked workers repeated it every epoch), and a
-    resumed run draws epoch 2's batches again exactly."""
+def test_augmentation_is_the_steps_own_in_workers_and_differs_between_steps():
+    """2 workers x 2 epochs over copies of one image: every batch is different (each step's
+    augmentation restarts from the step's generator), and the batch a worker builds is the one
+    the main process builds from the same key (so a resumed run draws the same batches)."""
     img = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
     t = dataclasses.replace(ClassifierConfig().train, batch_size=2, workers=2, seed=3)
 
-    def loader():
-        ds = ClassificationSet(["a"], [img] * 8, [0] * 8, [str(i) for i in range(8)],
-                               train_transform(32, t, seed=t.seed))
-        return make_train_loader(ds, t)
+    def batcher():
+        return tc._Batcher(ClassificationSet(["a"], [img] * 8, [0] * 8, [str(i) for i in range(8)],
+                                             train_transform(32, t, seed=t.seed)))
 
-    def epoch(ld, e):
-        start_epoch(ld, t.seed, e)
-        return [x for x, _ in ld]
+    ld, sampler = step_loader(batcher(), 2, torch.device("cpu"), 0)
 
-    ld = loader()
-    e1, e2 = epoch(ld, 1), epoch(ld, 2)
-    assert len(e1) == len(e2) == 4  # batches alternate between workers 0 and 1
+    def epoch(e):
+        sampler.steps, sampler.key, sampler.start = [[0, 1], [2, 3], [4, 5], [6, 7]], (t.seed, e, 0, 2), 0
+        return [b.images for _, b, _ in ld]
+
+    e1, e2 = epoch(1), epoch(2)
+    assert len(e1) == len(e2) == 4  # steps alternate between workers 0 and 1
     batches = e1 + e2
     for i in range(len(batches)):
         for j in range(i + 1, len(batches)):
             assert not torch.equal(batches[i], batches[j]), (i, j)
-    resumed = epoch(loader(), 2)  # a new process would start here after a resume
-    assert all(torch.equal(a, b) for a, b in zip(resumed, e2))
+    here = batcher().batch([6, 7], torch.Generator().manual_seed(seed(t.seed, 2, 0, 2, 3)))
+    assert torch.equal(here.images, e2[3])
 
 
 def test_train_from_voc_object_crops(tmp_path):
@@ -266,3 +266,66 @@ def test_split_folders_are_not_classes(folder, tmp_path, capsys):
     assert not out.exists()
     with pytest.raises(UserError, match="no split folder 'val'"):
         image_folder(str(folder), "val")
+
+
+def _three_steps(folder, *extra):
+    return _cfg(folder, "train.epochs=2", "train.val_every=0", "train.max_steps_per_epoch=3", *extra)
+
+
+@pytest.fixture(scope="module")
+def unbroken(folder, tmp_path_factory):
+    """12 images in steps of 4: 3 steps per epoch, 2 epochs, unbroken; its weights."""
+    return _weights(train_classifier(_three_steps(folder), str(tmp_path_factory.mktemp("unbroken")), "cpu",
+                                     progress=False))
+
+
+def test_killed_inside_an_epoch_resumes_bitwise(folder, unbroken, tmp_path, monkeypatch, capsys):
+    """Killed before its 5th step with a state after every step, the run resumes after epoch 2's
+    step 1 and ends with the unbroken run's weights. Every step runs under the step loop's autocast."""
+    from detector.engine import loop
+
+    casts, real = [], loop.autocast
+    monkeypatch.setattr(loop, "autocast", lambda device: casts.append(device) or real(device))
+    b = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt), stop_after(4):
+        train_classifier(_three_steps(folder, "train.checkpoint_every=1"), str(b), "cpu", progress=False)
+    assert len(casts) == 4
+    rec = torch.load(b / "train_state.pt", weights_only=True)["members"][0]
+    assert (rec["epochs"], rec["step"], rec["steps"]) == (1, 1, 4)
+    resumed = train_classifier(_three_steps(folder, "train.checkpoint_every=1"), str(b), "cpu", progress=False)
+    assert "resuming epoch 2/2, after its step 1" in capsys.readouterr().err
+    assert len(casts) == 6
+    assert _same(_weights(resumed), unbroken)
+    assert [r["epoch"] for r in _rows(b)] == [1, 2]
+
+
+def test_max_steps_stops_writes_the_model_and_trains_on(folder, unbroken, tmp_path, capsys):
+    """train.max_steps 4 stops after 4 steps (model.pt written); a run without it trains on to
+    the unbroken run's weights."""
+    c = tmp_path / "c"
+    stopped = train_classifier(_three_steps(folder, "train.max_steps=4"), str(c), "cpu", progress=False)
+    assert "stopped at train.max_steps 4" in capsys.readouterr().err
+    assert torch.load(c / "train_state.pt", weights_only=True)["members"][0]["steps"] == 4
+    assert os.path.isfile(stopped) and not _same(_weights(stopped), unbroken)
+    assert _same(_weights(train_classifier(_three_steps(folder), str(c), "cpu", progress=False)), unbroken)
+
+
+def test_a_classifier_state_of_the_epoch_loop_resumes(folder, tmp_path):
+    """A version-1 train_state.pt of the former epoch loop (``train``: epoch, model, optimizer,
+    scheduler, averaged, RNG) is read as the member's record: the run goes on from its epoch."""
+    from detector.engine.run import STATE_FILE
+
+    cfg = _cfg(folder, "train.epochs=2", "train.val_every=0")
+    out = tmp_path / "run"
+    with stop_after(1), pytest.raises(KeyboardInterrupt):  # 1 step per epoch: a state after epoch 1
+        train_classifier(cfg, str(out), "cpu", progress=False)
+    st = torch.load(out / STATE_FILE, weights_only=True)
+    rec = st.pop("members")[0]
+    train = {"epoch": 1, "model": rec["model"], "optimizer": rec["optimizer"], "averaged": rec["averaged"],
+             "scheduler": {"last_epoch": 1}, "torch_rng": torch.get_rng_state()}
+    old = {**{k: v for k, v in st.items() if k != "format_version"}, "format": 1, "epochs_done": 1, "log_rows": 1,
+           "train": train, "best": None}
+    torch.save(old, out / STATE_FILE)
+    train_classifier(cfg, str(out), "cpu", progress=False)
+    assert [r["epoch"] for r in _rows(out)] == [1, 2]
+    assert torch.load(out / STATE_FILE, weights_only=True)["members"][0]["epochs"] == 2

@@ -125,3 +125,118 @@ def test_multibox_kill_between_log_and_state_resumes_without_a_duplicate_row(con
     assert rows("b") == [1, 2]  # not [1, 2, 2]
     sa, sb = load_multibox(unbroken).state_dict(), load_multibox(resumed).state_dict()
     assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)  # and it ends where the unbroken run ends
+
+
+def _autocasts(monkeypatch):
+    """The devices of every autocast the step loop enters."""
+    from detector.engine import loop
+
+    seen, real = [], loop.autocast
+    monkeypatch.setattr(loop, "autocast", lambda device: seen.append(device) or real(device))
+    return seen
+
+
+def test_multibox_resumes_inside_an_epoch_bitwise_and_honours_max_steps(config, tmp_path, monkeypatch, capsys):
+    """2 images, 1 per step: 2 steps per epoch. Killed before its 4th step with a state after every
+    step, the run resumes after epoch 2's step 1 and ends with the unbroken run's weights; with
+    train.max_steps 3 it stops after 3 steps (writing multibox.pt), and trains on without it.
+    Every step runs under the step loop's autocast."""
+    import torch
+
+    from detector.engine.loop import stop_after
+    from tests.detector.helpers import same_weights
+
+    def cfg(*extra):
+        return load_detector_config(config, SMALL[:2] + ["proposals.multibox.epochs=2",
+                                                         "proposals.multibox.batch_size=1", *extra])
+
+    casts = _autocasts(monkeypatch)
+    unbroken = load_multibox(train_multibox(cfg(), str(tmp_path / "a"), split="train", progress=False)).state_dict()
+    assert len(casts) == 4
+    b = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt), stop_after(3):
+        train_multibox(cfg("train.checkpoint_every=1"), str(b), split="train", progress=False)
+    rec = torch.load(b / "train_state.pt", weights_only=True)["members"][0]
+    assert (rec["epochs"], rec["step"], rec["steps"]) == (1, 1, 3)
+    resumed = train_multibox(cfg("train.checkpoint_every=1"), str(b), split="train", progress=False)
+    assert "resuming multibox epoch 2/2, after its step 1" in capsys.readouterr().err
+    assert same_weights(load_multibox(resumed).state_dict(), unbroken)
+    c = tmp_path / "c"
+    stopped = train_multibox(cfg("train.max_steps=3"), str(c), split="train", progress=False)
+    assert "stopped at train.max_steps 3" in capsys.readouterr().err
+    assert torch.load(b / "train_state.pt", weights_only=True)["members"][0]["steps"] == 4
+    assert torch.load(c / "train_state.pt", weights_only=True)["members"][0]["steps"] == 3
+    assert not same_weights(load_multibox(stopped).state_dict(), unbroken)
+    on = train_multibox(cfg(), str(c), split="train", progress=False)
+    assert same_weights(load_multibox(on).state_dict(), unbroken)
+
+
+def test_a_multibox_state_of_the_epoch_loop_resumes(config, tmp_path):
+    """A version-1 train_state.pt of the former epoch loop (model, optimizer, scheduler) is read
+    as the member's record: the run goes on from its epoch."""
+    import torch
+
+    from detector.engine.run import STATE_FILE
+
+    cfg = load_detector_config(config, SMALL[:2] + ["proposals.multibox.epochs=2", "proposals.multibox.batch_size=1"])
+    out = tmp_path / "mb"
+    train_multibox(cfg, str(out), split="train", progress=False)
+    st = torch.load(out / STATE_FILE, weights_only=True)
+    rec = st.pop("members")[0]
+    old = {**{k: v for k, v in st.items() if k != "format_version"}, "format": 1, "epochs_done": 1,
+           "log_rows": 1, "model": rec["model"], "optimizer": rec["optimizer"], "scheduler": {"last_epoch": 1}}
+    torch.save(old, out / STATE_FILE)
+    (out / "multibox.pt").unlink()
+    train_multibox(cfg, str(out), split="train", progress=False)
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert torch.load(out / STATE_FILE, weights_only=True)["members"][0]["epochs"] == 2
+
+
+def _mb_rank(rank, port, config, out, err):
+    import os
+    import sys
+
+    import torch
+
+    from detector.engine.train_detector import train_detector
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    sys.stderr = open(err, "w")  # noqa: SIM115 (closed when the process ends)
+    cfg = load_detector_config(config, SMALL[:2] + ["proposals.multibox.batch_size=1", "proposals.multibox.epochs=2"])
+    train_detector(cfg, out, torch.device("cpu"), stage="multibox", progress=False)
+    sys.stderr.flush()
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_train_multibox_on_their_shares(config, tmp_path):
+    """Under torchrun MultiBox trains on every rank (DDP), each on its half of the images: 2
+    images, 1 per step, so 1 step per rank and epoch; rank 0 writes the run folder."""
+    import multiprocessing
+    import socket
+
+    import torch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_mb_rank, args=(r, port, config, str(out), str(tmp_path / f"err{r}")))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert [p.exitcode for p in procs] == [0, 0], (tmp_path / "err0").read_text()[-2000:]
+    mb = out / "multibox"
+    assert torch.load(mb / "train_state.pt", weights_only=True)["members"][0]["steps"] == 2
+    assert [json.loads(l)["epoch"] for l in (mb / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert load_multibox(str(mb / "multibox.pt")).num_priors == 16
+    assert "multibox epoch 1/2" in (tmp_path / "err0").read_text()
+    assert "multibox epoch 1/2" not in (tmp_path / "err1").read_text()  # rank 0 alone tells

@@ -61,9 +61,14 @@ class TrunkConfig:
     batch_size: int = setting(256, ge=1, le=100_000)  # iou matching: priors sampled per image for the loss
     positive_fraction: float = setting(0.5, gt=0, le=1)  # ... at most this fraction positive
     alpha: float = setting(0.3, ge=0)                # bipartite matching: location loss weight (as proposals.multibox.alpha)
-    pre_nms: int = setting(2000, ge=1, le=MAX_BOXES)  # best priors by objectness before NMS (per image and member)
+    pre_nms: int = setting(6000, ge=1, le=MAX_BOXES)  # best priors by objectness before NMS (per image and member;
+                                                     # py-faster-rcnn: 6000; 2000 left BCCD platelets out: RBCs filled it)
     nms_iou: float = setting(0.7, gt=0, le=1)        # NMS among the proposals; then the first train.max_proposals
                                                      # (training) / test.max_proposals (inference) are kept
+    train_nms_iou: float = setting(0.7, gt=0, le=1)  # NMS of the proposals the training regions are drawn from (1: none,
+                                                     # every one of the best pre_nms: more, and more varied, candidates)
+    mix_ss: bool = setting(False)                    # training regions also drawn from cached selective search boxes
+                                                     # (this section's ss settings); inference never runs it
     loss_weight: float = setting(1.0, ge=0)          # weight of the proposal loss beside the region loss
     ensemble: str = setting("union", choices=("union", "first"))  # M members: the union of their proposals
                                                      # (NMS nms_iou, best first) or the first member's only

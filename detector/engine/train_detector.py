@@ -239,7 +239,10 @@ class DetectorTask(Task):
         """Proposals of the training split (every rank computes its share, then all read them per
         image), the validation split and its proposals, the batcher."""
         cfg, rf, device = self.cfg, self.rf, self.device
-        if cfg.proposals.uses_trunk:  # the members propose: no proposal stage
+        if cfg.proposals.uses_trunk and cfg.proposals.trunk.mix_ss:  # selective search's boxes, for training only
+            train_props = ensure_proposals(self.train_set, replace(cfg.proposals, method="ss"), cache_dir=cache_dir,
+                                           device=str(device), sync=rank_sync("proposals"), reads=self.reads)
+        elif cfg.proposals.uses_trunk:  # the members propose: no proposal stage
             train_props = [np.zeros((0, 4), np.float32)] * len(self.train_set)
         else:
             train_props = ensure_proposals(self.train_set, cfg.proposals, cache_dir=cache_dir, device=str(device),

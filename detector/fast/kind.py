@@ -33,8 +33,9 @@ class RegionBatcher(FastBatcher):
         if cfg.proposals.uses_trunk:
             t, f = cfg.train, cfg.model.fast
             sampling = RegionSampling(max(1, t.batch_size // t.images_per_batch), t.fg_fraction, t.fg_iou,
-                                      t.bg_iou_low, t.max_proposals)
-            return OnePassBatcher(dataset.records, sampling=sampling, min_side=f.min_side, max_side=f.max_side,
+                                      t.bg_iou_low, t.max_proposals, cfg.proposals.trunk.train_nms_iou)
+            mixed = proposals if cfg.proposals.trunk.mix_ss else None
+            return OnePassBatcher(dataset.records, mixed, sampling=sampling, max_proposals=t.max_proposals, min_side=f.min_side, max_side=f.max_side,
                                   flip=t.flip, device=device, crop=f.train_crop or None, cache_images=t.cache_images)
         return super().__new__(cls)
 

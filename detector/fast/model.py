@@ -88,6 +88,7 @@ class RegionSampling(NamedTuple):
     fg_iou: float
     bg_iou_low: float
     max_proposals: int        # the proposal head's boxes per image kept after NMS
+    nms_iou: float = 0.7      # the NMS of those (1: none)
 
 
 class Affine(nn.Module):
@@ -428,7 +429,7 @@ class FastRCNN(nn.Module):
             out.append((boxes / boxes.new_tensor([sx, sy, sx, sy]), scores))
         return out
 
-    def one_pass(self, images: "Tensor | Sequence[Tensor]", image_sizes, targets: Sequence[tuple[Tensor, Tensor]],
+    def one_pass(self, images: "Tensor | Sequence[Tensor]", image_sizes, targets: Sequence[tuple],
                  sampling: RegionSampling) -> OnePassOutputs:
         """Training of the proposal head and the detection head in one pass (Faster R-CNN's
         approximate joint training): the trunk once; per image the head's proposals (and its
@@ -436,18 +437,21 @@ class FastRCNN(nn.Module):
         (:func:`detector.sampling.label_regions`), ``sampling.rois_per_image`` of them drawn
         (:func:`detector.sampling.sample_regions`, a generator seeded from the global one: the
         step's seed), then the region head on those. ``targets``: per image (boxes (G, 4) in
-        its pixels, labels (G,) 1..C)."""
+        its pixels, labels (G,) 1..C[, more candidate boxes (K, 4), e.g. selective search's])."""
         feats = self.features(images, image_sizes)
         g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, (1,))))
         rois, labels, regs, losses = [], [], [], {}
-        for i, (gt, gl) in enumerate(targets):
+        for i, (gt, gl, *more) in enumerate(targets):
             sx, sy = feats.scales[i]
             f = gt.new_tensor([sx, sy, sx, sy])
             props, _, parts = self.proposer(next(iter(feats.maps[i].values())), feats.sizes[i], gt * f,
-                                            post_nms=sampling.max_proposals)
+                                            post_nms=sampling.max_proposals, nms_iou=sampling.nms_iou)
             for k, v in parts.items():
                 losses[k] = losses.get(k, 0.0) + v / len(targets)
-            cand, lab, idx, _ = label_regions(props / f.to(props), gt.to(props), gl.to(props.device),
+            props = props / f.to(props)
+            if more:
+                props = torch.cat([props, more[0].to(props)])
+            cand, lab, idx, _ = label_regions(props, gt.to(props), gl.to(props.device),
                                               sampling.fg_iou, sampling.bg_iou_low)
             pick = sample_regions(lab, sampling.rois_per_image, sampling.fg_fraction, g).to(lab.device)
             roi, y = cand[pick], lab[pick].long()

@@ -99,10 +99,11 @@ class TrunkProposer(RegionProposalNetwork):
                             torch.maximum(b[:, 0], b[:, 2]), torch.maximum(b[:, 1], b[:, 3])], 1)
 
     def forward(self, fmap: Tensor, size: tuple[int, int], gt: Tensor | None = None,
-                post_nms: int | None = None) -> tuple[Tensor, Tensor, dict]:
+                post_nms: int | None = None, nms_iou: float | None = None) -> tuple[Tensor, Tensor, dict]:
         """One image: ``fmap`` (1, C, h, w) its map, ``size`` (H, W) the trunk input's size,
         ``gt`` (G, 4) its boxes (training: the losses are computed), ``post_nms`` the proposals
-        kept (default the constructor's). Returns (boxes (n, 4), objectness probabilities (n,),
+        kept (default the constructor's), ``nms_iou`` the NMS threshold of this call (default the
+        constructor's; 1.0 keeps every one of the best ``pre_nms``). Returns (boxes (n, 4), objectness probabilities (n,),
         losses ``{"objectness", "box"}`` (iou) or ``{"multibox"}`` (bipartite), empty without ``gt``)."""
         objectness, deltas = self.head([fmap])
         anchors = cell_priors(fmap.shape[-2], fmap.shape[-1], self.stride, self.priors.to(fmap.device))
@@ -111,7 +112,11 @@ class TrunkProposer(RegionProposalNetwork):
         boxes = self._decode(deltas.detach(), anchors, size)
         if post_nms is not None:
             self._post_nms_top_n = dict(training=int(post_nms), testing=int(post_nms))
-        kept, scores = self.filter_proposals(boxes[None], objectness.detach(), [tuple(size)], [len(anchors)])
+        nms, self.nms_thresh = self.nms_thresh, (self.nms_thresh if nms_iou is None else float(nms_iou))
+        try:
+            kept, scores = self.filter_proposals(boxes[None], objectness.detach(), [tuple(size)], [len(anchors)])
+        finally:
+            self.nms_thresh = nms
         losses: dict = {}
         if gt is not None:
             gt = gt.to(anchors).reshape(-1, 4)

@@ -190,29 +190,34 @@ class OnePassBatch:
 
     images: Tensor                 # (B, 3, H, W) normalised, zero-padded bottom / right
     image_sizes: list              # per image (h, w) after resizing (and cropping)
-    targets: list                  # per image (boxes (G, 4) in its resized, cropped pixels, labels (G,) 1..C)
+    targets: list                  # per image (boxes (G, 4) in its resized, cropped pixels, labels (G,) 1..C
+                                   # [, more candidates (K, 4): selective search's, proposals.trunk.mix_ss])
     sampling: RegionSampling
     indices: list
     labels: Tensor | None = None   # the sampled regions' labels, set by forward
 
     def pin_memory(self) -> OnePassBatch:
         return OnePassBatch(self.images.pin_memory(), self.image_sizes,
-                            [(b.pin_memory(), l.pin_memory()) for b, l in self.targets], self.sampling, self.indices)
+                            [tuple(x.pin_memory() for x in t) for t in self.targets], self.sampling, self.indices)
 
     def to(self, device, non_blocking: bool = False) -> OnePassBatch:
         return OnePassBatch(self.images.to(device, non_blocking=non_blocking), self.image_sizes,
-                            [(b.to(device, non_blocking=non_blocking), l.to(device, non_blocking=non_blocking))
-                             for b, l in self.targets], self.sampling, self.indices)
+                            [tuple(x.to(device, non_blocking=non_blocking) for x in t) for t in self.targets],
+                            self.sampling, self.indices)
 
 
 class OnePassBatcher(FastBatcher):
     """Training batches of a member that proposes: per image the flip, the resize and the crop
     window of :class:`FastBatcher`, and the ground truth in the window's pixels (boxes clipped
     to it; a box with less than ``min_visible`` of its area inside is dropped, as
-    albumentations' ``min_visibility``). No proposals: ``proposals`` may be empty arrays."""
+    albumentations' ``min_visibility``). ``proposals`` (per record, or None): more candidates
+    for the training regions (``proposals.trunk.mix_ss``: selective search's), flipped, resized
+    and cropped with the image (those inside the window, to ``crop_tolerance`` px, kept)."""
 
-    def __init__(self, records, *, sampling: RegionSampling, min_visible: float = 0.5, **kwargs):
-        super().__init__(records, [np.zeros((0, 4), np.float32)] * len(records), **kwargs)
+    def __init__(self, records, proposals=None, *, sampling: RegionSampling, min_visible: float = 0.5, **kwargs):
+        self.mix = proposals is not None
+        empty = [np.zeros((0, 4), np.float32)] * len(records)
+        super().__init__(records, proposals if self.mix else empty, **kwargs)
         self.sampling, self.min_visible = sampling, float(min_visible)
 
     def batch(self, indices: Sequence[int], generator: torch.Generator) -> OnePassBatch | None:
@@ -222,13 +227,19 @@ class OnePassBatcher(FastBatcher):
             if one is None:  # cannot be decoded: left out of the batch
                 continue
             img, gt = one.image, one.gt.float()
+            more = one.boxes[len(gt):].float()  # the flipped extra candidates (none unless mixed)
             gl = torch.as_tensor(np.asarray(self.records[i].labels, np.int64).reshape(-1))
             factor = resize_factor(img.shape[0], img.shape[1], self.min_side, self.max_side)
             t, sx, sy = resize_image(self.to_tensor_image(img, self.device), factor)
             gt = gt * torch.tensor([sx, sy, sx, sy])
+            more = more * torch.tensor([sx, sy, sx, sy])
             if self.crop:
                 x0, y0, x1, y1 = self._window(t.shape[1], t.shape[2], generator)
                 t = t[:, y0:y1, x0:x1]
+                tol = self.crop_tolerance
+                inside = ((more[:, 0] >= x0 - tol) & (more[:, 1] >= y0 - tol)
+                          & (more[:, 2] <= x1 + tol) & (more[:, 3] <= y1 + tol))
+                more = more[inside] - torch.tensor([x0, y0, x0, y0], dtype=more.dtype)
                 area = ((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])).clamp(min=1e-6)
                 gt = gt - torch.tensor([x0, y0, x0, y0], dtype=gt.dtype)
                 gt[:, 0::2] = gt[:, 0::2].clamp(0, x1 - x0)
@@ -238,7 +249,7 @@ class OnePassBatcher(FastBatcher):
                 gt, gl = gt[keep], gl[keep]
             images.append(t)
             sizes.append(tuple(t.shape[-2:]))
-            targets.append((gt.to(self.device), gl.to(self.device)))
+            targets.append((gt.to(self.device), gl.to(self.device)) + ((more.to(self.device),) if self.mix else ()))
             used.append(int(i))
         if not images:
             return None

@@ -107,7 +107,7 @@ DETECTOR_BAD = [
     ("data.classes=[]", "data.classes must not be empty, got []"),
     ("model.aux_logits=maybe", "model.aux_logits must be true or false, got 'maybe'"),
     ("train=5", "train must be a mapping, got 5"),
-    ("proposals.method=edgeboxes", "proposals.method must be one of ss, multibox, ss+multibox, got 'edgeboxes'"),
+    ("proposals.method=edgeboxes", "proposals.method must be one of ss, multibox, ss+multibox, trunk, got 'edgeboxes'"),
     ("proposals.multibox.matching=auction",
      "proposals.multibox.matching must be one of bipartite, greedy, got 'auction'"),
 ]

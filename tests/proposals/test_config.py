@@ -22,7 +22,7 @@ def _err(fn, *args, **kw) -> str:
 
 
 SCHEMA = [
-    "proposals.method: str one of ss|multibox|ss+multibox",
+    "proposals.method: str one of ss|multibox|ss+multibox|trunk",
     "proposals.backend: str one of ours|selectivesearch",
     "proposals.preset: str one of single|fast|quality|opencv_fast",
     "proposals.superpixel_scale: number > 0",
@@ -47,6 +47,20 @@ SCHEMA = [
     "proposals.multibox.flip: bool",
     "proposals.multibox.vflip: bool",
     "proposals.multibox.seed: int >= 0",
+    "proposals.trunk.num_priors: int in [1, 64]",
+    "proposals.trunk.priors: list[list] or null",
+    "proposals.trunk.matching: str one of iou|bipartite",
+    "proposals.trunk.fg_iou: number in (0, 1]",
+    "proposals.trunk.bg_iou: number in [0, 1)",
+    "proposals.trunk.batch_size: int in [1, 100000]",
+    "proposals.trunk.positive_fraction: number in (0, 1]",
+    "proposals.trunk.alpha: number >= 0",
+    "proposals.trunk.pre_nms: int in [1, 100000]",
+    "proposals.trunk.nms_iou: number in (0, 1]",
+    "proposals.trunk.train_nms_iou: number in (0, 1]",
+    "proposals.trunk.mix_ss: bool",
+    "proposals.trunk.loss_weight: number >= 0",
+    "proposals.trunk.ensemble: str one of union|first",
 ]
 
 
@@ -70,7 +84,7 @@ def test_choices_are_the_implementations():
 
 # one value breaking each declared rule (the next test checks that every rule has one)
 RULES = [
-    ('method=nope', "method must be one of ss, multibox, ss+multibox, got 'nope'"),
+    ('method=nope', "method must be one of ss, multibox, ss+multibox, trunk, got 'nope'"),
     ('backend=nope', "backend must be one of ours, selectivesearch, got 'nope'"),
     ('preset=nope', "preset must be one of single, fast, quality, opencv_fast, got 'nope'"),
     ('superpixel_scale=0.0', 'superpixel_scale must be > 0, got 0.0'),
@@ -101,6 +115,26 @@ RULES = [
     ('multibox.momentum=1.0', 'multibox.momentum must be in [0, 1), got 1.0'),
     ('multibox.weight_decay=-0.5', 'multibox.weight_decay must be >= 0, got -0.5'),
     ('multibox.seed=-1', 'multibox.seed must be >= 0, got -1'),
+    ('trunk.num_priors=0', 'trunk.num_priors must be in [1, 64], got 0'),
+    ('trunk.num_priors=65', 'trunk.num_priors must be in [1, 64], got 65'),
+    ('trunk.matching=nope', "trunk.matching must be one of iou, bipartite, got 'nope'"),
+    ('trunk.fg_iou=0.0', 'trunk.fg_iou must be in (0, 1], got 0.0'),
+    ('trunk.fg_iou=1.5', 'trunk.fg_iou must be in (0, 1], got 1.5'),
+    ('trunk.bg_iou=-0.5', 'trunk.bg_iou must be in [0, 1), got -0.5'),
+    ('trunk.bg_iou=1.0', 'trunk.bg_iou must be in [0, 1), got 1.0'),
+    ('trunk.batch_size=0', 'trunk.batch_size must be in [1, 100000], got 0'),
+    ('trunk.batch_size=100001', 'trunk.batch_size must be in [1, 100000], got 100001'),
+    ('trunk.positive_fraction=0.0', 'trunk.positive_fraction must be in (0, 1], got 0.0'),
+    ('trunk.positive_fraction=1.5', 'trunk.positive_fraction must be in (0, 1], got 1.5'),
+    ('trunk.alpha=-0.5', 'trunk.alpha must be >= 0, got -0.5'),
+    ('trunk.pre_nms=0', 'trunk.pre_nms must be in [1, 100000], got 0'),
+    ('trunk.pre_nms=100001', 'trunk.pre_nms must be in [1, 100000], got 100001'),
+    ('trunk.nms_iou=0.0', 'trunk.nms_iou must be in (0, 1], got 0.0'),
+    ('trunk.nms_iou=1.5', 'trunk.nms_iou must be in (0, 1], got 1.5'),
+    ('trunk.train_nms_iou=0.0', 'trunk.train_nms_iou must be in (0, 1], got 0.0'),
+    ('trunk.train_nms_iou=1.5', 'trunk.train_nms_iou must be in (0, 1], got 1.5'),
+    ('trunk.loss_weight=-0.5', 'trunk.loss_weight must be >= 0, got -0.5'),
+    ('trunk.ensemble=nope', "trunk.ensemble must be one of union, first, got 'nope'"),
 ]
 
 
@@ -124,10 +158,11 @@ def test_defaults_and_sentinels_pass():
     assert cfg.max_total is None and cfg.merge_iou == 1.0
 
 
-@pytest.mark.parametrize("method,ss,mb", [("ss", True, False), ("multibox", False, True), ("ss+multibox", True, True)])
-def test_the_method_parsed(method, ss, mb):
+@pytest.mark.parametrize("method,ss,mb,trunk", [("ss", True, False, False), ("multibox", False, True, False),
+                                                ("ss+multibox", True, True, False), ("trunk", False, False, True)])
+def test_the_method_parsed(method, ss, mb, trunk):
     cfg = ProposalConfig(method=method)
-    assert (cfg.uses_ss, cfg.uses_multibox) == (ss, mb)
+    assert (cfg.uses_ss, cfg.uses_multibox, cfg.uses_trunk) == (ss, mb, trunk)
 
 
 def test_multibox_input_size_fits_its_network():
@@ -139,7 +174,7 @@ def test_multibox_input_size_fits_its_network():
 
 
 @pytest.mark.parametrize("changes,expected", [
-    ({"method": "edgeboxes"}, "proposals.method must be one of ss, multibox, ss+multibox, got 'edgeboxes'"),
+    ({"method": "edgeboxes"}, "proposals.method must be one of ss, multibox, ss+multibox, trunk, got 'edgeboxes'"),
     ({"max_total": 0}, "proposals.max_total must be in [1, 100000] or null, got 0"),
     ({"max_total": -3}, "proposals.max_total must be in [1, 100000] or null, got -3"),
     ({"max_total": 2.5}, "proposals.max_total must be an integer or null, got 2.5"),

@@ -95,7 +95,8 @@ DETECTOR_LAYERS = {
     "fast": {"config", "io", "transforms", "boxes", "sampling", "batching", "ensemble", "postprocess",
              "classification"},
     "kinds": {"rcnn", "fast", "config", "ensemble"},
-    "model": {"config", "io", "ensemble", "postprocess", "kinds", "assets"},
+    "batched": {"config", "transforms", "ensemble"},
+    "model": {"config", "io", "ensemble", "postprocess", "kinds", "assets", "batched"},
     "proposal_cache": {"config", "io"},
     "onnx": {"config", "io", "transforms", "ensemble", "kinds", "model", "rcnn", "fast"},
     "engine": {"config", "io", "transforms", "boxes", "batching", "sampling", "ensemble", "postprocess", "classification", "rcnn", "fast",
@@ -135,7 +136,7 @@ def test_detector_sub_layers():
 
 #: the inference path: it imports nothing from a training module (the transforms, the ensemble
 #: and the kinds' scoring are their own modules)
-INFERENCE = ["detector/model.py", "detector/onnx.py", "detector/ensemble.py", "detector/transforms.py",
+INFERENCE = ["detector/model.py", "detector/batched.py", "detector/onnx.py", "detector/ensemble.py", "detector/transforms.py",
              "detector/fast/infer.py", "detector/rcnn/infer.py"]
 
 

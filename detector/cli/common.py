@@ -28,6 +28,8 @@ from detector.classification.init import IMAGENET, SCRATCH
 from detector.config import load_detector_config
 from detector.engine.devices import resolve_device  # noqa: F401  (re-exported for the CLIs)
 from detector.io.datasets import resolve_data
+from detector.io.image_stream import READ_WORKERS
+from detector.model import DETECT_BATCH
 from proposals import METHODS, PRESETS
 from proposals.config import ProposalConfig
 
@@ -162,6 +164,31 @@ class _CacheDirAction(argparse.Action):
         path = os.path.abspath(os.path.expanduser(values))
         os.environ[CACHE_ENV] = path
         setattr(namespace, self.dest, path)
+
+
+def _count(least: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+        if v < least:
+            raise argparse.ArgumentTypeError(f"{v}: must be at least {least}")
+        return v
+    return parse
+
+
+def add_batch_args(p: argparse.ArgumentParser) -> None:
+    """``--batch`` and ``--read-workers`` (detect, eval-map --split): images per trunk call
+    (:meth:`detector.model.Detector.detect_batch`) and decoding processes
+    (:func:`detector.io.image_stream.read_images`); the defaults are the faster ones measured."""
+    p.add_argument("--batch", type=_count(1), default=DETECT_BATCH, metavar="N",
+                   help=f"images per trunk call, same-size images together (the fast kind; R-CNN and test "
+                        f"pyramids run one image at a time; 1: image by image; the detections are the same "
+                        f"either way; default {DETECT_BATCH})")
+    p.add_argument("--read-workers", type=_count(0), default=READ_WORKERS, metavar="N",
+                   help=f"processes decoding the next images while the current ones are detected (0: decode in "
+                        f"the loop; default {READ_WORKERS})")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

@@ -34,8 +34,10 @@ from .kinds import kind_of
 from .postprocess import postprocess
 
 #: images per :meth:`Detector.detect_batch` call in ``detect FOLDER`` and ``eval-map --split``
-#: (``--batch``): the faster setting measured on the 2-core CPU (docs: the report of issue 23)
-DETECT_BATCH = 4
+#: (``--batch``): 1, the faster on the CPU (issue 23: a batch of 4 same-size BCCD images through
+#: the bundled fast model's trunk was slower per image than 4 single calls, the feature maps of
+#: a batch outgrowing the caches; bench/bench_detect.py measures it); a GPU may want more
+DETECT_BATCH = 1
 
 
 @dataclass

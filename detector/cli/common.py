@@ -185,14 +185,16 @@ def _count(least: int):
 def add_batch_args(p: argparse.ArgumentParser) -> None:
     """``--batch`` and ``--read-workers`` (detect, eval-map --split): images per trunk call
     (:meth:`detector.model.Detector.detect_batch`) and decoding processes
-    (:func:`detector.io.image_stream.read_images`); the defaults are the faster ones measured."""
+    (:func:`detector.io.image_stream.read_images`); the defaults are the faster on the CPU
+    (neither: issue 23's measurement, bench/bench_detect.py)."""
     p.add_argument("--batch", type=_count(1), default=DETECT_BATCH, metavar="N",
                    help=f"images per trunk call, same-size images together (the fast kind; R-CNN and test "
-                        f"pyramids run one image at a time; 1: image by image; the detections are the same "
-                        f"either way; default {DETECT_BATCH})")
+                        f"pyramids run one image at a time; the detections are the same either way; default "
+                        f"{DETECT_BATCH}: image by image, the faster on a CPU; more may help on a GPU)")
     p.add_argument("--read-workers", type=_count(0), default=READ_WORKERS, metavar="N",
                    help=f"processes decoding the next images while the current ones are detected (0: decode in "
-                        f"the loop; default {READ_WORKERS})")
+                        f"the loop; default {READ_WORKERS}, the faster on a CPU, where decoding is under 1%% of "
+                        f"the work)")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

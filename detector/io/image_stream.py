@@ -24,8 +24,10 @@ from backbone.errors import UserError
 
 from .images import ImageReads, TruncatedImageWarning, load_image
 
-#: decoding processes of ``detect FOLDER`` and ``eval-map --split`` (``--read-workers``)
-READ_WORKERS = 1
+#: decoding processes of ``detect FOLDER`` and ``eval-map --split`` (``--read-workers``): 0 on
+#: the CPU, where decoding a BCCD image (a few ms) is under 1% of detecting it and a worker
+#: takes a core from the networks (issue 23, bench/bench_detect.py); more for a GPU or big images
+READ_WORKERS = 0
 
 
 class Read(NamedTuple):

@@ -182,8 +182,10 @@ class Detector:
     @property
     def batches_trunk(self) -> bool:
         """Whether :meth:`detect_batch` runs several images per trunk call: a kind scoring in
-        two phases (the fast kind: features, then the head) at one test scale."""
-        return batches_trunk(self.ensemble, self.cfg)
+        two phases (the fast kind: features, then the head) at one test scale, with this
+        class's scoring (a subclass scoring elsewhere, e.g. onnxruntime, runs image by image)."""
+        return (type(self).score_regions is Detector.score_regions and self.ensemble is not None
+                and batches_trunk(self.ensemble, self.cfg))
 
     def detect_batch(self, images: list, proposals: list | None = None) -> list[Detections]:
         """:meth:`__call__` for several images (arrays or paths; ``proposals``: None, or one

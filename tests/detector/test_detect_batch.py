@@ -87,3 +87,22 @@ def test_bundled_fast_model_batches_equal_the_per_image_path():
     props = [boxes_for(im, 150, k) for k, im in enumerate(images)]
     assert_same(det.detect_batch(images, props), [det(im, proposals=p) for im, p in zip(images, props)])
     assert sum(len(d.boxes) for d in det.detect_batch(images, props)) > 0
+
+
+def test_a_subclass_scoring_elsewhere_runs_image_by_image():
+    """OnnxDetector replaces score_regions (onnxruntime) and has no PyTorch ensemble: not batched."""
+    det = tiny_fast()
+    calls = []
+
+    class Elsewhere(Detector):
+        def score_regions(self, image, boxes, times=None):
+            calls.append(len(boxes))
+            return super().score_regions(image, boxes, times)
+
+    other = Elsewhere(det.cfg, det.classes, list(det.ensemble.members))
+    assert det.batches_trunk and not other.batches_trunk
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(2)]
+    props = [boxes_for(im, 10, k) for k, im in enumerate(images)]
+    assert_same(other.detect_batch(images, props), det.detect_batch(images, props))
+    assert calls == [10, 10]

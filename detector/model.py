@@ -32,6 +32,12 @@ from .io.images import load_image
 from .kinds import kind_of
 from .postprocess import postprocess
 
+#: images per :meth:`Detector.detect_batch` call in ``detect FOLDER`` and ``eval-map --split``
+#: (``--batch``): 1, the faster on the CPU (issue 23: a batch of 4 same-size BCCD images through
+#: the bundled fast model's trunk was slower per image than 4 single calls, the feature maps of
+#: a batch outgrowing the caches; bench/bench_detect.py measures it); a GPU may want more
+DETECT_BATCH = 1
+
 
 @dataclass
 class Detections:
@@ -147,16 +153,83 @@ class Detector:
             times["proposals"] = time.perf_counter() - t0
         boxes = torch.as_tensor(np.array(proposals, dtype=np.float32).reshape(-1, 4))[: self.cfg.proposal_limit]
         probs, deltas = self.score_regions(work, boxes, times)
+        return self._finish(probs, boxes, deltas, work.shape[:2], (sx, sy), (height, width), times)
+
+    def _finish(self, probs, boxes, deltas, work_hw, factors, original_hw, times: dict) -> Detections:
+        """Post-processing of one image's scores, boxes back in the original's pixels."""
+        (sx, sy), (height, width) = factors, original_hw
         t0 = time.perf_counter()
         if not self.cfg.test.bbox_reg:
             deltas = None
-        b, s, l = postprocess(probs, boxes, deltas, work.shape[:2], self.cfg.test)
+        b, s, l = postprocess(probs, boxes, deltas, work_hw, self.cfg.test)
         b = b.numpy().astype(np.float32)
         if sx != 1.0 or sy != 1.0:  # back to the original pixels
             b = b / np.array([sx, sy, sx, sy], np.float32)
             b = np.clip(b, 0.0, np.array([width, height, width, height], np.float32))
         times["postprocess"] = time.perf_counter() - t0
         return Detections(b, s.numpy().astype(np.float32), l.numpy().astype(np.int64), self.classes, times)
+
+    def image_proposals(self, image: np.ndarray) -> np.ndarray:
+        """The boxes :meth:`__call__` would score for ``image`` (before ``test.max_proposals``),
+        in its own pixels: :meth:`propose` on the working copy, scaled back (``propose`` and
+        ``eval-proposals --model``)."""
+        work, sx, sy = working_copy(image)
+        boxes = np.array(self.propose(work), dtype=np.float32).reshape(-1, 4)
+        if sx != 1.0 or sy != 1.0:
+            height, width = image.shape[:2]
+            boxes = np.clip(boxes / np.array([sx, sy, sx, sy], np.float32), 0.0,
+                            np.array([width, height, width, height], np.float32))
+        return boxes
+
+    @property
+    def batches_trunk(self) -> bool:
+        """Whether :meth:`detect_batch` runs several images per trunk call: a kind scoring in
+        two phases (the fast kind: features, then the head) at one test scale, with this
+        class's scoring (a subclass scoring elsewhere, e.g. onnxruntime, runs image by image)."""
+        return (type(self).score_regions is Detector.score_regions and self.ensemble is not None
+                and hasattr(self.kind, "score_batch") and self.kind.batches_trunk(self.ensemble, self.cfg))
+
+    def detect_batch(self, images: list, proposals: list | None = None) -> list[Detections]:
+        """:meth:`__call__` for several images (arrays or paths; ``proposals``: None, or one
+        array or None per image, in its original pixels): the same detections (boxes within
+        0.01 px, scores 1e-5: only the trunk's batch size differs), in order.
+
+        Images whose trunk input has the same size share one ``features`` call per member (the
+        fast kind's two phases: each image's head runs on its own maps, as :meth:`__call__`
+        does); kinds without two-phase scoring (R-CNN) and test pyramids run image by image.
+        ``seconds["trunk"]`` is the group's trunk time shared out evenly."""
+        proposals = list(proposals) if proposals is not None else [None] * len(images)
+        if len(proposals) != len(images):
+            raise ValueError(f"{len(images)} images but {len(proposals)} proposal arrays")
+        if not self.batches_trunk or len(images) < 2:
+            return [self(im, proposals=p) for im, p in zip(images, proposals)]
+        todo = []  # per image: what __call__ computes before scoring
+        for image, props in zip(images, proposals):
+            times = {}
+            t0 = time.perf_counter()
+            if isinstance(image, (str, os.PathLike)):
+                image = load_image(image)
+            height, width = image.shape[:2]
+            work, sx, sy = working_copy(image)
+            if props is not None and (sx != 1.0 or sy != 1.0):
+                props = np.array(props, dtype=np.float32).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)
+            times["load"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if props is None:
+                props = self.propose(work)
+            times["proposals"] = time.perf_counter() - t0
+            boxes = torch.as_tensor(np.array(props, dtype=np.float32).reshape(-1, 4))[: self.cfg.proposal_limit]
+            todo.append({"work": work, "boxes": boxes, "f": (sx, sy), "hw": (height, width), "times": times})
+        scored = self.kind.score_batch(self.ensemble, self.cfg, [t["work"] for t in todo], [t["boxes"] for t in todo],
+                             self.device, [t["times"] for t in todo])
+        n_cls = len(self.classes)
+        out = []
+        for item, (probs, deltas) in zip(todo, scored):
+            if probs is None:  # no boxes: as score_regions
+                probs, deltas = torch.zeros((0, n_cls + 1)), None
+            out.append(self._finish(probs, item["boxes"], deltas, item["work"].shape[:2], item["f"], item["hw"],
+                                    item["times"]))
+        return out
 
 
 def working_copy(image: np.ndarray, max_side: int = WORKING_MAX_SIDE) -> tuple[np.ndarray, float, float]:

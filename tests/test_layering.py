@@ -135,7 +135,7 @@ def test_detector_sub_layers():
 
 #: the inference path: it imports nothing from a training module (the transforms, the ensemble
 #: and the kinds' scoring are their own modules)
-INFERENCE = ["detector/model.py", "detector/onnx.py", "detector/ensemble.py", "detector/transforms.py",
+INFERENCE = ["detector/model.py", "detector/fast/batched.py", "detector/onnx.py", "detector/ensemble.py", "detector/transforms.py",
              "detector/fast/infer.py", "detector/rcnn/infer.py"]
 
 

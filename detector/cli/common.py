@@ -15,9 +15,11 @@ import io
 import json
 import os
 import sys
+import time
 import warnings
 from typing import Callable
 
+import numpy as np
 import torch
 
 from backbone.config import apply_overrides
@@ -28,6 +30,10 @@ from detector.classification.init import IMAGENET, SCRATCH
 from detector.config import load_detector_config
 from detector.engine.devices import resolve_device  # noqa: F401  (re-exported for the CLIs)
 from detector.io.datasets import resolve_data
+from detector.io.image_stream import READ_WORKERS, read_images
+from detector.io.images import ImageReads, load_image
+from detector.model import DETECT_BATCH, Detector, working_copy
+from detector.proposal_cache import ensure_proposals
 from proposals import METHODS, PRESETS
 from proposals.config import ProposalConfig
 
@@ -164,6 +170,33 @@ class _CacheDirAction(argparse.Action):
         setattr(namespace, self.dest, path)
 
 
+def _count(least: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+        if v < least:
+            raise argparse.ArgumentTypeError(f"{v}: must be at least {least}")
+        return v
+    return parse
+
+
+def add_batch_args(p: argparse.ArgumentParser) -> None:
+    """``--batch`` and ``--read-workers`` (detect, eval-map --split): images per trunk call
+    (:meth:`detector.model.Detector.detect_batch`) and decoding processes
+    (:func:`detector.io.image_stream.read_images`); the defaults are the faster on the CPU
+    (neither: issue 23's measurement, bench/bench_detect.py)."""
+    p.add_argument("--batch", type=_count(1), default=DETECT_BATCH, metavar="N",
+                   help=f"images per trunk call, same-size images together (the fast kind; R-CNN and test "
+                        f"pyramids run one image at a time; the detections are the same either way; default "
+                        f"{DETECT_BATCH}: image by image, the faster on a CPU; more may help on a GPU)")
+    p.add_argument("--read-workers", type=_count(0), default=READ_WORKERS, metavar="N",
+                   help=f"processes decoding the next images while the current ones are detected (0: decode in "
+                        f"the loop; default {READ_WORKERS}, the faster on a CPU, where decoding is under 1%% of "
+                        f"the work)")
+
+
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N (default: auto)")
 
@@ -271,6 +304,70 @@ def add_proposal_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--multibox", metavar="CKPT", help="MultiBox checkpoint (written by train-detector --stage multibox)")
     p.add_argument("--max-total", type=int, metavar="N",
                    help="keep at most N proposals per image, after merging (proposals.max_total; default: no cap)")
+
+
+#: the proposal flags (dest names) :func:`proposal_config` reads; refused with ``--model``
+PROPOSAL_FLAGS = ("method", "preset", "superpixel_scale", "backend", "working_width", "multibox", "max_total")
+
+
+def add_proposal_model_arg(p: argparse.ArgumentParser) -> None:
+    """``--model CKPT`` of propose and eval-proposals: the proposals a detector scores."""
+    p.add_argument("--model", metavar="CKPT",
+                   help="detector checkpoint: the boxes it scores in detect (its own when its model proposes, "
+                        "e.g. proposals.method trunk, else its checkpoint's proposals section: selective "
+                        "search / MultiBox, from the cache with --split), in each image's pixels, before "
+                        "test.max_proposals. The proposals are the model's: --method, --preset, "
+                        "--superpixel-scale, --backend, --working-width, --max-total, --multibox and --set "
+                        "proposals.KEY are refused with it, and --config gives only the data")
+
+
+def check_proposal_model_args(args) -> None:
+    """``--model`` is one source of proposals: no proposal flag beside it (one line naming them)."""
+    if args.model is None:
+        return
+    if not args.model.strip():
+        raise UserError(f"--model {args.model!r}: an empty path (give a detector checkpoint)")
+    given = ["--" + f.replace("_", "-") for f in PROPOSAL_FLAGS if getattr(args, f, None) is not None]
+    given += [f"--set {o}" for o in args.overrides if o.strip().startswith("proposals.")
+              or (not args.config and "=" in o)]
+    if given:
+        raise UserError(f"--model {args.model} proposes with its own settings; {', '.join(given)} would change "
+                        f"them: leave {'it' if len(given) == 1 else 'them'} out, or leave --model out to choose "
+                        f"the proposals here")
+
+
+def model_proposals(detector, dataset, *, cache_dir=None, workers: int = 2, sync=None, reads=None):
+    """``detector``'s proposals of every record of ``dataset`` and the seconds each took:
+    (boxes per record, seconds per record, ``own``). ``own``: its model proposes (probed on the
+    first image that decodes), and every image is proposed here (decoded ahead,
+    :func:`detector.io.image_stream.read_images`); else its configured proposals through the
+    cache (:func:`detector.proposal_cache.ensure_proposals`, computed when missing), which are
+    the boxes ``eval-map --split`` scores. An image that cannot be decoded has no boxes (one
+    counted warning, as ``reads`` tells)."""
+    reads = reads or ImageReads(f"dataset {dataset.root}", "given no proposals")
+    first = None
+    for rec in dataset.records:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the probe tells nothing: the pass below does
+            try:
+                first = load_image(rec.path)
+                break
+            except UserError:
+                continue
+    own = first is not None and detector.kind.propose(detector.ensemble, detector.cfg, working_copy(first)[0],
+                                                      detector.device) is not None
+    if not own:
+        boxes, secs = ensure_proposals(dataset, detector.cfg.proposals, cache_dir=cache_dir, workers=workers,
+                                       device=str(detector.device), multibox=detector.multibox, with_seconds=True,
+                                       sync=sync, reads=reads)
+        return boxes, secs, False
+    boxes, secs = [], []
+    for r in read_images([rec.path for rec in dataset.records], workers=READ_WORKERS, reads=reads):
+        t0 = time.perf_counter()
+        boxes.append(detector.image_proposals(r.image) if r.image is not None else np.zeros((0, 4), np.float32))
+        secs.append(time.perf_counter() - t0)
+    reads.report()
+    return boxes, secs, True
 
 
 def proposal_config(args):

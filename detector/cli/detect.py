@@ -30,7 +30,7 @@ import numpy as np
 
 from backbone.errors import UserError
 from backbone.io import check_writable
-from detector.cli.common import add_device_arg, add_strict_arg, cli_main
+from detector.cli.common import add_batch_args, add_device_arg, add_strict_arg, cli_main
 from detector.engine.devices import resolve_device
 from detector.io.datasets.records import Dataset, ImageRecord
 from detector.io.detections import (
@@ -41,11 +41,12 @@ from detector.io.detections import (
     write_detections,
     write_detections_json,
 )
+from detector.io.image_stream import READ_WORKERS, read_images
 from detector.io.images import list_images, load_image
 from detector.io.outputs import MANIFEST, Manifest, Outputs, add_output_arg, add_overwrite_arg, is_manifest, is_stream
 from detector.io.report import PAGE_NAME, detect_page
 from detector.io.pictures import picture
-from detector.model import Detector
+from detector.model import DETECT_BATCH, Detector
 from detector.onnx import OnnxDetector
 
 #: the exit code of a run that left out images it could not read (the others' results written)
@@ -84,7 +85,7 @@ def picture_names(inputs: list[str], images: list[str]) -> dict[str, str]:
     return names
 
 
-def _reason(path: str, e: UserError) -> str:
+def _reason(path: str, e: UserError | str) -> str:
     """A load error's message without its ``image PATH: `` prefix (the path is named once)."""
     msg = str(e)
     prefix = f"image {path}: "
@@ -169,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "config's test.score_thr, 0.05 in configs/bccd.yaml, as AP needs the low-score tail)")
     p.add_argument("--max-per-image", type=int, help="at most this many detections per image")
     p.add_argument("--timing", action="store_true",
-                   help="print seconds per stage for each image: load, proposals, warp, network, postprocess")
+                   help="print seconds per stage for each image: load (the time waited for the decoded image), "
+                        "proposals, then the kind's (R-CNN: warp, network; fast: trunk, head), postprocess")
+    add_batch_args(p)
     add_device_arg(p)
     add_strict_arg(p, "images")
     return p
@@ -220,16 +223,15 @@ def main(argv=None) -> int:
         test = replace(test, max_per_image=args.max_per_image)
     detector = detector.configured(test=test)
     results, done, bad = [], [], []
-    try:
-        for path, rec in zip(images, dataset.records):
-            t0 = time.perf_counter()
-            try:
-                image = load_image(path)
-            except UserError as e:  # left out, named in the one line at the end; the others go on
-                bad.append((path, _reason(path, e)))
-                continue
-            t_load = time.perf_counter() - t0
-            det = detector(image)
+    batch = args.batch if hasattr(detector, "detect_batch") else 1
+    record = dict(zip(images, dataset.records))
+
+    def finish(pending: list) -> None:
+        """Detect the decoded images of ``pending`` (one detect_batch call) and write them, in order."""
+        dets = (detector.detect_batch([r.image for r, _ in pending]) if len(pending) > 1
+                else [detector(r.image) for r, _ in pending])
+        for (r, t_load), det in zip(pending, dets):
+            path, image, rec = r.path, r.image, record[r.path]
             det.seconds["load"] = t_load
             results.append(det.to_json(path))
             done.append(rec)
@@ -243,6 +245,23 @@ def main(argv=None) -> int:
                 print("  seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in det.seconds.items()))
             if args.out:
                 outputs.write(pictures[path], picture(image, det), what="picture", save=False)
+        pending.clear()
+
+    try:
+        pending: list = []
+        stream = read_images(images, workers=args.read_workers)
+        while True:
+            t0 = time.perf_counter()
+            r = next(stream, None)
+            if r is None:
+                break
+            if r.image is None:  # left out, named in the one line at the end; the others go on
+                bad.append((r.path, _reason(r.path, r.error)))
+                continue
+            pending.append((r, time.perf_counter() - t0))  # load: the time the loop waited for the image
+            if len(pending) >= batch:
+                finish(pending)
+        finish(pending)
         named = ", ".join(f"{p} ({why})" for p, why in bad)
         if not done:
             if len(bad) == 1:

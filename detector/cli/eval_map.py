@@ -40,7 +40,7 @@ import yaml
 from backbone.config import apply_overrides, from_dict, to_dict
 from backbone.errors import InputWarning, UserError
 from backbone.io import json_text, read_yaml
-from detector.cli.common import add_config_args, add_device_arg, add_strict_arg, announce_layout, cli_main
+from detector.cli.common import add_batch_args, add_config_args, add_device_arg, add_strict_arg, announce_layout, cli_main
 from detector.config import DetectorConfig, load_detector_config
 from detector.engine.detect_split import detect_split
 from detector.engine.devices import is_main
@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="proposal settings: the checkpoint's (default) or --config's proposals section "
                         "(with --set proposals.KEY=VALUE), e.g. to score one region classifier on other proposals")
     add_config_args(g, required=False)
+    add_batch_args(g)
     add_device_arg(g)
     add_overwrite_arg(p, "--json / --plots / --analyze / --save-detections")
     return p
@@ -254,7 +255,8 @@ def _run_split(args) -> None:
 
     timing: dict = {}
     dataset, items = detect_split(cfg, args.split, model_path=args.model, cache_dir=args.cache_dir, device=args.device,
-                                  proposals_from_config=args.proposals == "config", timing=timing)
+                                  proposals_from_config=args.proposals == "config", timing=timing,
+                                  batch=args.batch, read_workers=args.read_workers)
     if not is_main():  # under torchrun every rank detects a shard; rank 0 writes and prints
         return
     dets = items_to_detections(items, save_path or os.path.join(os.path.abspath(cfg.data.root or "."), "detections"),

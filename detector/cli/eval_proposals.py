@@ -1,12 +1,18 @@
 """eval-proposals: recall at IoU 0.5 / 0.7, ABO, MABO, boxes and seconds per image of a
 split's proposals (computed into the cache when missing), and the recall-vs-number-of-boxes
 curve as a picture (only with ``--plot PATH``: nothing is written into the working folder
-unasked). Outputs follow the rule of :mod:`detector.io.outputs`."""
+unasked). Outputs follow the rule of :mod:`detector.io.outputs`.
+
+With ``--model CKPT`` the proposals measured are the ones that detector scores (its own when
+its model proposes, e.g. ``proposals.method: trunk``; else its checkpoint's selective search /
+MultiBox, from the cache), so that a proposal head and selective search are measured by the
+same numbers; ``--config`` then gives only the data (its proposals section is not used)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from backbone.errors import UserError
 from backbone.io import cache_dir, check_writable
@@ -14,14 +20,18 @@ from detector.cli.common import (
     add_config_args,
     add_device_arg,
     add_proposal_args,
+    add_proposal_model_arg,
     announce_layout,
+    check_proposal_model_args,
     cli_main,
+    model_proposals,
     proposal_config,
 )
 from detector.engine.devices import init_distributed, rank_sync, resolve_device
 from detector.io.datasets import load_dataset
 from detector.io.figures import figure_format, figure_writer
 from detector.io.outputs import Outputs, add_output_arg, add_overwrite_arg
+from detector.model import Detector
 from detector.proposal_cache import ensure_proposals
 from eval.figures import subplots
 from eval.proposal_recall import proposal_recall, recall_curve
@@ -88,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_arg(p, "--json", help="write the numbers as JSON")
     add_overwrite_arg(p, "--plot / --json")
     add_proposal_args(p)
+    add_proposal_model_arg(p)
     add_device_arg(p)
     return p
 
@@ -95,9 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_proposal_model_args(args)
     full, cfg = proposal_config(args)
     # fail now, not after computing the proposals of the whole split
-    outputs = Outputs([args.config, cfg.multibox_checkpoint, full.data.root], args.overwrite, prog="eval-proposals")
+    outputs = Outputs([args.config, args.model if args.model else cfg.multibox_checkpoint, full.data.root],
+                      args.overwrite, prog="eval-proposals")
     plot_path = json_path = None
     if args.plot:
         if figure_format(args.plot) not in PLOT_FORMATS:
@@ -108,6 +121,7 @@ def main(argv=None) -> int:
     check_writable(args.cache_dir or cache_dir(), what="--cache-dir" if args.cache_dir else "cache folder", folder=True)
 
     device = resolve_device(args.device)
+    detector = Detector.from_checkpoint(args.model, device) if args.model else None  # read before any work
     rank, _world = init_distributed(device)  # under torchrun: every rank computes its share
     announce_layout(full, "eval-proposals")
     ds = load_dataset(full.data, args.split)
@@ -115,8 +129,13 @@ def main(argv=None) -> int:
         if args.max_images < 1:
             raise UserError(f"--max-images {args.max_images}: must be at least 1")
         ds.records = ds.records[: args.max_images]
-    boxes, secs = ensure_proposals(ds, cfg, cache_dir=args.cache_dir, workers=args.workers,
-                                   device=device, with_seconds=True, sync=rank_sync("eval-proposals"))
+    if detector is not None:
+        boxes, secs, own = model_proposals(detector, ds, cache_dir=args.cache_dir, workers=args.workers,
+                                           sync=rank_sync("eval-proposals"))
+        cfg = detector.cfg.proposals
+    else:
+        boxes, secs = ensure_proposals(ds, cfg, cache_dir=args.cache_dir, workers=args.workers,
+                                       device=device, with_seconds=True, sync=rank_sync("eval-proposals"))
     if rank != 0:  # rank 0 evaluates (reading the boxes per image) and reports
         return 0
     res = evaluate_split(ds, boxes, args.max_boxes)
@@ -125,10 +144,15 @@ def main(argv=None) -> int:
     res["proposals"] = {k: getattr(cfg, k) for k in ("method", "backend", "preset", "superpixel_scale",
                                                      "working_width", "min_box_width", "multibox_top_k",
                                                      "max_total")}
+    title = f"{args.split}: {cfg.method} {cfg.backend} {cfg.preset} x{cfg.superpixel_scale:g}"
+    if detector is not None:
+        res["proposals"].update(model=args.model, own=own)
+        title = f"{args.split}: model {os.path.basename(args.model)}" + ("" if own else f" ({title.split(': ')[1]})")
+        print(f"proposals of model {args.model}: " + ("its own" if own else
+              f"its configured {cfg.method} (the cache's boxes eval-map --split scores)"))
     print(format_report(res))
     if plot_path:
-        plot_curve(res, plot_path, f"{args.split}: {cfg.method} {cfg.backend} {cfg.preset} x{cfg.superpixel_scale:g}",
-                   outputs)
+        plot_curve(res, plot_path, title, outputs)
         print(f"curve: {args.plot}")
     if json_path:
         outputs.write(json_path, json.dumps(res, indent=1, allow_nan=False) + "\n", what="--json")

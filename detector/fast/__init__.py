@@ -7,20 +7,24 @@ trunk. One trunk pass per image, every proposal pooled from its feature map by
   :func:`forward`, :func:`loss`
 - :mod:`.infer`: :func:`score_image` (ensemble probabilities and deltas for one image, in the
   ensemble's two-phase form)
+- :mod:`.proposer`: the trunk proposal head (``proposals.method: trunk``, the one pass)
+- :mod:`.batched`: :func:`score_batch` (several images per trunk call, ``Detector.detect_batch``)
 - :mod:`.kind`: the kind's pieces (:class:`detector.kinds.DetectorKind`) read from a detector
   config, for the engine and ``Detector``
 """
 
 from .kind import (
            RegionBatcher,
+           batches_trunk,
            build_member,
            forward,
            param_groups,
            propose,
            region_loss,
+           score_batch,
            score_regions,
 )
 from .model import FastOutputs, FastRCNN
 
-__all__ = ["FastRCNN", "FastOutputs", "RegionBatcher", "build_member", "forward", "param_groups", "propose",
-           "region_loss", "score_regions"]
+__all__ = ["FastRCNN", "FastOutputs", "RegionBatcher", "batches_trunk", "build_member", "forward", "param_groups",
+           "propose", "region_loss", "score_batch", "score_regions"]

@@ -10,6 +10,7 @@ import torch
 
 from ..config import DetectorConfig
 from ..ensemble import Ensemble
+from .batched import batches_trunk, score_batch
 from .infer import score_image, take_features, trunk_proposals
 from .model import OnePassOutputs, RegionSampling
 from .train import (
@@ -94,4 +95,4 @@ def score_regions(ensemble: Ensemble, cfg: DetectorConfig, image: np.ndarray, bo
     return probs, deltas
 
 
-__all__ = ["build_member", "RegionBatcher", "forward", "region_loss", "param_groups", "propose", "score_regions"]
+__all__ = ["batches_trunk", "score_batch", "build_member", "RegionBatcher", "forward", "region_loss", "param_groups", "propose", "score_regions"]

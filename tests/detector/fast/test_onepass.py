@@ -254,3 +254,27 @@ def test_300_proposals_unless_set(mini):
     assert onepass_config(mini, "test.max_proposals=null", "proposals.method=ss").proposal_limit == 2000
     assert onepass_config(mini, "test.max_proposals=1000").proposal_limit == 1000
     assert DetectorConfig().proposal_limit == 2000 and DetectorConfig().test.max_proposals is None
+
+
+def test_propose_and_eval_proposals_measure_the_heads_boxes(trained, mini, tmp_path, capsys, monkeypatch):
+    """The proposal tools on a one-pass model: its head's boxes, no selective search, no cache."""
+    import json
+
+    from detector.cli.eval_proposals import main as eval_main
+    from detector.cli.propose import main as propose_main
+    from proposals import pipeline
+
+    cfg, _, path, _ = trained
+    monkeypatch.setattr(pipeline, "selective_search", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ss")))
+    image = load_dataset(cfg.data, "train").records[0].path
+    out = tmp_path / "p.json"
+    assert propose_main([image, "--model", path, "--json", str(out)]) == 0
+    want = Detector.from_checkpoint(path).propose(load_image(image))
+    assert np.allclose(json.loads(out.read_text())[0]["boxes"], want, atol=0.01) and 0 < len(want) <= 50
+    conf = tmp_path / "data.yaml"
+    conf.write_text(f"data:\n  root: {mini}\n  classes: [Platelets, RBC, WBC]\n")
+    assert eval_main(["--config", str(conf), "--split", "train", "--model", path, "--cache-dir",
+                      str(tmp_path / "cache"), "--json", str(tmp_path / "r.json")]) == 0
+    assert f"proposals of model {path}: its own" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["proposals"]["own"] is True
+    assert not (tmp_path / "cache" / "proposals").exists()

@@ -197,7 +197,7 @@ def _folder_run(det: Detector, paths, props, batch: int, workers: int) -> float:
     return time.perf_counter() - t0
 
 
-def bench_folder(n: int, batch: int, workers: int) -> None:
+def bench_folder(n: int, batch: int, workers: int, onepass: str | None = None) -> None:
     fast_path = os.path.join(ASSETS, "bccd_fast.pt")
     if not (os.path.isdir(BCCD) and os.path.isfile(fast_path)):
         print(f"folder part skipped (needs {BCCD} and {fast_path})")
@@ -221,6 +221,12 @@ def bench_folder(n: int, batch: int, workers: int) -> None:
     for name, _, _ in settings:
         s = min(secs[name])
         print(f"  {name:<52} {n / s:.2f} images/s ({s:.1f} s; {base / s:.2f}x)")
+    if onepass and os.path.isfile(onepass):  # its own proposals: nothing cached, the trunk once per image
+        one = Detector.from_checkpoint(onepass)
+        one(load_image(paths[0]))  # warm-up
+        s = min(_folder_run(one, paths, [None] * n, 1, 0) for _ in range(2))
+        print(f"  {os.path.basename(onepass) + ' (its own proposals, per image)':<52} {n / s:.2f} images/s ({s:.1f} s; "
+              f"{base / s:.2f}x)")
 
 
 def main() -> None:
@@ -249,7 +255,7 @@ def main() -> None:
     if not args.skip_end_to_end:
         bench_end_to_end(max(2, args.images), args.onepass)
     if not args.skip_folder:
-        bench_folder(max(1, args.folder_images), args.batch, args.read_workers)
+        bench_folder(max(1, args.folder_images), args.batch, args.read_workers, args.onepass)
     print(f"({time.time() - t0:.0f} s)")
 
 

@@ -278,3 +278,19 @@ def test_propose_and_eval_proposals_measure_the_heads_boxes(trained, mini, tmp_p
     assert f"proposals of model {path}: its own" in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["proposals"]["own"] is True
     assert not (tmp_path / "cache" / "proposals").exists()
+
+
+def test_the_bundled_one_pass_model_runs_no_selective_search(monkeypatch):
+    """detect with detector/assets/bccd_onepass.pt: its config says trunk, nothing outside the model runs."""
+    from pathlib import Path
+
+    from detector.assets import ONEPASS_MODEL
+    from proposals import pipeline
+
+    det = Detector.from_checkpoint(ONEPASS_MODEL)
+    assert det.cfg.proposals.method == "trunk" and len(det.ensemble.members) == 2
+    monkeypatch.setattr(pipeline, "selective_search", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ss")))
+    monkeypatch.setattr(pipeline, "propose", lambda *a, **k: (_ for _ in ()).throw(AssertionError("propose")))
+    d = det(str(Path(__file__).resolve().parents[3] / "examples" / "BloodImage_00007.jpg"))
+    assert "WBC" in d.names and (np.array(d.names) == "RBC").sum() >= 8
+    assert det.cfg.proposal_limit == 300

@@ -71,7 +71,7 @@ def test_detector_checkpoint_member_not_a_state_dict_and_bad_types(tmp_path):
         with pytest.raises(UserError, match=match):
             load_detector(str(p))
     torch.save({**base, "format_version": 99, "members": [{}]}, p)
-    with pytest.raises(UserError, match="format version 99 is newer than this program's \\(2\\)"):
+    with pytest.raises(UserError, match="format version 99 is newer than this program's \\(3\\)"):
         load_detector(str(p))
 
 

@@ -147,7 +147,7 @@ def test_large_image_is_scaled_to_the_working_size_and_boxes_mapped_back(tiny_mo
     np.testing.assert_allclose(seen["boxes"].numpy(), props / 2)
     np.testing.assert_allclose(np.sort(d.boxes, axis=0), np.sort(props, axis=0), atol=1e-3)  # original pixels
 
-    def propose(image):
+    def propose(image, times=None):
         seen["proposed_on"] = image.shape
         return np.array([[10, 10, 200, 100]], np.float32)
 

@@ -89,17 +89,17 @@ def export_onnx(detector: Detector) -> tuple[bytes, dict]:
     writes both, through the output rule: ``export-model``)."""
     cfg, kind = detector.cfg, detector.cfg.model.kind
     if cfg.proposals.uses_multibox:
-        raise UserError("export-model: the model's proposals use MultiBox, whose network is not exported yet "
+        raise UserError("the model's proposals use MultiBox, whose network is not exported yet "
                         "(export a model with proposals.method ss)")
     if cfg.proposals.uses_trunk:
-        raise UserError("export-model: the model proposes from its trunk (proposals.method trunk), whose proposal "
+        raise UserError("the model proposes from its trunk (proposals.method trunk), whose proposal "
                         "head is not exported yet (export a model with proposals.method ss)")
     members = [m.float().eval() for m in detector.ensemble.members]
     n = len(members)
     outputs = [f"{what}_{i}" for i in range(n) for what in ("logits", "deltas")]
     if kind == "fast":
         if len(members[0].taps) > 1:
-            raise UserError(f"export-model: model.fast.tap {members[0].taps} is a feature pyramid, whose level "
+            raise UserError(f"model.fast.tap {members[0].taps} is a feature pyramid, whose level "
                             "assignment is not exported yet (one tap is)")
         graph, inputs = _FastGraph(members).eval(), ["image", "boxes"]
         h, w = max(members[0].min_input, 96), max(members[0].min_input, 128)

@@ -87,6 +87,18 @@ def test_a_damaged_file_or_a_missing_sidecar_is_one_line(exported, tmp_path, cap
     assert "its sidecar" in capsys.readouterr().err
 
 
+def test_a_model_proposing_from_its_trunk_is_refused_in_one_line(tmp_path, capsys):
+    """The one-pass proposal head is not exported yet: one line naming why (it read
+    "export-model: error: export-model: ..."), and no file written."""
+    from detector.assets import ONEPASS_MODEL
+
+    assert export_main(["--model", ONEPASS_MODEL, "--out", str(tmp_path / "m.onnx")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "export-model: error: the model proposes from its trunk (proposals.method trunk), whose proposal head is "
+        "not exported yet (export a model with proposals.method ss)"]
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.slow
 @pytest.mark.shared
 def test_the_bccd_test_split_through_onnxruntime(exported):

@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# PYTHONDONTWRITEBYTECODE emptied: where the environment sets it, every run recompiled our modules
+# and pytest re-rewrote the asserts of 180 test modules (4-5 s of collection, and again in each
+# subprocess a test starts); __pycache__/ is ignored by git
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -1,5 +1,7 @@
 """What every console script shares: warnings and errors are one line naming the command."""
 
+import pytest
+
 from detector.cli.gt_stats import main
 from tests.conftest import ROOT
 
@@ -11,19 +13,6 @@ def test_warnings_are_one_line_naming_the_command(test_data, capsys):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines == [ln for ln in lines if ln.startswith("gt-stats: warning: ")] and len(lines) == 1, err
     assert "BloodImage_00338.xml: degenerate box [504 337 504 337] dropped" in lines[0]
-
-
-def test_a_closed_stdout_pipe_stops_quietly():
-    """`prog ... | head`: the reader left; no traceback, the exit code of SIGPIPE (141)."""
-    import subprocess
-    import sys
-
-    code = ("import sys\nfrom detector.cli.common import cli_main\n"
-            "@cli_main\ndef main(argv=None):\n    for i in range(200000):\n        print('line', i)\n"
-            "sys.exit(main())\n")
-    p = subprocess.run(f"{sys.executable} -c \"{code}\" | head -1", shell=True, capture_output=True, text=True,
-                       timeout=60)
-    assert p.stdout == "line 0\n" and "Traceback" not in p.stderr and "Error" not in p.stderr
 
 
 def test_cache_dir_moves_the_annotation_index_too(test_data, tmp_path, monkeypatch, capsys):
@@ -88,35 +77,99 @@ def test_a_read_only_cache_dir_is_refused_before_any_work(tmp_path, capsys, monk
         ro.chmod(0o700)
 
 
-def _model_summary(stdout, limit=None):
-    """model-summary in a subprocess, its output to ``stdout`` (a file-size limit ``limit``)."""
+# One interpreter imports the scripts once and forks a child per case (three subprocesses took 11 s
+# of this module); each child ends as the interpreter would: it flushes stdout, and a failed flush
+# is Python's "Exception ignored" with exit code 120, which the cases must not show.
+_STDOUT_DRIVER = """
+import json, os, resource, signal, sys
+from detector.cli.common import cli_main
+from detector.cli.model_summary import main as model_summary
+
+@cli_main
+def lines(argv=None):
+    for i in range(200000):
+        print('line', i)
+
+def child(case, out_fd, err_w, keep_open):
+    for fd in keep_open:  # the parent's ends: a reader left open here would never let the pipe break
+        os.close(fd)
+    os.dup2(out_fd, 1)
+    os.dup2(err_w, 2)
+    if case == 'limit':  # SIGXFSZ ignored: the write fails with EFBIG instead of killing the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40, 40))
+    sys.argv = ['model-summary']
+    try:
+        code = (lines if case == 'pipe' else model_summary)()
+    except SystemExit as e:
+        code = e.code
+    try:
+        sys.stdout.flush()
+    except Exception as e:
+        print('Exception ignored', repr(e), file=sys.stderr)
+        code = 120
+    sys.stderr.flush()
+    os._exit(code)
+
+result = {}
+for case in ('pipe', 'full', 'limit'):
+    err_r, err_w = os.pipe()
+    out_r = None
+    if case == 'pipe':  # `prog | head -1`: the reader takes one line and leaves
+        out_r, out_fd = os.pipe()
+    else:
+        out_fd = os.open('/dev/full' if case == 'full' else sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    pid = os.fork()
+    if pid == 0:
+        child(case, out_fd, err_w, [fd for fd in (err_r, out_r) if fd is not None])
+    os.close(out_fd)
+    os.close(err_w)
+    first = ''
+    if case == 'pipe':
+        with os.fdopen(out_r) as reader:
+            first = reader.readline()
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    with os.fdopen(err_r) as f:
+        result[case] = [code, first, f.read()]
+print(json.dumps(result))
+"""
+
+
+@pytest.fixture(scope="module")
+def stdout_cases(tmp_path_factory):
+    """{case: [exit code, first stdout line, stderr]} for a console script whose stdout is a pipe
+    closed by its reader ("pipe", the lines of a cli_main command), /dev/full ("full") or a file
+    over a 40-byte ``ulimit -f`` ("limit"), the last two model-summary."""
+    import json
     import os
     import subprocess
     import sys
 
-    pre = ""
-    if limit is not None:  # SIGXFSZ ignored: the write fails with EFBIG instead of killing the process
-        pre = (f"import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); ")
-    code = pre + "import sys; from detector.cli.model_summary import main; sys.argv = ['model-summary']; main()"
-    return subprocess.run([sys.executable, "-c", code], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    out = tmp_path_factory.mktemp("stdout") / "out.txt"
+    p = subprocess.run([sys.executable, "-c", _STDOUT_DRIVER, str(out)], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout)
 
 
-def test_a_full_stdout_is_one_line():
+def test_a_closed_stdout_pipe_stops_quietly(stdout_cases):
+    """`prog ... | head`: the reader left; no traceback, the exit code of SIGPIPE (141)."""
+    code, first, err = stdout_cases["pipe"]
+    assert (code, first) == (141, "line 0\n") and "Traceback" not in err and "Exception" not in err, err
+
+
+def test_a_full_stdout_is_one_line(stdout_cases):
     """`model-summary > /dev/full` was a traceback (or Python's "Exception ignored" at exit,
     code 120); a full disk is one line now, exit code 2."""
-    with open("/dev/full", "w") as full:
-        p = _model_summary(full)
-    assert p.returncode == 2 and p.stderr.splitlines() == [
-        "model-summary: error: standard output: cannot write (No space left on device)"], p.stderr
+    code, _, err = stdout_cases["full"]
+    assert code == 2 and err.splitlines() == [
+        "model-summary: error: standard output: cannot write (No space left on device)"], err
 
 
-def test_stdout_over_the_file_size_limit_is_one_line(tmp_path):
-    with open(tmp_path / "out.txt", "w") as out:
-        p = _model_summary(out, limit=40)
-    assert p.returncode == 2 and p.stderr.splitlines() == [
-        "model-summary: error: standard output: cannot write (File too large)"], p.stderr
+def test_stdout_over_the_file_size_limit_is_one_line(stdout_cases):
+    code, _, err = stdout_cases["limit"]
+    assert code == 2 and err.splitlines() == [
+        "model-summary: error: standard output: cannot write (File too large)"], err
 
 
 def test_no_console_script_imports_another():

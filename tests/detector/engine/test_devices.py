@@ -31,15 +31,23 @@ def test_torchrun_two_processes(test_data, tmp_path):
         "test:\n  protocol: voc\n  score_thr: 0.0\n  max_proposals: 40\n")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     common = ["--config", str(cfg), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
-    run = lambda *a: subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", *a],
-                                    capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-    r = run(str(BIN / "train-detector"), *common, "--out", str(tmp_path / "run"))
+    train = ["--out", str(tmp_path / "run"), *common]
+    evaluate = ["--split", "train", *common, "--model", str(tmp_path / "run" / "model.pt"), "--json", str(tmp_path / "m.json")]
+    # one process group runs both commands' main(argv), as their console scripts do (two torchrun
+    # launches cost 2 x 4 process start-ups and torch imports, 6 s of this test)
+    driver = tmp_path / "driver.py"
+    driver.write_text("import json, sys\n"
+                      "from detector.cli.train_detector import main as train\n"
+                      "from detector.cli.eval_map import main as evaluate\n"
+                      "train_args, eval_args = json.loads(sys.argv[1])\n"
+                      "rc = train(train_args)\n"
+                      "sys.exit(f'train-detector exited {rc}' if rc else evaluate(eval_args))\n")
+    r = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", str(driver),
+                        json.dumps([train, evaluate])], capture_output=True, text=True, env=env, timeout=600,
+                       cwd=tmp_path)
     assert r.returncode == 0, _tail(r)
     log = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
     assert len(log) == 1  # one result, written by rank 0
-    r = run(str(BIN / "eval-map"), "--split", "train", *common, "--model", str(tmp_path / "run" / "model.pt"),
-            "--json", str(tmp_path / "m.json"))
-    assert r.returncode == 0, _tail(r)
     assert r.stdout.count("mAP") == 1  # printed once, by rank 0
     dets = json.loads((tmp_path / "detections_train.json").read_text())
     assert len(dets) == 2  # both ranks' shards gathered, in order
